@@ -1,0 +1,56 @@
+"""The backend interface: how a worker launches, watches and stops one attempt of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunResult
+
+
+class BackendError(Exception):
+    """The backend cannot do what was asked (no credentials, no deployment, unreachable)."""
+
+
+@dataclass(frozen=True)
+class CallStatus:
+    """What a poll found: still running (outcome None) or ended, and how."""
+
+    outcome: Outcome | None = None
+    error: str | None = None
+    result: RunResult | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
+
+
+class Backend(Protocol):
+    name: str
+
+    def check(self) -> None:
+        """Raise BackendError at worker start if this backend cannot work here."""
+
+    def resolve_ref(self, ref: str) -> str:
+        """Pin a branch, tag or commit of nanochat to a full commit id."""
+
+    def run_dir(self, record: JobRecord) -> str:
+        """Where this job's run directory is, as the backend names it."""
+
+    def launch(self, record: JobRecord, attempt: int) -> str:
+        """Start one attempt and return its call id at once (the run goes on without us)."""
+
+    def poll(self, record: JobRecord, call_id: str) -> CallStatus:
+        """Never blocks."""
+
+    def cancel(self, call_id: str) -> None:
+        """Stop the call and its containers or processes."""
+
+    def read_progress(self, record: JobRecord) -> Progress | None:
+        """The run's progress.json, or None if there is none yet or it is unreadable."""
+
+    def read_log(self, record: JobRecord, tail: int | None = None) -> str:
+        """The run's log.txt (the last `tail` lines), '' if there is none yet."""
+
+    def log_pointer(self, record: JobRecord) -> LogPointer:
+        """Where the log is and the command to read it."""

@@ -1,0 +1,62 @@
+"""Defaults and environment settings: the one place each of them is written down."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# What a job gets when the user does not say.
+DEFAULT_MODEL = "d12"
+DEFAULT_REPO_REF = "master"
+DEFAULT_GPU = "H100:8"
+DEFAULT_PRIORITY = "normal"
+DEFAULT_BACKEND = "modal"
+DEFAULT_MAX_ATTEMPTS = 3
+MAX_ATTEMPT_TIMEOUT_S = 24 * 3600  # Modal stops a function at 24 h
+DEFAULT_ATTEMPT_TIMEOUT_S = MAX_ATTEMPT_TIMEOUT_S
+SMOKE_STEPS = 10
+
+GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200")
+MAX_GPU_COUNT = 8
+PRIORITIES = ("high", "normal", "low")
+BACKENDS = ("modal", "local", "sim")
+
+# nanochat's default repository, cloned by the Modal app and by the local backend when the
+# user points it at no checkout of their own.
+NANOCHAT_REPO_URL = "https://github.com/karpathy/nanochat.git"
+
+# Modal names (the app's and the workers' side read the same variables).
+MODAL_APP_NAME = os.environ.get("SPEEDQ_MODAL_APP", "speedq")
+MODAL_VOLUME_NAME = os.environ.get("SPEEDQ_MODAL_VOLUME", "nanochat-persistent-storage")
+MODAL_VOLUME_MOUNT = "/vol"
+
+REDIS_URL_ENV = "SPEEDQ_REDIS_URL"
+
+
+def home() -> Path:
+    """speedq's state directory: embedded Redis data, local runs, the sim nanochat repo."""
+    explicit = os.environ.get("SPEEDQ_HOME")
+    if explicit:
+        return Path(explicit)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "speedq"
+
+
+def runs_root() -> Path:
+    """Where the local and sim backends keep run directories (`<root>/<team>/<run-name>/`)."""
+    return Path(os.environ.get("SPEEDQ_RUNS_DIR") or home() / "runs")
+
+
+def data_root() -> Path:
+    """Shared data (dataset shards, tokenizer) for local and sim runs, reused by every run."""
+    return Path(os.environ.get("SPEEDQ_DATA_DIR") or home() / "data")
+
+
+def cache_root() -> Path:
+    """Per-commit nanochat checkouts and compile caches for local and sim runs."""
+    return Path(os.environ.get("SPEEDQ_CACHE_DIR") or home() / "cache")
+
+
+def poll_interval_s() -> float:
+    """How often a worker polls its backend call and writes progress back."""
+    return float(os.environ.get("SPEEDQ_POLL_INTERVAL", "1.0"))

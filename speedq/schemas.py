@@ -1,0 +1,355 @@
+"""Every shape speedq stores or accepts, as pydantic models; all user input is validated here.
+
+The GPU side imports this module too (progress, run requests and results cross from the runner
+to the worker through files), so it depends on pydantic and the standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from enum import Enum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    computed_field,
+)
+
+from speedq import config
+
+# ---------------------------------------------------------------------------------------------
+# Field rules. Each raises ValueError with the rule in words, so one line can tell the user.
+
+SLUG_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+MODEL_RE = re.compile(r"d(\d+)")
+MIN_DEPTH, MAX_DEPTH = 2, 64
+MAX_REF_LEN = 200
+_REF_FORBIDDEN = set("~^:?*[\\")
+
+
+def _slug(value: str) -> str:
+    if not isinstance(value, str) or not SLUG_RE.fullmatch(value):
+        raise ValueError(
+            "must be a slug: lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, at most 63 characters"
+        )
+    if ".." in value:
+        raise ValueError("must not contain '..'")
+    return value
+
+
+def _model(value: str) -> str:
+    match = MODEL_RE.fullmatch(value) if isinstance(value, str) else None
+    if not match or not MIN_DEPTH <= int(match.group(1)) <= MAX_DEPTH:
+        raise ValueError(f"must be d<depth> with depth {MIN_DEPTH} to {MAX_DEPTH}, e.g. d12")
+    return f"d{int(match.group(1))}"
+
+
+def _git_ref(value: str) -> str:
+    """git's own ref-name rules (git check-ref-format), for a branch, tag or commit."""
+    problems = []
+    if not value:
+        problems.append("must not be empty")
+    if len(value) > MAX_REF_LEN:
+        problems.append(f"must be at most {MAX_REF_LEN} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        problems.append("must not contain whitespace or control characters")
+    if ".." in value:
+        problems.append("must not contain '..'")
+    if value.startswith("-"):
+        problems.append("must not start with '-'")
+    if _REF_FORBIDDEN & set(value):
+        problems.append("must not contain any of ~ ^ : ? * [ \\")
+    if "@{" in value or value == "@":
+        problems.append("must not be '@' or contain '@{'")
+    if value.endswith((".", "/", ".lock")) or value.startswith("/") or "//" in value:
+        problems.append("must not start or end with '/', end with '.' or '.lock', or hold '//'")
+    if any(part.startswith(".") for part in value.split("/")):
+        problems.append("no path component may start with '.'")
+    if problems:
+        raise ValueError(f"not a valid git ref: {problems[0]}")
+    return value
+
+
+class GpuSpec(BaseModel):
+    """`TYPE[:COUNT]`, e.g. H100:8."""
+
+    model_config = ConfigDict(frozen=True)
+    type: str
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.count}"
+
+
+def _gpu(value: object) -> object:
+    if isinstance(value, (GpuSpec, dict)):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be TYPE[:COUNT]")
+    kind, _, count = value.partition(":")
+    known = {t.upper(): t for t in config.GPU_TYPES}
+    if kind.upper() not in known:
+        raise ValueError(f"must be TYPE[:COUNT] with TYPE one of {', '.join(config.GPU_TYPES)}")
+    if count and not count.isdigit() or count and not 1 <= int(count) <= config.MAX_GPU_COUNT:
+        raise ValueError(f"GPU count must be a whole number from 1 to {config.MAX_GPU_COUNT}")
+    return {"type": known[kind.upper()], "count": int(count or 1)}
+
+
+_DURATION_RE = re.compile(r"(\d+)\s*([smhd]?)")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: object) -> object:
+    """Seconds, or a number with s/m/h/d (`90m`, `24h`)."""
+    if isinstance(value, str):
+        match = _DURATION_RE.fullmatch(value.strip().lower())
+        if not match:
+            raise ValueError("must be a duration like 3600, 90m or 24h")
+        return int(match.group(1)) * _UNIT_S[match.group(2)]
+    return value
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+ModelName = Annotated[str, AfterValidator(_model)]
+GitRef = Annotated[str, AfterValidator(_git_ref)]
+Gpu = Annotated[GpuSpec, BeforeValidator(_gpu)]
+Priority = Literal["high", "normal", "low"]
+BackendName = Literal["modal", "local", "sim"]
+Mode = Literal["smoke", "full"]
+Seconds = Annotated[
+    int, BeforeValidator(_duration), Field(ge=1, le=config.MAX_ATTEMPT_TIMEOUT_S)
+]
+
+
+def depth_of(model: str) -> int:
+    return int(model[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# What a user submits.
+
+
+class JobSpec(BaseModel):
+    """A speedrun job as submitted. Immutable once stored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: Slug
+    model: ModelName = config.DEFAULT_MODEL
+    repo_ref: GitRef = config.DEFAULT_REPO_REF
+    mode: Mode = "full"
+    force_restart: bool = False
+    gpu: Gpu = Field(default_factory=lambda: _gpu(config.DEFAULT_GPU))
+    run_name: Slug | None = None
+    priority: Priority = config.DEFAULT_PRIORITY
+    backend: BackendName = config.DEFAULT_BACKEND
+    max_attempts: int = Field(default=config.DEFAULT_MAX_ATTEMPTS, ge=1, le=10)
+    attempt_timeout_s: Seconds = config.DEFAULT_ATTEMPT_TIMEOUT_S
+    # Base-training checkpoint interval in steps; None lets the runner pick one.
+    save_every: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    def model_post_init(self, _context: object) -> None:
+        if self.run_name is None:
+            # The old script kept one run per model; a smoke test must not share its files.
+            default = self.model if self.mode == "full" else f"{self.model}-smoke"
+            object.__setattr__(self, "run_name", default)
+
+    @property
+    def depth(self) -> int:
+        return depth_of(self.model)
+
+    @property
+    def run_key(self) -> str:
+        """Where this run lives under a runs root: `<team>/<run-name>`."""
+        return f"{self.team}/{self.run_name}"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the runner writes into the run directory and the worker reads back.
+
+
+class Progress(BaseModel):
+    """The runner's `progress.json`: where the run is now."""
+
+    stage: str | None = None
+    step: int | None = None
+    total: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+    checkpoint_step: int | None = None  # newest complete checkpoint
+    resumed_from_step: int | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+
+class Outcome(str, Enum):
+    """How one attempt ended."""
+
+    succeeded = "succeeded"
+    crashed = "crashed"  # the run's own code failed (non-zero exit, remote error)
+    preempted = "preempted"  # the container or process went away before the run finished
+    timed_out = "timed_out"
+    stalled = "stalled"  # no progress for too long
+    cancelled = "cancelled"
+    lost = "lost"  # the backend no longer knows the call (expired result, unknown id)
+    launch_failed = "launch_failed"  # never started: credentials, deployment, network
+
+    @property
+    def retryable(self) -> bool:
+        return self in (Outcome.crashed, Outcome.preempted, Outcome.timed_out, Outcome.stalled, Outcome.lost)
+
+
+class RunRequest(BaseModel):
+    """Everything the runner needs for one attempt; crosses to it as JSON."""
+
+    job_id: str
+    attempt: int = Field(ge=1)
+    model: ModelName
+    mode: Mode
+    nproc: int = Field(ge=1, le=config.MAX_GPU_COUNT)
+    gpu_type: str
+    commit: str
+    repo: str  # URL or path of the nanochat git repository
+    run_dir: str
+    data_dir: str
+    cache_dir: str
+    launcher: Literal["torchrun", "python"] = "torchrun"
+    save_every: int | None = None
+    force_restart: bool = False
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class RunResult(BaseModel):
+    """The runner's last word on an attempt, written when it ends by itself."""
+
+    job_id: str
+    attempt: int
+    outcome: Outcome
+    exit_code: int | None = None
+    error: str | None = None
+    resumed_from_step: int | None = None
+    final_step: int | None = None
+    finished_at: float = Field(default_factory=time.time)
+
+
+# ---------------------------------------------------------------------------------------------
+# The job record in Redis.
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    starting = "starting"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+ACTIVE_STATES = tuple(s for s in JobState if not s.terminal)
+
+
+class LogPointer(BaseModel):
+    """Where the run's log is, and the command a person would use to read it."""
+
+    location: Literal["local", "modal-volume"]
+    path: str
+    volume: str | None = None
+    command: str
+
+
+class Attempt(BaseModel):
+    number: int
+    backend: BackendName
+    call_id: str | None = None
+    worker: str | None = None
+    started_at: float = Field(default_factory=time.time)
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    resumed_from_step: int | None = None
+    final_step: int | None = None
+    gpu_count: int = 1
+
+    @property
+    def steps_run(self) -> int:
+        if self.final_step is None:
+            return 0
+        return max(0, self.final_step - (self.resumed_from_step or 0))
+
+    @property
+    def gpu_seconds(self) -> float:
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return max(0.0, end - self.started_at) * self.gpu_count
+
+
+class JobRecord(BaseModel):
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.queued
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    progress: Progress | None = None
+    nanochat_commit: str | None = None
+    run_dir: str | None = None
+    log: LogPointer | None = None
+    error: str | None = None
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    cancel_requested: bool = False
+    steps_recomputed: int = 0
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def gpu_seconds(self) -> float:
+        return sum(a.gpu_seconds for a in self.attempts)
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Listing filters (CLI and API share them).
+
+
+class ListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: Slug | None = None
+    state: JobState | None = None
+    limit: int = Field(default=20, ge=1, le=1000)
+
+
+class JobRef(BaseModel):
+    """A job id as typed by a user."""
+
+    id: Annotated[str, Field(pattern=r"^sq-[0-9]{1,18}$")]
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def describe(exc: ValidationError) -> str:
+    """One line for the user: the first invalid field, the value and the rule."""
+    err = exc.errors()[0]
+    field = "-".join(str(p) for p in err["loc"] if not isinstance(p, int)).replace("_", "-") or "value"
+    field = field.split("-function-")[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    value = err.get("input")
+    shown = f" {value!r}" if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    extra = sum(1 for _ in exc.errors()) - 1
+    more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+    return f"invalid {field}{shown}: {msg}{more}"
