@@ -219,7 +219,8 @@ class RunRequest(BaseModel):
     run_dir: str
     data_dir: str
     cache_dir: str
-    launcher: Literal["torchrun", "python"] = "torchrun"
+    # torchrun: the real thing; python: one process; sim: one process that plays nproc ranks
+    launcher: Literal["torchrun", "python", "sim"] = "torchrun"
     save_every: int | None = None
     force_restart: bool = False
     env: dict[str, str] = Field(default_factory=dict)
