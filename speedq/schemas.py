@@ -146,7 +146,7 @@ class JobSpec(BaseModel):
     repo_ref: GitRef = config.DEFAULT_REPO_REF
     mode: Mode = "full"
     force_restart: bool = False
-    gpu: Gpu = Field(default_factory=lambda: _gpu(config.DEFAULT_GPU))
+    gpu: Gpu = Field(default=config.DEFAULT_GPU, validate_default=True)
     run_name: Slug | None = None
     priority: Priority = config.DEFAULT_PRIORITY
     backend: BackendName = config.DEFAULT_BACKEND
@@ -311,16 +311,34 @@ class JobRecord(BaseModel):
     worker: str | None = None
     heartbeat_at: float | None = None
     cancel_requested: bool = False
-    steps_recomputed: int = 0
+    rq_job_id: str | None = None  # the RQ job now carrying this speedq job
+    round_start: int = 0  # attempts before this index belong to runs before the last `retry`
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def gpu_seconds(self) -> float:
         return sum(a.gpu_seconds for a in self.attempts)
 
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def steps_recomputed(self) -> int:
+        """Base-training steps run again because a fault lost them (0 for a clean run)."""
+        total, furthest = 0, 0
+        for attempt in self.attempts:
+            if attempt.final_step is None:
+                continue
+            resumed = attempt.resumed_from_step or 0
+            total += max(0, min(furthest, attempt.final_step) - resumed)
+            furthest = max(furthest, attempt.final_step)
+        return total
+
     @property
     def current_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
+
+    @property
+    def attempts_this_round(self) -> int:
+        return len(self.attempts) - self.round_start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,10 +352,27 @@ class ListQuery(BaseModel):
     limit: int = Field(default=20, ge=1, le=1000)
 
 
+class LogQuery(BaseModel):
+    tail: int | None = Field(default=None, ge=1, le=1_000_000)
+
+
+class WorkerOptions(BaseModel):
+    backends: list[BackendName] = Field(min_length=1)
+
+
+JOB_ID_RE = re.compile(r"sq-[0-9]{1,18}")
+
+
+def _job_id(value: str) -> str:
+    if not JOB_ID_RE.fullmatch(value):
+        raise ValueError("job ids look like sq-42")
+    return value
+
+
 class JobRef(BaseModel):
     """A job id as typed by a user."""
 
-    id: Annotated[str, Field(pattern=r"^sq-[0-9]{1,18}$")]
+    id: Annotated[str, AfterValidator(_job_id)]
 
 
 # ---------------------------------------------------------------------------------------------

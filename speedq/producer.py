@@ -1,0 +1,116 @@
+"""Putting jobs in and taking them back: submit (with dedupe), cancel, retry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from rq import Queue
+from rq.job import Job
+
+from speedq.schemas import JobRecord, JobSpec, JobState
+from speedq.store import Store, queue_name
+
+# The RQ job function, named by path so the producer never imports the worker.
+SUPERVISE = "speedq.worker.supervise"
+WEEK_S = 7 * 24 * 3600
+
+
+class ProducerError(Exception):
+    """A request the queue refuses; the message is one line for the user."""
+
+    exit_code = 1
+
+
+class NotYourJob(ProducerError):
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Submitted:
+    record: JobRecord
+    created: bool  # False: an active job already held this run and is returned instead
+
+
+def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
+    store = Store(conn)
+    record = JobRecord(id=store.new_id(), spec=spec)
+    existing = store.create_claiming_run(record)
+    if existing is not None:
+        return Submitted(existing, created=False)
+    return Submitted(enqueue_supervisor(conn, record), created=True)
+
+
+def enqueue_supervisor(conn: redis.Redis, record: JobRecord) -> JobRecord:
+    """Hand the job to RQ. Also used to re-home a job whose worker died (a new RQ job id)."""
+    store = Store(conn)
+    rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
+    store.update(record.id, lambda r: setattr(r, "rq_job_id", rq_id))
+    queue = Queue(queue_name(record.spec.backend, record.spec.priority), connection=conn)
+    queue.enqueue(
+        SUPERVISE,
+        record.id,
+        job_id=rq_id,
+        job_timeout=-1,  # the supervisor bounds each attempt itself; a run takes hours
+        result_ttl=WEEK_S,
+        failure_ttl=WEEK_S,
+        description=f"speedrun {record.id} {record.spec.run_key}",
+    )
+    return store.get(record.id)
+
+
+def _rq_generation(record: JobRecord) -> int:
+    rq_id = record.rq_job_id or record.id
+    tail = rq_id.removeprefix(record.id).lstrip("-")
+    return int(tail) if tail.isdigit() else 0
+
+
+def _owned(store: Store, job_id: str, team: str) -> JobRecord:
+    record = store.get(job_id)
+    if record.spec.team != team:
+        raise NotYourJob(f"job {job_id} belongs to team {record.spec.team!r}, not {team!r}")
+    return record
+
+
+def cancel(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
+    """A queued job is cancelled at once; a running one is stopped by its worker within a poll."""
+    store = Store(conn)
+    record = _owned(store, job_id, team)
+    if record.state.terminal:
+        raise ProducerError(f"job {job_id} already ended ({record.state.value})")
+
+    def mark(r: JobRecord) -> None:
+        if r.state == JobState.queued:
+            r.state = JobState.cancelled
+            r.error = "cancelled while queued"
+        elif not r.state.terminal:
+            r.cancel_requested = True
+
+    record = store.update(job_id, mark)
+    if record.state == JobState.cancelled and record.rq_job_id:
+        try:
+            Job.fetch(record.rq_job_id, connection=conn).cancel()
+        except Exception:  # noqa: BLE001 - the record already says cancelled; the worker checks it
+            pass
+    return record
+
+
+def retry(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
+    """Run a failed or cancelled job again: a fresh round of attempts, resuming its checkpoints."""
+    store = Store(conn)
+    record = _owned(store, job_id, team)
+    if not record.state.terminal or record.state == JobState.succeeded:
+        raise ProducerError(f"job {job_id} is {record.state.value}; only failed or cancelled jobs can be retried")
+    holder = store.reclaim_run(record)
+    if holder is not None:
+        raise ProducerError(f"run {record.spec.run_key} is held by active job {holder.id}")
+
+    def requeue(r: JobRecord) -> None:
+        r.state = JobState.queued
+        r.error = None
+        r.cancel_requested = False
+        r.finished_at = None
+        r.round_start = len(r.attempts)
+
+    record = store.update(job_id, requeue)
+    return enqueue_supervisor(conn, record)

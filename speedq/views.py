@@ -1,0 +1,135 @@
+"""How job records look to a person: rich tables for `status` and `ls`."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from speedq.schemas import JobRecord, JobState
+
+STATE_STYLE = {
+    JobState.queued: "cyan",
+    JobState.starting: "yellow",
+    JobState.running: "bold yellow",
+    JobState.retrying: "magenta",
+    JobState.succeeded: "bold green",
+    JobState.failed: "bold red",
+    JobState.cancelled: "dim",
+}
+
+
+def when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def ago(ts: float | None) -> str:
+    return f"{duration(time.time() - ts)} ago" if ts else "-"
+
+
+def state_text(record: JobRecord) -> Text:
+    label = record.state.value
+    if record.cancel_requested and not record.state.terminal:
+        label += " (cancelling)"
+    return Text(label, style=STATE_STYLE[record.state])
+
+
+def step_text(record: JobRecord) -> str:
+    p = record.progress
+    if p is None or p.step is None:
+        return "-"
+    if p.total:
+        return f"{p.step}/{p.total} ({100 * p.step / p.total:.0f}%)"
+    return str(p.step)
+
+
+def eta_text(record: JobRecord) -> str:
+    if record.state.terminal or record.progress is None:
+        return "-"
+    return duration(record.progress.eta_s)
+
+
+def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in ("ID", "TEAM", "RUN", "STATE", "STAGE", "STEP", "LOSS", "ETA", "TRIES", "BACKEND", "SUBMITTED"):
+        table.add_column(column, no_wrap=True)
+    for r in records:
+        p = r.progress
+        table.add_row(
+            r.id,
+            r.spec.team,
+            r.spec.run_name,
+            state_text(r),
+            (p.stage if p and p.stage else "-"),
+            step_text(r),
+            f"{p.loss:.3f}" if p and p.loss is not None else "-",
+            eta_text(r),
+            f"{r.attempts_this_round}/{r.spec.max_attempts}",
+            r.spec.backend,
+            ago(r.created_at),
+        )
+    if not records:
+        table.add_row(*(["-"] * 3), Text("no jobs", style="dim"), *(["-"] * 7))
+    return table
+
+
+def job_detail(record: JobRecord) -> Group:
+    spec, p = record.spec, record.progress
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    rows: list[tuple[str, object]] = [
+        ("job", record.id),
+        ("state", state_text(record)),
+        ("team", spec.team),
+        ("run", f"{spec.run_name}  ({record.run_dir or 'no run directory yet'})"),
+        ("spec", f"{spec.model} {spec.mode} on {spec.gpu}, backend {spec.backend}, priority {spec.priority}"),
+        ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
+        ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}" + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
+        ("stage", p.stage if p and p.stage else "-"),
+        ("step", step_text(record)),
+        ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
+        ("eta", eta_text(record)),
+        ("checkpoint", f"step {p.checkpoint_step}" if p and p.checkpoint_step is not None else "-"),
+        ("log", f"{record.log.path}\n{record.log.command}" if record.log else "-"),
+        ("gpu time", f"{record.gpu_seconds / 3600:.3f} GPU-hours"),
+        ("recomputed", f"{record.steps_recomputed} steps"),
+        ("submitted", when(record.created_at)),
+        ("started", when(record.started_at)),
+        ("finished", when(record.finished_at)),
+        ("heartbeat", f"{ago(record.heartbeat_at)} by {record.worker}" if record.heartbeat_at else "-"),
+    ]
+    if record.error:
+        rows.append(("error", Text(record.error, style="red")))
+    for key, value in rows:
+        facts.add_row(key, value)  # type: ignore[arg-type]
+    if not record.attempts:
+        return Group(facts)
+    attempts = Table(title="attempts", title_justify="left")
+    for column in ("#", "BACKEND", "CALL ID", "STARTED", "ENDED", "OUTCOME", "RESUMED FROM", "STEPS", "ERROR"):
+        attempts.add_column(column)
+    for a in record.attempts:
+        attempts.add_row(
+            str(a.number),
+            a.backend,
+            a.call_id or "-",
+            when(a.started_at),
+            when(a.ended_at),
+            a.outcome.value if a.outcome else "running",
+            str(a.resumed_from_step) if a.resumed_from_step is not None else "-",
+            str(a.steps_run),
+            a.error or "",
+        )
+    return Group(facts, attempts)
