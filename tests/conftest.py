@@ -1,0 +1,187 @@
+"""Real parts for every test: a redis-server of the test's own on a free port, `speedq`
+commands and workers as real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from speedq.connection import redis_server_binary
+
+REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class RedisServer:
+    """A redis-server with append-only persistence that a test may kill and start again."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _pings(client), timeout=10, what="redis-server to answer")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.kill()
+        time.sleep(down_for)
+        self.start()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis for one test alone, for tests that kill it."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.kill()
+
+
+@dataclass
+class Speedq:
+    """Runs `speedq` the way a user does, against the test's Redis and state directory."""
+
+    env: dict[str, str]
+    home: Path
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def run(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "speedq.cli", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"speedq {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
+
+    def submit(self, *args: str) -> str:
+        return self.run("submit", "--backend", "sim", *args, check=True).stdout.strip().splitlines()[-1]
+
+    def status(self, job_id: str) -> dict:
+        return json.loads(self.run("status", job_id, "--json", check=True).stdout)
+
+    def wait_state(self, job_id: str, *states: str, timeout: float = 60) -> dict:
+        found: dict = {}
+
+        def reached() -> bool:
+            found.update(self.status(job_id))
+            return found["state"] in states
+
+        wait_for(reached, timeout=timeout, every=0.2, what=f"{job_id} to reach {states} (last: {found.get('state')})")
+        return found
+
+    def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "speedq.cli", "worker", "--backend", "sim", *args],
+            env={**self.env, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.home / f"worker-{len(self.workers)}.log", "w"),
+        )
+        self.workers.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        kill_runners_under(self.home)
+
+
+def kill_runners_under(home: Path) -> None:
+    """Runners live in their own sessions (they outlive workers); end the ones this test made."""
+    marker = str(home).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and b"speedq.gpu.runner" in cmdline:
+            try:
+                os.killpg(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def speedq(redis_server: RedisServer, tmp_path: Path) -> Iterator[Speedq]:
+    client = redis_server.client()
+    client.flushall()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        **os.environ,
+        "SPEEDQ_REDIS_URL": redis_server.url,
+        "SPEEDQ_HOME": str(home),
+        "SPEEDQ_POLL_INTERVAL": "0.2",
+        "SPEEDQ_RETRY_BACKOFF": "0.2",
+        "SPEEDQ_HEARTBEAT_TTL": "3",
+        "SPEEDQ_REAP_INTERVAL": "2",
+        "SPEEDQ_LOG_LEVEL": "WARNING",
+    }
+    env.pop("SPEEDQ_SIM_FAULTS", None)
+    sq = Speedq(env=env, home=home)
+    yield sq
+    sq.stop_all()
