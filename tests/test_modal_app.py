@@ -206,3 +206,66 @@ def test_force_restart_wipes_once_per_job(vol: Path, sim: str) -> None:
     stray.write_text("x")
     run(sim_request(vol, sim, mode="full", job_id="sq-2", force_restart=True), volume)
     assert stray.exists()
+
+
+# -- the body's order of things, against a stand-in runner (runs whether or not the runner exists) --
+
+
+@pytest.fixture
+def fake_runner(monkeypatch: pytest.MonkeyPatch):
+    import sys
+    import types
+
+    import speedq.gpu
+    from speedq.schemas import RunResult
+
+    calls: list[tuple] = []
+
+    def prepare_data(req: RunRequest) -> None:
+        calls.append(("prepare_data", req.commit))
+        Path(req.data_dir).mkdir(parents=True, exist_ok=True)
+
+    def run(req: RunRequest, on_checkpoint=None) -> RunResult:
+        calls.append(("run", req.commit))
+        for _ in range(2):
+            on_checkpoint()
+        if req.env.get("BOOM"):
+            raise RuntimeError("boom")
+        return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.succeeded, final_step=10)
+
+    fake = types.SimpleNamespace(
+        prepare_data=prepare_data, run=run, resolve_commit=lambda repo, ref: "c" * 40, calls=calls
+    )
+    monkeypatch.setitem(sys.modules, "speedq.gpu.runner", fake)
+    monkeypatch.setattr(speedq.gpu, "runner", fake, raising=False)
+    return fake
+
+
+def test_body_pins_prepares_once_runs_and_commits(vol: Path, fake_runner) -> None:
+    volume = Volume()
+    remote: list[str] = []
+    req = m.request_for(mode="smoke", model="d12", repo_ref="master", force_restart=False, team="alpha",
+                        run_name="", job_id="sq-1", root=str(vol))
+
+    def prepare_remote(r: RunRequest) -> None:
+        remote.append(r.commit)
+        m.prepare(r)
+
+    result = run(req, volume, prepare_remote)
+    assert result["outcome"] == "succeeded" and result["final_step"] == 10
+    assert remote == ["c" * 40]  # the ref was pinned before anything ran
+    assert fake_runner.calls == [("prepare_data", "c" * 40), ("run", "c" * 40)]
+    assert volume.reloads == 1 and volume.commits == 3  # two checkpoints and the end
+    run(req, volume, prepare_remote)
+    assert remote == ["c" * 40]  # prepared data is reused
+
+
+def test_body_commits_the_volume_even_when_the_runner_raises(vol: Path, fake_runner) -> None:
+    volume = Volume()
+    req = m.request_for(mode="full", model="d12", repo_ref="a" * 40, force_restart=False, team="alpha",
+                        run_name="", job_id="sq-1", root=str(vol))
+    req = req.model_copy(update={"env": {"BOOM": "1"}})
+    with pytest.raises(RuntimeError, match="boom"):
+        run(req, volume)
+    assert volume.commits >= 3
+    assert fake_runner.calls[-1] == ("run", "a" * 40)  # a commit id is used as is
