@@ -203,17 +203,33 @@ class Supervisor:
                 raise _Done  # another worker took over after we stalled; it owns the job now
             if not status.running:
                 return status
-            if record.cancel_requested:
-                backend.cancel(call_id)
-                return CallStatus(Outcome.cancelled, "cancelled by request")
-            started = record.attempts[attempt.number - 1].started_at
-            if time.time() - started > record.spec.attempt_timeout_s:
-                backend.cancel(call_id)
-                return CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout")
-            if time.time() - last_activity > stall_timeout_s():
-                backend.cancel(call_id)
-                return CallStatus(Outcome.stalled, f"no progress for {stall_timeout_s():.0f}s")
+            ending = self._reason_to_stop(record, attempt.number, last_activity)
+            if ending is not None:
+                if self._stop(backend, call_id):
+                    return ending
+                self._update(lambda r: setattr(r, "error", f"{ending.error}; stopping the call failed, retrying"))
             time.sleep(self.poll_s)
+
+    @staticmethod
+    def _reason_to_stop(record: JobRecord, number: int, last_activity: float) -> CallStatus | None:
+        if record.cancel_requested:
+            return CallStatus(Outcome.cancelled, "cancelled by request")
+        started = record.attempts[number - 1].started_at
+        if time.time() - started > record.spec.attempt_timeout_s:
+            return CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout")
+        if time.time() - last_activity > stall_timeout_s():
+            return CallStatus(Outcome.stalled, f"no progress for {stall_timeout_s():.0f}s")
+        return None
+
+    @staticmethod
+    def _stop(backend: Backend, call_id: str) -> bool:
+        """Cancel the call; False if the backend could not be reached (the watch loop tries again)."""
+        try:
+            backend.cancel(call_id)
+        except BackendError as exc:
+            log.warning("cancel of %s failed: %s", call_id, exc)
+            return False
+        return True
 
     def _end_attempt(self, number: int, status: CallStatus) -> JobRecord:
         def end(r: JobRecord) -> None:

@@ -136,9 +136,17 @@ class Speedq:
             env={**self.env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / f"worker-{len(self.workers)}.log", "w"),
+            start_new_session=True,  # so a test can kill it with its work horse, as a crash would
         )
         self.workers.append(proc)
         return proc
+
+    def kill_worker(self, proc: subprocess.Popen) -> None:
+        """SIGKILL a worker and its RQ work horse (the runner it started lives on, as on Modal)."""
+        for child in children_of(proc.pid):
+            os.kill(child, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
 
     def stop_all(self) -> None:
         for proc in self.workers:
@@ -146,6 +154,19 @@ class Speedq:
                 proc.kill()
                 proc.wait()
         kill_runners_under(self.home)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def kill_runners_under(home: Path) -> None:
@@ -167,8 +188,21 @@ def kill_runners_under(home: Path) -> None:
 
 @pytest.fixture
 def speedq(redis_server: RedisServer, tmp_path: Path) -> Iterator[Speedq]:
-    client = redis_server.client()
-    client.flushall()
+    redis_server.client().flushall()
+    sq = make_speedq(redis_server, tmp_path)
+    yield sq
+    sq.stop_all()
+
+
+@pytest.fixture
+def speedq_own_redis(own_redis: RedisServer, tmp_path: Path) -> Iterator[Speedq]:
+    """For tests that kill and restart Redis under running workers."""
+    sq = make_speedq(own_redis, tmp_path)
+    yield sq
+    sq.stop_all()
+
+
+def make_speedq(redis_server: RedisServer, tmp_path: Path) -> Speedq:
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -182,6 +216,4 @@ def speedq(redis_server: RedisServer, tmp_path: Path) -> Iterator[Speedq]:
         "SPEEDQ_LOG_LEVEL": "WARNING",
     }
     env.pop("SPEEDQ_SIM_FAULTS", None)
-    sq = Speedq(env=env, home=home)
-    yield sq
-    sq.stop_all()
+    return Speedq(env=env, home=home)
