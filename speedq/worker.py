@@ -17,6 +17,8 @@ from functools import cache
 
 import redis
 from rq import Queue, Worker, get_current_job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 
 from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
@@ -297,9 +299,12 @@ def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
             record = store.get(job_id)
         except JobNotFound:
             continue
-        if record.spec.backend not in wanted or record.state == JobState.queued:
+        if record.spec.backend not in wanted:
             continue
-        if store.supervised(job_id):
+        if record.state == JobState.queued:
+            if _waiting_in_rq(conn, record):
+                continue
+        elif store.supervised(job_id):
             continue
         if not conn.set(f"speedq:reaping:{job_id}", "1", nx=True, ex=int(heartbeat_ttl_s()) + 5):
             continue  # another worker is re-homing it right now
@@ -307,6 +312,18 @@ def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
         rehomed.append(job_id)
         log.warning("job %s lost its worker; re-queued to reattach", job_id)
     return rehomed
+
+
+def _waiting_in_rq(conn: redis.Redis, record: JobRecord) -> bool:
+    """A queued record whose RQ job is gone (lost with a Redis that kept no file, or a producer
+    that died between the two writes) would wait forever; anything else is still on its way."""
+    if record.rq_job_id is None:
+        return time.time() - record.created_at < heartbeat_ttl_s()
+    try:
+        status = Job.fetch(record.rq_job_id, connection=conn).get_status()
+    except NoSuchJobError:
+        return False
+    return status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
 
 
 class SpeedqWorker(Worker):
