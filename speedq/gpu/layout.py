@@ -13,14 +13,27 @@ LEDGER = "ledger.json"
 FORCE_MARKER = ".force-restart-done"  # holds the job id whose force restart already wiped the run
 PID = "runner.pid"
 
+# In the shared data directory (dataset shards and tokenizer, reused by every run).
+DATA_LEDGER = ".speedq-data-ledger.json"  # shared stages done there, so no run repeats them
+DATA_LOCK = ".speedq-data.lock"  # runs preparing the same data directory take turns
+DATA_LOG = "prepare-log.txt"  # output of data preparation run on its own (runner.prepare_data)
+
+# In the cache directory.
+CHECKOUTS = "nanochat"  # <cache>/nanochat/<commit>/: one nanochat checkout per pinned commit
+
 
 def result_name(attempt: int) -> str:
     return f"result-{attempt}.json"
 
 
-def checkpoint_dir(model: str) -> PurePosixPath:
+def model_tag(model: str, mode: str = "full") -> str:
+    """nanochat's --model-tag: `d12`; a smoke run's 10 steps never pass for a full run's."""
+    return model if mode == "full" else f"{model}-smoke"
+
+
+def checkpoint_dir(model: str, mode: str = "full") -> PurePosixPath:
     """Base-training checkpoints, relative to the run directory (nanochat's base dir)."""
-    return PurePosixPath("base_checkpoints") / model
+    return PurePosixPath("base_checkpoints") / model_tag(model, mode)
 
 
 def run_relpath(team: str, run_name: str) -> PurePosixPath:

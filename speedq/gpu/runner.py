@@ -1,0 +1,625 @@
+"""The runner: the one place that knows nanochat (stages, flags, checkpoint layout, progress lines).
+
+One call of `run(req)` is one attempt, inside `req.run_dir`, which is nanochat's NANOCHAT_BASE_DIR:
+1. a force restart wipes the run dir, once per job id (Modal restarts a preempted input by itself);
+2. the pinned nanochat commit is checked out once per commit under `req.cache_dir`;
+3. the stages run in nanochat's order; a ledger records finished ones so none runs twice; the
+   dataset and tokenizer stages run in the shared `req.data_dir` and are linked into the run;
+4. base training always gets --save-every and resumes from the newest complete checkpoint;
+5. all output is appended to the run's log and parsed into progress.json;
+6. a result file is written when the attempt ends by itself (a killed runner writes nothing).
+
+The local and sim backends start `python -m speedq.gpu.runner --request-json JSON` detached; the
+Modal app calls `run` in-process. This module imports no Redis, RQ or Modal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from speedq import config
+from speedq.gpu import layout
+from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
+
+# ---------------------------------------------------------------------------------------------
+# nanochat facts (see docs: shared/nanochat-interface.md)
+
+SHARDS_DIR = "base_data_climbmix"
+TOKENIZER_DIR = "tokenizer"
+SHARED_DIRS = (SHARDS_DIR, TOKENIZER_DIR)  # live in req.data_dir, linked into every run dir
+TOTAL_BATCH_SIZE = 524288  # tokens per step, nanochat's default
+PARAM_DATA_RATIO = 8  # speedrun.sh's --target-param-data-ratio
+VOCAB_SIZE = 32768
+TOKENS_PER_SHARD = 50_000_000  # a shard is ~250M characters, ~4.8 characters a token
+MIN_SHARDS, SMOKE_SHARDS, MAX_SHARDS = 8, 8, 6542  # tok_train reads ~2B characters: 8 shards
+FP8_GPUS = ("H100", "H200", "B200")
+# Per-GPU micro batch that fits in memory (speedrun.sh uses 16 on 80 GB cards).
+DEVICE_BATCH_SIZE = {"H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4}
+
+PROGRESS_RE = re.compile(
+    r"^step (?P<step>\d+)/(?P<total>\d+) \([\d.]+%\) \| loss: (?P<loss>[-+\w.]+) .*?\| eta: (?P<eta>[\d.]+)m"
+)
+
+# Runner behaviour
+PROGRESS_EVERY_S = 0.25  # at most four progress.json writes a second
+SCAN_EVERY_S = 1.0  # how often the checkpoint directory is looked at during training
+ON_CHECKPOINT_EVERY_S = 120.0  # Modal commits the Volume at least this often (logs, progress)
+KEEP_CHECKPOINTS = 3  # complete base checkpoints kept; older ones are deleted (GBs each)
+GIT_TIMEOUT_S = 120.0
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # `python -m <module>` from the checkout's root
+    flags: tuple[str, ...] = ()
+    distributed: bool = False  # launched through torchrun on every GPU
+    shared: bool = False  # writes into req.data_dir, reused by every run
+
+
+# ---------------------------------------------------------------------------------------------
+# Step arithmetic
+
+
+def estimate_total_steps(depth: int, mode: str) -> int:
+    """Base-training steps nanochat will compute for this depth (its data:param ratio rule)."""
+    if mode == "smoke":
+        return config.SMOKE_STEPS
+    width = 64 * depth
+    params = 12 * depth * width * width + VOCAB_SIZE * width  # matrices and unembedding
+    return max(1, round(PARAM_DATA_RATIO * params / TOTAL_BATCH_SIZE))
+
+
+def default_save_every(total_steps: int) -> int:
+    """One fault then loses at most 1/50 (2%) of the run's steps."""
+    return max(1, total_steps // 50)
+
+
+def shards_needed(depth: int, mode: str) -> int:
+    if mode == "smoke":
+        return SMOKE_SHARDS
+    tokens = estimate_total_steps(depth, mode) * TOTAL_BATCH_SIZE
+    return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(tokens / TOKENS_PER_SHARD) + 2))
+
+
+def plan(req: RunRequest) -> list[Stage]:
+    """nanochat's pipeline (runs/speedrun.sh) for this request, in order."""
+    depth = depth_of(req.model)
+    run_name = req.env.get("WANDB_RUN", "dummy")
+    stages = [
+        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(depth, req.mode)), "-w", "8"), shared=True),
+        Stage("tok_train", "scripts.tok_train", shared=True),
+        Stage("tok_eval", "scripts.tok_eval", shared=True),
+    ]
+    train = [
+        f"--depth={depth}",
+        f"--device-batch-size={DEVICE_BATCH_SIZE.get(req.gpu_type, 8)}",
+        f"--model-tag={layout.model_tag(req.model, req.mode)}",
+        f"--run={run_name}",
+    ]
+    if req.gpu_type in FP8_GPUS:
+        train.append("--fp8")
+    if req.mode == "smoke":
+        train += [f"--num-iterations={config.SMOKE_STEPS}", "--eval-every=-1", "--core-metric-every=-1", "--sample-every=-1"]
+        stages.append(Stage("base_train", "scripts.base_train", tuple(train), distributed=True))
+        return stages
+    train.append(f"--target-param-data-ratio={PARAM_DATA_RATIO}")
+    stages += [
+        Stage("base_train", "scripts.base_train", tuple(train), distributed=True),
+        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={DEVICE_BATCH_SIZE.get(req.gpu_type, 8)}",), distributed=True),
+        Stage("chat_sft", "scripts.chat_sft", (f"--run={run_name}",), distributed=True),
+        Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
+    ]
+    return stages
+
+
+def save_every_for(req: RunRequest) -> int:
+    if req.save_every:
+        return req.save_every
+    if req.mode == "smoke":
+        return config.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
+    return default_save_every(estimate_total_steps(depth_of(req.model), req.mode))
+
+
+def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
+    flags = [*stage.flags, *extra]
+    if not stage.distributed or req.launcher in ("python", "sim"):
+        return [sys.executable, "-m", stage.module, *flags]
+    torchrun = shutil.which("torchrun")
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", "-m", stage.module, "--", *flags]
+
+
+def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "WANDB_RUN": "dummy", **req.env}
+    env.pop("WORLD_SIZE", None)  # torchrun sets it; a stray inherited one would confuse nanochat
+    env.update(NANOCHAT_BASE_DIR=str(base_dir), PYTHONUNBUFFERED="1")
+    if req.launcher == "sim":
+        env["WORLD_SIZE"] = str(req.nproc)  # the sim plays every rank in one process
+    if req.launcher == "torchrun":
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+_readable_cache: dict[tuple[str, int, int], bool] = {}
+
+
+def _readable(path: Path) -> bool:
+    """A .pt (zip) that opens and whose members pass their CRC check, or a meta that parses.
+
+    Cached by (path, size, mtime): a multi-GB checkpoint is read through once, not every scan.
+    """
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _readable_cache:
+        try:
+            if path.suffix == ".json":
+                ok = isinstance(json.loads(path.read_text()), dict)
+            else:
+                with zipfile.ZipFile(path) as zf:
+                    ok = zf.testzip() is None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+            ok = False
+        _readable_cache[key] = ok
+    return _readable_cache[key]
+
+
+def checkpoint_files(ckpt_dir: Path, step: int, world_size: int) -> list[Path]:
+    """The files nanochat's checkpoint_manager writes for one step."""
+    return [
+        ckpt_dir / f"model_{step:06d}.pt",
+        ckpt_dir / f"meta_{step:06d}.json",
+        *(ckpt_dir / f"optim_{step:06d}_rank{rank}.pt" for rank in range(world_size)),
+    ]
+
+
+def checkpoint_steps(ckpt_dir: Path) -> list[int]:
+    """Steps with any model file, newest first."""
+    steps = []
+    for path in Path(ckpt_dir).glob("model_*.pt"):
+        digits = path.stem.removeprefix("model_")
+        if digits.isdigit():
+            steps.append(int(digits))
+    return sorted(steps, reverse=True)
+
+
+def newest_complete_checkpoint(ckpt_dir: Path, world_size: int) -> int | None:
+    """Newest step whose model, meta and every rank's optimizer file exist and are readable."""
+    for step in checkpoint_steps(Path(ckpt_dir)):
+        if all(_readable(p) for p in checkpoint_files(Path(ckpt_dir), step, world_size)):
+            return step
+    return None
+
+
+def prune_checkpoints(ckpt_dir: Path, world_size: int, keep: int = KEEP_CHECKPOINTS) -> None:
+    """Delete checkpoints older than the `keep` newest complete ones (each is GBs on the Volume)."""
+    complete = [s for s in checkpoint_steps(ckpt_dir) if all(_readable(p) for p in checkpoint_files(ckpt_dir, s, world_size))]
+    if len(complete) <= keep:
+        return
+    oldest_kept = complete[keep - 1]
+    for path in ckpt_dir.iterdir():
+        match = re.fullmatch(r"(?:model|meta|optim)_(\d{6})(?:_rank\d+)?\.(?:pt|json)", path.name)
+        if match and int(match.group(1)) < oldest_kept:
+            path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Git
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    done = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=GIT_TIMEOUT_S,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},  # a bad URL must fail, not ask for a password
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip() or done.returncode}")
+    return done.stdout
+
+
+def resolve_commit(repo: str, ref: str) -> str:
+    """The full commit id `ref` (branch, tag or commit) names in `repo` (a path or a URL)."""
+    if not ref or ref.startswith("-"):
+        raise ValueError(f"not a git ref: {ref!r}")
+    if Path(repo).is_dir():
+        try:
+            out = _git(["-C", repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"])
+        except RuntimeError:
+            raise ValueError(f"{ref!r} names no commit in {repo}") from None
+        return out.strip()
+    listing = _git(["ls-remote", "--end-of-options", repo, ref])
+    found: dict[str, str] = {}
+    for line in listing.splitlines():
+        sha, _, name = line.partition("\t")
+        found[name] = sha
+    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref, f"{ref}^{{}}"):
+        if name in found:
+            return found[name]
+    if _HEX40.fullmatch(ref.lower()):
+        return ref.lower()  # a commit id is not advertised; checking it out verifies it
+    raise ValueError(f"{ref!r} is no branch or tag of {repo} (give a full 40-character commit id for a commit)")
+
+
+def checkout(req: RunRequest) -> Path:
+    """The nanochat tree at req.commit, cloned once per commit into the cache and reused."""
+    commit = req.commit if _HEX40.fullmatch(req.commit) else resolve_commit(req.repo, req.commit)
+    dest = Path(req.cache_dir) / layout.CHECKOUTS / commit
+    if (dest / ".git").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".tmp-{commit[:12]}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _git(["clone", "--quiet", "--no-checkout", "--", req.repo, str(tmp)])
+        _git(["-C", str(tmp), "checkout", "--quiet", "--detach", commit])
+        try:
+            os.rename(tmp, dest)  # atomic: a half-made checkout never sits at dest
+        except OSError:
+            if not (dest / ".git").exists():  # not another attempt that got there first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def write_json_atomic(path: Path, data: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+def read_ledger(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def mark_done(path: Path, key: str, **info: object) -> None:
+    ledger = read_ledger(path)
+    ledger[key] = {"finished_at": time.time(), **info}
+    write_json_atomic(path, json.dumps(ledger, indent=2, sort_keys=True))
+
+
+def force_restart(req: RunRequest) -> bool:
+    """Wipe the run dir for a force restart, once per job id. True if it wiped."""
+    run_dir = Path(req.run_dir)
+    marker = run_dir / layout.FORCE_MARKER
+    if not req.force_restart:
+        return False
+    try:
+        if marker.read_text().strip() == req.job_id:
+            return False  # this job already wiped it; this is a restart of the same job
+    except OSError:
+        pass
+    if run_dir.exists():
+        for entry in run_dir.iterdir():
+            # Links to the shared data are unlinked, never followed.
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, req.job_id + "\n")
+    return True
+
+
+def link_shared_data(req: RunRequest) -> None:
+    """Shards and tokenizer live in req.data_dir; the run dir gets links to them."""
+    run_dir, data_dir = Path(req.run_dir), Path(req.data_dir)
+    for name in SHARED_DIRS:
+        target, link = data_dir / name, run_dir / name
+        if link.is_symlink() and os.readlink(link) == str(target):
+            continue
+        if link.exists() and not link.is_symlink():
+            continue  # a run dir from the old script with its own copy: use it
+        link.unlink(missing_ok=True)
+        try:
+            link.symlink_to(target, target_is_directory=True)
+        except OSError:  # a filesystem without symlinks: copy (the tokenizer is small)
+            shutil.copytree(target, link, dirs_exist_ok=True)
+
+
+@contextmanager
+def data_lock(data_dir: Path) -> Iterator[None]:
+    """Runs sharing a data dir take turns preparing it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / layout.DATA_LOCK, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def shared_stage_done(req: RunRequest, stage: Stage) -> bool:
+    entry = read_ledger(Path(req.data_dir) / layout.DATA_LEDGER).get(stage.name)
+    if not entry:
+        return False
+    if stage.name == "data":
+        return int(entry.get("shards", 0)) >= int(stage.flags[1])  # enough shards for this run
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# One attempt
+
+
+@dataclass
+class Attempt:
+    """What one attempt tracks while it runs: progress, the log, the checkpoint callback."""
+
+    req: RunRequest
+    log_path: Path
+    on_checkpoint: Callable[[], None] | None = None
+    progress: Progress = field(default_factory=Progress)
+    progress_path: Path | None = None
+    ckpt_dir: Path | None = None
+    last_written: float = 0.0
+    last_callback: float = field(default_factory=time.monotonic)
+    last_scan: float = 0.0
+
+    def log(self, text: str) -> None:
+        with open(self.log_path, "a") as fh:
+            fh.write(text.rstrip("\n") + "\n")
+
+    def write_progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
+            return
+        self.progress.updated_at = time.time()
+        write_json_atomic(self.progress_path, self.progress.model_dump_json())
+        self.last_written = now
+
+    def scan_checkpoints(self, force: bool = False) -> None:
+        """Newest complete checkpoint into progress; the callback and pruning on a new one."""
+        now = time.monotonic()
+        if self.ckpt_dir is None or (not force and now - self.last_scan < SCAN_EVERY_S):
+            return
+        self.last_scan = now
+        step = newest_complete_checkpoint(self.ckpt_dir, self.req.nproc)
+        if step is not None and step != self.progress.checkpoint_step:
+            self.progress.checkpoint_step = step
+            prune_checkpoints(self.ckpt_dir, self.req.nproc)
+            self.write_progress(force=True)
+            self.callback()
+
+    def callback(self) -> None:
+        self.last_callback = time.monotonic()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint()
+
+    def tick(self) -> None:
+        self.scan_checkpoints()
+        self.write_progress()
+        if time.monotonic() - self.last_callback >= ON_CHECKPOINT_EVERY_S:
+            self.callback()
+
+    def parse(self, line: str) -> None:
+        match = PROGRESS_RE.match(line)
+        if not match:
+            return
+        self.progress.step = int(match["step"])
+        self.progress.total = int(match["total"])
+        try:
+            self.progress.loss = float(match["loss"])
+        except ValueError:
+            self.progress.loss = None
+        self.progress.eta_s = round(float(match["eta"]) * 60, 1)
+
+    def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+        """Run one stage, its output into the log and progress; (exit code, last output line)."""
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        tail: deque[str] = deque(maxlen=20)
+
+        def pump() -> None:
+            # Its own thread, so a slow checkpoint check or Volume commit never blocks the pipe
+            # (a full pipe would stall training).
+            assert proc.stdout is not None
+            with open(self.log_path, "a", buffering=1) as log:
+                for raw in proc.stdout:
+                    line = raw.decode(errors="replace").rstrip("\r\n")
+                    log.write(line + "\n")
+                    lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        while True:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                self.tick()
+                continue
+            if line is None:
+                break
+            if line.strip():
+                tail.append(line.strip())
+            self.parse(line)
+            self.tick()
+        code = proc.wait()
+        reader.join()
+        errors = [t for t in tail if re.search(r"error|exception|traceback", t, re.I) and not t.startswith("Traceback")]
+        return code, (errors[-1] if errors else (tail[-1] if tail else ""))
+
+
+def _stage_key(req: RunRequest, stage: Stage) -> str:
+    return stage.name if stage.shared else f"{req.mode}/{stage.name}"
+
+
+def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path) -> tuple[Stage, int, str] | None:
+    """Data and tokenizer into req.data_dir, once for every run using it. A failure or None."""
+    data_dir = Path(req.data_dir)
+    ledger = data_dir / layout.DATA_LEDGER
+    with data_lock(data_dir):
+        for stage in stages:
+            if shared_stage_done(req, stage):
+                attempt.log(f"---- stage {stage.name}: already done in {data_dir}, skipped ----")
+                continue
+            argv = command(req, stage, [])
+            attempt.progress.stage = stage.name
+            attempt.write_progress(force=True)
+            attempt.log(f"---- stage {stage.name}: {' '.join(argv)} (in {data_dir}) ----")
+            code, last = attempt.run_stage(argv, tree, stage_env(req, data_dir))
+            if code != 0:
+                return stage, code, last
+            info = {"shards": int(stage.flags[1])} if stage.name == "data" else {}
+            mark_done(ledger, stage.name, commit=req.commit, **info)
+    return None
+
+
+def prepare_data(req: RunRequest) -> None:
+    """The dataset and tokenizer stages alone, into req.data_dir (Modal runs this on a CPU)."""
+    tree = checkout(req)
+    data_dir = Path(req.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    attempt = Attempt(req=req, log_path=data_dir / layout.DATA_LOG)
+    attempt.log(f"==== speedq prepare_data for {req.job_id} | nanochat {req.commit} | {time.ctime()} ====")
+    failed = _run_shared_stages(attempt, req, [s for s in plan(req) if s.shared], tree)
+    if failed:
+        stage, code, last = failed
+        raise RuntimeError(f"stage {stage.name} exited with code {code}: {last}")
+
+
+def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> RunResult:
+    """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult."""
+    run_dir = Path(req.run_dir)
+    force_restart(req)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    attempt = Attempt(req=req, log_path=run_dir / layout.LOG, on_checkpoint=on_checkpoint,
+                      progress_path=run_dir / layout.PROGRESS)
+    ledger_path = run_dir / layout.LEDGER
+    ckpt_dir = run_dir / layout.checkpoint_dir(req.model, req.mode)
+    attempt.progress.checkpoint_step = newest_complete_checkpoint(ckpt_dir, req.nproc)
+    resumed_from: int | None = None
+    attempt.log(
+        f"==== speedq attempt {req.attempt} of {req.job_id} | {time.strftime('%Y-%m-%d %H:%M:%S')} | "
+        f"{req.model} {req.mode} on {req.gpu_type}:{req.nproc} ({req.launcher}) | nanochat {req.commit} ===="
+    )
+
+    def finish(outcome: Outcome, exit_code: int | None = None, error: str | None = None) -> RunResult:
+        attempt.scan_checkpoints(force=True)
+        if outcome is Outcome.succeeded:
+            attempt.progress.stage = "done"
+            attempt.progress.eta_s = 0.0
+        attempt.write_progress(force=True)
+        step = attempt.progress.step
+        result = RunResult(
+            job_id=req.job_id, attempt=req.attempt, outcome=outcome, exit_code=exit_code, error=error,
+            resumed_from_step=resumed_from, final_step=step if step is not None else attempt.progress.checkpoint_step,
+        )
+        attempt.log(f"==== attempt {req.attempt} {outcome.value}{': ' + error if error else ''} ====")
+        write_json_atomic(run_dir / layout.result_name(req.attempt), result.model_dump_json(indent=2))
+        return result
+
+    try:
+        tree = checkout(req)
+    except Exception as exc:  # noqa: BLE001 - a bad commit or unreachable repo ends the attempt
+        return finish(Outcome.crashed, None, f"stage checkout failed: {exc}")
+    stages = plan(req)
+    done = read_ledger(ledger_path)
+    pending_shared = [s for s in stages if s.shared and _stage_key(req, s) not in done]
+    for stage in stages:
+        if stage.shared and _stage_key(req, stage) in done:
+            attempt.log(f"---- stage {stage.name}: done in an earlier attempt (ledger), skipped ----")
+    if pending_shared:
+        failed = _run_shared_stages(attempt, req, pending_shared, tree)
+        if failed:
+            stage, code, last = failed
+            return finish(Outcome.crashed, code, f"stage {stage.name} exited with code {code}: {last}")
+        for stage in pending_shared:
+            mark_done(ledger_path, _stage_key(req, stage), attempt=req.attempt, commit=req.commit)
+        attempt.callback()
+    link_shared_data(req)
+
+    for stage in (s for s in stages if not s.shared):
+        key = _stage_key(req, stage)
+        if key in done:
+            attempt.log(f"---- stage {stage.name}: done in an earlier attempt (ledger), skipped ----")
+            if stage.name == "base_train":
+                resumed_from = attempt.progress.checkpoint_step
+                attempt.progress.step = resumed_from
+            continue
+        extra: list[str] = []
+        if stage.name == "base_train":
+            attempt.ckpt_dir = ckpt_dir
+            extra.append(f"--save-every={save_every_for(req)}")
+            resume = newest_complete_checkpoint(ckpt_dir, req.nproc)
+            if resume is not None:
+                extra.append(f"--resume-from-step={resume}")
+                resumed_from = resume
+                attempt.log(f"---- resuming base_train from step {resume} (newest complete checkpoint) ----")
+            attempt.progress = attempt.progress.model_copy(
+                update={"step": resume or 0, "total": None, "loss": None, "eta_s": None, "resumed_from_step": resume}
+            )
+        argv = command(req, stage, extra)
+        attempt.progress.stage = stage.name
+        attempt.write_progress(force=True)
+        attempt.log(f"---- stage {stage.name}: {' '.join(argv)} ----")
+        code, last = attempt.run_stage(argv, tree, stage_env(req, run_dir))
+        if stage.name == "base_train":
+            attempt.scan_checkpoints(force=True)
+            attempt.ckpt_dir = None
+        if code != 0:
+            how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+            return finish(Outcome.crashed, code, f"stage {stage.name} {how}: {last}".rstrip(": "))
+        mark_done(ledger_path, key, attempt=req.attempt, commit=req.commit)
+        attempt.callback()
+    return finish(Outcome.succeeded, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: the local and sim backends start this detached, in its own session.
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m speedq.gpu.runner", description="Run one speedq attempt.")
+    parser.add_argument("--request-json", required=True, help="a RunRequest as JSON")
+    args = parser.parse_args(argv)
+    req = RunRequest.model_validate_json(args.request_json)
+    force_restart(req)  # before the pid file, which a wipe would remove
+    run_dir = Path(req.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / layout.PID, f"{os.getpid()}\n")
+    result = run(req)
+    print(f"attempt {req.attempt} of {req.job_id}: {result.outcome.value}{': ' + result.error if result.error else ''}")
+    return 0 if result.outcome is Outcome.succeeded else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

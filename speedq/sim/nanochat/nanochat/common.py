@@ -1,0 +1,218 @@
+"""Shared bits of the simulated nanochat: base dir, ranks, timing, faults, checkpoint files.
+
+Standard library only. The real nanochat's checkpoints are torch.save files, which are zip
+archives; the sim writes zip archives of the same shape so a reader can check them with zipfile.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import signal
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+FAULT_KINDS = ("preempt", "crash", "hang", "torn")
+FAULTS_FIRED = ".sim-faults-fired"
+DEFAULT_STEP_S = 0.005
+VOCAB_SIZE = 32768
+SEQUENCE_LEN = 2048
+DEFAULT_TOTAL_BATCH_SIZE = 524288
+TOKENS_PER_SHARD = 50_000_000
+
+
+def get_base_dir() -> Path:
+    explicit = os.environ.get("NANOCHAT_BASE_DIR")
+    base = Path(explicit) if explicit else Path.home() / ".cache" / "nanochat"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def step_seconds() -> float:
+    return float(os.environ.get("SPEEDQ_SIM_STEP_S", DEFAULT_STEP_S))
+
+
+def stage_pause() -> None:
+    """Stages other than training take a moment, a fraction of a second."""
+    time.sleep(min(0.2, step_seconds() * 4))
+
+
+def fail(message: str, code: int = 1) -> None:
+    print(f"ERROR: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def strip_separator(argv: list[str]) -> list[str]:
+    """torchrun passes `-- flags`; argparse would read everything after `--` as positional."""
+    return [a for a in argv if a != "--"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Faults: SPEEDQ_SIM_FAULTS="preempt@23,torn@25"
+
+
+def parse_faults(text: str | None = None) -> dict[int, str]:
+    """Step -> fault kind. Exits with a clear message on text it does not understand."""
+    text = os.environ.get("SPEEDQ_SIM_FAULTS", "") if text is None else text
+    faults: dict[int, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        kind, sep, step = item.partition("@")
+        if not sep or kind not in FAULT_KINDS or not step.isdigit() or int(step) < 1:
+            fail(
+                f"bad SPEEDQ_SIM_FAULTS entry {item!r}: expected KIND@STEP with KIND one of "
+                f"{', '.join(FAULT_KINDS)} and STEP a whole number >= 1, e.g. preempt@23,crash@40",
+                code=2,
+            )
+        faults[int(step)] = kind
+    return faults
+
+
+def fault_due(faults: dict[int, str], step: int) -> str | None:
+    """The fault for this step unless it already fired in this base dir (then a resume passes)."""
+    kind = faults.get(step)
+    if kind is None:
+        return None
+    fired_file = get_base_dir() / FAULTS_FIRED
+    entry = f"{kind}@{step}"
+    fired = fired_file.read_text().split() if fired_file.exists() else []
+    if entry in fired:
+        return None
+    # Recorded (and synced) before firing: a preempt leaves no chance to record it after.
+    with open(fired_file, "a") as fh:
+        fh.write(entry + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return kind
+
+
+def die_like_a_lost_container() -> None:
+    """SIGKILL the whole process group: the runner that started us goes too."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)  # not reached unless killpg was refused
+
+
+def hang_forever() -> None:
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.save-shaped files
+
+
+def pt_bytes(payload: object, stem: str, filler: int = 4096) -> bytes:
+    """A zip archive laid out like torch.save's (archive/data.pkl, data/0, version)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr(f"{stem}/data.pkl", pickle.dumps(payload))
+        zf.writestr(f"{stem}/byteorder", "little")
+        zf.writestr(f"{stem}/data/0", bytes(i % 251 for i in range(filler)))
+        zf.writestr(f"{stem}/version", "3\n")
+    return buf.getvalue()
+
+
+def write_pt(path: Path, payload: object, filler: int = 4096) -> None:
+    # Written in place, not atomically, as torch.save does: a kill mid-write leaves a short file.
+    path.write_bytes(pt_bytes(payload, path.stem, filler))
+
+
+def read_pt(path: Path) -> object:
+    with zipfile.ZipFile(path) as zf:
+        bad = zf.testzip()
+        if bad is not None:
+            raise zipfile.BadZipFile(f"{path.name}: corrupt member {bad}")
+        return pickle.loads(zf.read(f"{path.stem}/data.pkl"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints, as nanochat/checkpoint_manager.py lays them out
+
+
+def model_path(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"model_{step:06d}.pt"
+
+
+def meta_path(ckpt_dir: Path, step: int) -> Path:
+    return ckpt_dir / f"meta_{step:06d}.json"
+
+
+def optim_path(ckpt_dir: Path, step: int, rank: int) -> Path:
+    return ckpt_dir / f"optim_{step:06d}_rank{rank}.pt"
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: dict, meta: dict, ranks: int, torn: bool = False) -> None:
+    """Model (rank 0), meta (rank 0), then each rank's optimizer shard.
+
+    torn: the model file is cut short mid-zip and the last rank's shard is never written, as when
+    the container dies during the save.
+    """
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    data = pt_bytes(model, model_path(ckpt_dir, step).stem, filler=16384)
+    model_path(ckpt_dir, step).write_bytes(data[: len(data) // 2] if torn else data)
+    meta_path(ckpt_dir, step).write_text(json.dumps(meta, indent=2))
+    for rank in range(ranks):
+        if torn and rank == ranks - 1:
+            break
+        write_pt(optim_path(ckpt_dir, step, rank), {"rank": rank, "step": step, "state": {}}, filler=8192)
+
+
+def load_checkpoint(ckpt_dir: Path, step: int, ranks: int) -> dict:
+    """The meta of a complete checkpoint; exits non-zero naming what is missing or unreadable."""
+    needed = [model_path(ckpt_dir, step), meta_path(ckpt_dir, step)]
+    needed += [optim_path(ckpt_dir, step, r) for r in range(ranks)]
+    for path in needed:
+        if not path.exists():
+            fail(f"cannot resume from step {step}: checkpoint is incomplete, {path} is missing")
+        try:
+            if path.suffix == ".json":
+                meta = json.loads(path.read_text())
+            else:
+                read_pt(path)
+        except (OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError) as exc:
+            fail(f"cannot resume from step {step}: checkpoint is incomplete, {path} is unreadable ({exc})")
+    return meta
+
+
+def last_step(ckpt_dir: Path) -> int | None:
+    steps = [int(p.stem.split("_")[1]) for p in ckpt_dir.glob("model_*.pt")]
+    return max(steps) if steps else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The model-size arithmetic nanochat does (simplified): width = 64 * depth.
+
+
+def model_config(depth: int) -> dict:
+    n_embd = depth * 64
+    heads = max(1, n_embd // 128)
+    return {
+        "sequence_len": SEQUENCE_LEN,
+        "vocab_size": VOCAB_SIZE,
+        "n_layer": depth,
+        "n_head": heads,
+        "n_kv_head": heads,
+        "n_embd": n_embd,
+    }
+
+
+def scaling_params(depth: int) -> int:
+    """Transformer matrices plus the unembedding; what the data:param ratio counts."""
+    n_embd = depth * 64
+    return 12 * depth * n_embd * n_embd + VOCAB_SIZE * n_embd
+
+
+def iterations_for(depth: int, ratio: float, total_batch_size: int) -> int:
+    return max(1, round(ratio * scaling_params(depth) / total_batch_size))
