@@ -89,7 +89,8 @@ def main(argv: list[str]) -> None:
             fail(f"cannot resume from step {args.resume_from_step}: the checkpoint is for another model config")
         start = int(meta["step"])
         elapsed = float(meta["loop_state"]["total_training_time"])
-        min_val_bpb = float(meta["loop_state"]["min_val_bpb"])
+        saved_bpb = meta["loop_state"]["min_val_bpb"]  # None when no evaluation ran yet
+        min_val_bpb = float("inf") if saved_bpb is None else float(saved_bpb)
         print(f"Resuming optimization from step {start}", flush=True)
 
     step_s = common.step_seconds()

@@ -1,0 +1,266 @@
+"""The runner against the simulated nanochat: real subprocesses, real git, temporary directories.
+
+Faults that SIGKILL the process group (preempt, torn) only ever run through the CLI in a session
+of its own, as the local backend starts it: in-process they would take pytest with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from speedq.gpu import layout, runner
+from speedq.schemas import Outcome, Progress, RunRequest, RunResult
+from speedq.sim.repo import ensure_sim_repo
+
+SAVE_EVERY = 5
+
+
+@pytest.fixture(scope="module")
+def sim_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_sim_repo(tmp_path_factory.mktemp("sim") / "nanochat")
+
+
+@pytest.fixture(autouse=True)
+def quick_sim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.001")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.delenv("SPEEDQ_SIM_FAULTS", raising=False)
+
+
+def request(tmp_path: Path, sim_repo: Path, *, mode: str = "full", model: str = "d4", job_id: str = "sq-1",
+            attempt: int = 1, **extra) -> RunRequest:
+    commit = runner.resolve_commit(str(sim_repo), "master")
+    return RunRequest(
+        job_id=job_id, attempt=attempt, model=model, mode=mode, nproc=2, gpu_type="H100", commit=commit,
+        repo=str(sim_repo), run_dir=str(tmp_path / "runs" / "alpha" / model), data_dir=str(tmp_path / "data"),
+        cache_dir=str(tmp_path / "cache"), launcher="sim", **extra,
+    )
+
+
+def cli(req: RunRequest, faults: str = "") -> subprocess.CompletedProcess[str]:
+    """The runner as the local backend starts it: detached, in a session of its own."""
+    env = {**os.environ, "SPEEDQ_SIM_FAULTS": faults}
+    return subprocess.run(
+        [sys.executable, "-m", "speedq.gpu.runner", "--request-json", req.model_dump_json()],
+        env=env, capture_output=True, text=True, timeout=60, start_new_session=True,
+    )
+
+
+def progress(req: RunRequest) -> Progress:
+    return Progress.model_validate_json((Path(req.run_dir) / layout.PROGRESS).read_text())
+
+
+def result(req: RunRequest) -> RunResult:
+    return RunResult.model_validate_json((Path(req.run_dir) / layout.result_name(req.attempt)).read_text())
+
+
+def log_text(req: RunRequest) -> str:
+    return (Path(req.run_dir) / layout.LOG).read_text()
+
+
+def steps_logged(text: str) -> list[int]:
+    return [int(m.group(1)) for m in re.finditer(r"^step (\d{5})/", text, re.M)]
+
+
+# -- whole runs -------------------------------------------------------------------------------
+
+
+def test_smoke_run_in_process(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, mode="smoke", model="d12")
+    calls: list[int] = []
+    res = runner.run(req, on_checkpoint=lambda: calls.append(1))
+
+    assert res.outcome is Outcome.succeeded and res.exit_code == 0 and res.final_step == 10
+    assert result(req) == res
+    prog = progress(req)
+    assert (prog.stage, prog.step, prog.total, prog.checkpoint_step) == ("done", 10, 10, 10)
+    assert prog.loss is not None and prog.loss > 0
+    log = log_text(req)
+    assert log.startswith(f"==== speedq attempt 1 of sq-1")
+    assert "step 00010/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
+    assert "scripts.base_eval" not in log  # smoke: evals off
+    assert (Path(req.run_dir) / "base_checkpoints" / "d12-smoke" / "model_000010.pt").exists()
+    assert calls  # Modal would have committed the Volume
+    # The shared data lives in the data dir; the run dir links to it.
+    assert (Path(req.run_dir) / "tokenizer").resolve() == Path(req.data_dir) / "tokenizer"
+
+
+def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    done = cli(req)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (Path(req.run_dir) / layout.PID).read_text().strip().isdigit()
+    res = result(req)
+    total = runner.estimate_total_steps(4, "full")
+    assert res.outcome is Outcome.succeeded and res.final_step == total and res.resumed_from_step is None
+    prog = progress(req)
+    assert (prog.step, prog.total, prog.checkpoint_step) == (total, total, total)
+    log = log_text(req)
+    for module in ("nanochat.dataset", "scripts.tok_train", "scripts.tok_eval", "scripts.base_train",
+                   "scripts.base_eval", "scripts.chat_sft", "scripts.chat_eval"):
+        assert f"-m {module}" in log
+    assert f"--save-every={SAVE_EVERY}" in log and "--fp8" in log and "--depth=4" in log
+    assert "Validation bpb" in log
+    ckpts = sorted((Path(req.run_dir) / "base_checkpoints" / "d4").glob("model_*.pt"))
+    assert len(ckpts) == runner.KEEP_CHECKPOINTS  # older complete checkpoints were pruned
+
+    again = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
+    assert runner.run(again).outcome is Outcome.succeeded
+    log = log_text(again)
+    assert log.count("==== speedq attempt") == 2
+    assert steps_logged(log) == list(range(1, total + 1))  # training ran once
+    assert log.count("(ledger), skipped") == 7
+    assert result(again).final_step == total
+
+
+def test_shared_data_is_prepared_once_for_every_run(tmp_path: Path, sim_repo: Path) -> None:
+    first = request(tmp_path, sim_repo, mode="smoke")
+    runner.prepare_data(first)
+    assert "scripts.tok_train" in (Path(first.data_dir) / layout.DATA_LOG).read_text()
+    assert runner.run(first).outcome is Outcome.succeeded
+    log = log_text(first)
+    assert "stage tok_train: already done in" in log and "-m scripts.tok_train" not in log
+
+
+# -- faults and resume ------------------------------------------------------------------------
+
+
+def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    killed = cli(req, faults="preempt@23")
+    assert killed.returncode == -signal.SIGKILL  # the runner died with its training, as in a lost container
+    assert not (Path(req.run_dir) / layout.result_name(1)).exists()
+    ckpt_dir = Path(req.run_dir) / layout.checkpoint_dir("d4")
+    assert runner.newest_complete_checkpoint(ckpt_dir, 2) == 20
+    assert steps_logged(log_text(req))[-1] == 22
+
+    second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
+    done = cli(second, faults="preempt@23")  # fired already in this run dir: passes now
+    assert done.returncode == 0, done.stdout
+    res = result(second)
+    assert res.outcome is Outcome.succeeded and res.resumed_from_step == 20
+    log = log_text(second)
+    resumed_part = log.split("==== speedq attempt 2")[1]
+    assert "--resume-from-step=20" in resumed_part
+    assert steps_logged(resumed_part)[0] == 21
+    assert progress(second).resumed_from_step == 20
+
+
+def test_torn_checkpoint_falls_back_to_the_one_before(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    assert cli(req, faults="torn@25").returncode == -signal.SIGKILL
+    ckpt_dir = Path(req.run_dir) / layout.checkpoint_dir("d4")
+    assert (ckpt_dir / "model_000025.pt").exists()  # there, but cut short
+    second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
+    assert cli(second).returncode == 0
+    assert result(second).resumed_from_step == 20
+    assert "--resume-from-step=20" in log_text(second)
+
+
+def test_crash_is_reported_with_the_stage_then_resumed(tmp_path: Path, sim_repo: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDQ_SIM_FAULTS", "crash@12")
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    res = runner.run(req)
+    assert res.outcome is Outcome.crashed and res.exit_code == 1
+    assert "base_train" in res.error and "simulated crash at step 12" in res.error and "\n" not in res.error
+    assert result(req) == res
+    assert progress(req).checkpoint_step == 10 and progress(req).stage == "base_train"
+
+    again = runner.run(request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY))
+    assert again.outcome is Outcome.succeeded and again.resumed_from_step == 10
+
+
+def test_bad_fault_text_fails_the_first_stage_clearly(tmp_path: Path, sim_repo: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDQ_SIM_FAULTS", "boom@3")
+    res = runner.run(request(tmp_path, sim_repo, mode="smoke"))
+    assert res.outcome is Outcome.crashed and "stage data" in res.error and "SPEEDQ_SIM_FAULTS" in res.error
+
+
+def test_force_restart_wipes_once_per_job(tmp_path: Path, sim_repo: Path) -> None:
+    first = request(tmp_path, sim_repo, mode="smoke")
+    assert runner.run(first).outcome is Outcome.succeeded
+    stray = Path(first.run_dir) / "stray.txt"
+    stray.write_text("x")
+
+    forced = request(tmp_path, sim_repo, mode="smoke", job_id="sq-2", force_restart=True)
+    res = runner.run(forced)
+    assert res.outcome is Outcome.succeeded and res.resumed_from_step is None
+    assert not stray.exists() and log_text(forced).count("==== speedq attempt") == 1
+    assert (Path(forced.run_dir) / layout.FORCE_MARKER).read_text().strip() == "sq-2"
+    assert (Path(forced.data_dir) / "tokenizer").exists()  # the shared data was not followed into
+
+    stray.write_text("x")  # Modal restarting the same input: same job id, no second wipe
+    restarted = request(tmp_path, sim_repo, mode="smoke", job_id="sq-2", attempt=2, force_restart=True)
+    assert runner.run(restarted).outcome is Outcome.succeeded
+    assert stray.exists() and log_text(restarted).count("==== speedq attempt") == 2
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def write_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(f"{path.stem}/data.pkl", b"x" * 100)
+
+
+def write_checkpoint(ckpt: Path, step: int, ranks: int = 2) -> None:
+    ckpt.mkdir(parents=True, exist_ok=True)
+    write_zip(ckpt / f"model_{step:06d}.pt")
+    (ckpt / f"meta_{step:06d}.json").write_text(json.dumps({"step": step}))
+    for rank in range(ranks):
+        write_zip(ckpt / f"optim_{step:06d}_rank{rank}.pt")
+
+
+def test_newest_complete_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "base_checkpoints" / "d4"
+    assert runner.newest_complete_checkpoint(ckpt, 2) is None
+    for step in (5, 10, 15, 20):
+        write_checkpoint(ckpt, step)
+    assert runner.newest_complete_checkpoint(ckpt, 2) == 20
+    assert runner.newest_complete_checkpoint(ckpt, 4) is None  # no step has 4 ranks' optimizer files
+
+    (ckpt / "optim_000020_rank1.pt").unlink()  # a rank's file missing
+    assert runner.newest_complete_checkpoint(ckpt, 2) == 15
+    assert runner.newest_complete_checkpoint(ckpt, 1) == 20
+
+    data = (ckpt / "model_000015.pt").read_bytes()  # a zip cut short
+    (ckpt / "model_000015.pt").write_bytes(data[: len(data) // 2])
+    assert runner.newest_complete_checkpoint(ckpt, 2) == 10
+
+    (ckpt / "meta_000010.json").write_text('{"step": 1')  # meta that does not parse
+    assert runner.newest_complete_checkpoint(ckpt, 2) == 5
+
+
+def test_step_estimates_and_default_interval() -> None:
+    assert runner.estimate_total_steps(12, "smoke") == 10
+    d12 = runner.estimate_total_steps(12, "full")
+    assert runner.estimate_total_steps(4, "full") < d12 < runner.estimate_total_steps(24, "full")
+    for total in (10, 176, d12, 11_000):
+        every = runner.default_save_every(total)
+        assert every >= 1 and every <= max(1, total * 0.02)
+
+
+# -- git --------------------------------------------------------------------------------------
+
+
+def test_resolve_commit(sim_repo: Path) -> None:
+    head = subprocess.run(["git", "-C", str(sim_repo), "rev-parse", "master"], capture_output=True, text=True).stdout.strip()
+    assert runner.resolve_commit(str(sim_repo), "master") == head
+    assert runner.resolve_commit(str(sim_repo), head) == head
+    assert runner.resolve_commit(f"file://{sim_repo}", "master") == head  # the ls-remote path
+    for bad in ("no-such-branch", "--upload-pack=touch /tmp/x"):
+        with pytest.raises(ValueError):
+            runner.resolve_commit(str(sim_repo), bad)
+    with pytest.raises((ValueError, RuntimeError)):
+        runner.resolve_commit(f"file://{sim_repo}", "no-such-branch")
