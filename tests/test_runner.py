@@ -142,6 +142,8 @@ def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_pa
     ckpt_dir = Path(req.run_dir) / layout.checkpoint_dir("d4")
     assert runner.newest_complete_checkpoint(ckpt_dir, 2) == 20
     assert steps_logged(log_text(req))[-1] == 22
+    seen = progress(req)  # what the worker reads once the runner is gone
+    assert seen.stage == "base_train" and seen.checkpoint_step == 20 and 20 < seen.step <= 22
 
     second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
     done = cli(second, faults="preempt@23")  # fired already in this run dir: passes now

@@ -387,6 +387,7 @@ class Attempt:
     progress: Progress = field(default_factory=Progress)
     progress_path: Path | None = None
     ckpt_dir: Path | None = None
+    save_every: int | None = None
     last_written: float = 0.0
     last_callback: float = field(default_factory=time.monotonic)
     last_scan: float = 0.0
@@ -421,16 +422,19 @@ class Attempt:
         if self.on_checkpoint is not None:
             self.on_checkpoint()
 
-    def tick(self) -> None:
-        self.scan_checkpoints()
-        self.write_progress()
+    def tick(self, urgent: bool = False) -> None:
+        self.scan_checkpoints(force=urgent)
+        self.write_progress(force=urgent)
         if time.monotonic() - self.last_callback >= ON_CHECKPOINT_EVERY_S:
             self.callback()
 
-    def parse(self, line: str) -> None:
+    def parse(self, line: str) -> bool:
+        """Progress from a step line. True on the first step after a save: the checkpoint and
+        progress files are then brought up to date at once, so a run killed a moment later
+        still shows the worker how far it got past its checkpoint (the steps a resume redoes)."""
         match = PROGRESS_RE.match(line)
         if not match:
-            return
+            return False
         self.progress.step = int(match["step"])
         self.progress.total = int(match["total"])
         try:
@@ -438,6 +442,8 @@ class Attempt:
         except ValueError:
             self.progress.loss = None
         self.progress.eta_s = round(float(match["eta"]) * 60, 1)
+        every = self.save_every
+        return bool(every and self.progress.step > 1 and (self.progress.step - 1) % every == 0)
 
     def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         """Run one stage, its output into the log and progress; (exit code, last output line)."""
@@ -470,8 +476,7 @@ class Attempt:
                 break
             if line.strip():
                 tail.append(line.strip())
-            self.parse(line)
-            self.tick()
+            self.tick(urgent=self.parse(line))
         code = proc.wait()
         reader.join()
         errors = [t for t in tail if re.search(r"error|exception|traceback", t, re.I) and not t.startswith("Traceback")]
@@ -577,8 +582,8 @@ def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> Run
             continue
         extra: list[str] = []
         if stage.name == "base_train":
-            attempt.ckpt_dir = ckpt_dir
-            extra.append(f"--save-every={save_every_for(req)}")
+            attempt.ckpt_dir, attempt.save_every = ckpt_dir, save_every_for(req)
+            extra.append(f"--save-every={attempt.save_every}")
             resume = newest_complete_checkpoint(ckpt_dir, req.nproc)
             if resume is not None:
                 extra.append(f"--resume-from-step={resume}")
