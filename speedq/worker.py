@@ -175,6 +175,7 @@ class Supervisor:
         """Poll the call until it ends, writing progress and heartbeats back as it goes."""
         call_id = attempt.call_id or ""
         last_activity = time.time()
+        last_seen: tuple[str | None, int | None] = (None, None)
         while True:
             record = self.store.get(self.job_id)
             try:
@@ -184,8 +185,10 @@ class Supervisor:
                 status = CallStatus()
                 self._update(lambda r: setattr(r, "error", f"poll failed (will retry): {exc}"))
             progress = backend.read_progress(record)
-            if progress is not None and progress.updated_at > last_activity:
-                last_activity = progress.updated_at
+            # Activity is a new stage or step; the runner rewrites progress.json even when its
+            # training process hangs, so the file's own timestamp proves nothing.
+            if progress is not None and (progress.stage, progress.step) != last_seen:
+                last_seen, last_activity = (progress.stage, progress.step), time.time()
 
             def note(r: JobRecord) -> None:
                 r.heartbeat_at = time.time()

@@ -127,7 +127,10 @@ class Speedq:
             found.update(self.status(job_id))
             return found["state"] in states
 
-        wait_for(reached, timeout=timeout, every=0.2, what=f"{job_id} to reach {states} (last: {found.get('state')})")
+        try:
+            wait_for(reached, timeout=timeout, every=0.2, what=f"{job_id} to reach {states}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last record: {json.dumps(found)[:3000]}") from None
         return found
 
     def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -12,6 +12,9 @@ SAVE_EVERY = 5
 
 
 def run_with_fault(speedq: Speedq, faults: str, *args: str, timeout: float = 90) -> dict:
+    # Steps slow enough that the runner reports each one before a fault kills it, as a real
+    # (250 ms) step does; the recomputed-steps figures depend on what was seen.
+    speedq.env.setdefault("SPEEDQ_SIM_STEP_S", "0.03")
     speedq.start_worker(env={"SPEEDQ_SIM_FAULTS": faults})
     job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", str(SAVE_EVERY), *args)
     return speedq.wait_state(job, "succeeded", "failed", timeout=timeout)
