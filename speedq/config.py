@@ -32,6 +32,34 @@ MODAL_VOLUME_MOUNT = "/vol"
 
 REDIS_URL_ENV = "SPEEDQ_REDIS_URL"
 
+# Estimated cost for `speedq stats`: USD per GPU-hour by GPU type (Modal's list prices when this
+# was written). `SPEEDQ_PRICES` overrides some or all of them: '{"H100": 3.0}'.
+DEFAULT_GPU_PRICES = {
+    "H100": 3.95,
+    "H200": 4.54,
+    "A100-80GB": 2.50,
+    "A100-40GB": 2.10,
+    "L40S": 1.95,
+    "A10G": 1.10,
+    "B200": 6.25,
+}
+PRICES_ENV = "SPEEDQ_PRICES"
+
+# How many recent queue waits per team `stats` takes its median and p95 from.
+WAIT_SAMPLES_KEPT = 1000
+
+
+def open_teams() -> bool:
+    """Whether a team nobody added may submit (with no limits). `SPEEDQ_OPEN_TEAMS=0` locks the
+    queue to added teams; the default keeps a single-team set-up working with no `team add`."""
+    return os.environ.get("SPEEDQ_OPEN_TEAMS", "1").strip().lower() not in ("0", "false", "no")
+
+
+def dequeue_block_s() -> int:
+    """How long an idle worker waits on its queues before looking again for new teams and freed
+    running slots (BLPOP's timeout, whole seconds)."""
+    return max(1, int(float(os.environ.get("SPEEDQ_DEQUEUE_BLOCK", "2"))))
+
 
 def home() -> Path:
     """speedq's state directory: embedded Redis data, local runs, the sim nanochat repo."""

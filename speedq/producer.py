@@ -1,15 +1,18 @@
-"""Putting jobs in and taking them back: submit (with dedupe), cancel, retry."""
+"""Putting jobs in and taking them back: submit (with dedupe and team quotas), cancel, retry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import time
+
 import redis
 from rq import Queue
 from rq.job import Job
 
-from speedq.schemas import JobRecord, JobSpec, JobState
-from speedq.store import Store, queue_name
+from speedq import config
+from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.store import Store, TeamUsage, queue_name
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -26,6 +29,12 @@ class NotYourJob(ProducerError):
     exit_code = 1
 
 
+class QuotaExceeded(ProducerError):
+    """The team is over a limit its operator set; nothing was stored."""
+
+    exit_code = 3
+
+
 @dataclass(frozen=True)
 class Submitted:
     record: JobRecord
@@ -34,11 +43,29 @@ class Submitted:
 
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     store = Store(conn)
+    team = store.team(spec.team)
+    if not team.added and not config.open_teams():
+        raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
     record = JobRecord(id=store.new_id(), spec=spec)
-    existing = store.create_claiming_run(record)
+    existing = store.create_claiming_run(record, guard=lambda usage: check_quota(team, usage))
     if existing is not None:
         return Submitted(existing, created=False)
     return Submitted(enqueue_supervisor(conn, record), created=True)
+
+
+def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
+    """Refuse a submit that would put the team over max-queued or that its used budget forbids."""
+    if team.max_queued is not None and usage.queued >= team.max_queued:
+        raise QuotaExceeded(
+            f"team {team.name!r} has {usage.queued} queued jobs and may queue at most {team.max_queued}; "
+            "wait for some to start or cancel one"
+        )
+    used_h = usage.gpu_seconds / 3600
+    if team.gpu_hours_budget is not None and used_h >= team.gpu_hours_budget:
+        raise QuotaExceeded(
+            f"team {team.name!r} has used {used_h:.2f} of its {team.gpu_hours_budget:g} GPU-hour budget; "
+            "ask an operator to raise it (speedq team set)"
+        )
 
 
 def enqueue_supervisor(conn: redis.Redis, record: JobRecord) -> JobRecord:
@@ -46,7 +73,7 @@ def enqueue_supervisor(conn: redis.Redis, record: JobRecord) -> JobRecord:
     store = Store(conn)
     rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
     store.update(record.id, lambda r: setattr(r, "rq_job_id", rq_id))
-    queue = Queue(queue_name(record.spec.backend, record.spec.priority), connection=conn)
+    queue = Queue(queue_name(record.spec.backend, record.spec.team, record.spec.priority), connection=conn)
     queue.enqueue(
         SUPERVISE,
         record.id,
@@ -111,6 +138,7 @@ def retry(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
         r.cancel_requested = False
         r.finished_at = None
         r.round_start = len(r.attempts)
+        r.queued_at = time.time()
 
     record = store.update(job_id, requeue)
     return enqueue_supervisor(conn, record)

@@ -136,12 +136,11 @@ def depth_of(model: str) -> int:
 # What a user submits.
 
 
-class JobSpec(BaseModel):
-    """A speedrun job as submitted. Immutable once stored."""
+class JobOptions(BaseModel):
+    """Everything about a speedrun job but whose it is (the API takes the team from the token)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    team: Slug
     model: ModelName = config.DEFAULT_MODEL
     repo_ref: GitRef = config.DEFAULT_REPO_REF
     mode: Mode = "full"
@@ -165,10 +164,25 @@ class JobSpec(BaseModel):
     def depth(self) -> int:
         return depth_of(self.model)
 
+
+class JobSpec(JobOptions):
+    """A speedrun job as submitted. Immutable once stored."""
+
+    team: Slug
+
     @property
     def run_key(self) -> str:
         """Where this run lives under a runs root: `<team>/<run-name>`."""
         return f"{self.team}/{self.run_name}"
+
+
+class SubmitRequest(JobOptions):
+    """An API submit: the team is the token's; a body that names another team is refused."""
+
+    team: Slug | None = None
+
+    def spec_for(self, team: str) -> JobSpec:
+        return JobSpec(**self.model_dump(exclude={"team"}, exclude_unset=True), team=team)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,6 +327,7 @@ class JobRecord(BaseModel):
     cancel_requested: bool = False
     rq_job_id: str | None = None  # the RQ job now carrying this speedq job
     round_start: int = 0  # attempts before this index belong to runs before the last `retry`
+    queued_at: float | None = None  # when the last `retry` queued it again (None: created_at)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -376,16 +391,153 @@ class JobRef(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------
+# Teams: limits an operator sets, and the record kept for each added team.
 
 
-def describe(exc: ValidationError) -> str:
-    """One line for the user: the first invalid field, the value and the rule."""
-    err = exc.errors()[0]
-    field = "-".join(str(p) for p in err["loc"] if not isinstance(p, int)).replace("_", "-") or "value"
-    field = field.split("-function-")[0]
+def _limit(value: object) -> object:
+    """`none` or `unlimited` clears a limit (the CLI's way to say null)."""
+    if isinstance(value, str) and value.strip().lower() in ("none", "unlimited"):
+        return None
+    return value
+
+
+MaxQueued = Annotated[Annotated[int, Field(ge=0, le=1_000_000)] | None, BeforeValidator(_limit)]
+MaxRunning = Annotated[Annotated[int, Field(ge=1, le=10_000)] | None, BeforeValidator(_limit)]
+GpuHours = Annotated[Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None, BeforeValidator(_limit)]
+
+
+class TeamLimits(BaseModel):
+    """What `team add` and `team set` accept. None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_queued: MaxQueued = None
+    max_running: MaxRunning = None
+    gpu_hours_budget: GpuHours = None
+
+
+class TeamSettings(TeamLimits):
+    """A team's stored record. Extra fields are ignored on read, so a newer speedq can add some
+    (a `webhook_url` is planned) without older workers failing to parse the record."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: Slug
+    token_hash: str | None = None  # sha256 hex of the team's API token; the token itself is never stored
+    created_at: float = Field(default_factory=time.time)
+    added: bool = True  # False: a team seen only through submits, running with no limits
+
+    @classmethod
+    def open(cls, name: str) -> "TeamSettings":
+        """The settings of a team nobody added: no limits and no token."""
+        return cls(name=name, added=False, created_at=0.0)
+
+
+class TeamRef(BaseModel):
+    name: Slug
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounting.
+
+
+def _known_gpu_type(value: str) -> str:
+    known = {t.upper(): t for t in config.GPU_TYPES}
+    if value.upper() not in known:
+        raise ValueError(f"GPU type must be one of {', '.join(config.GPU_TYPES)}")
+    return known[value.upper()]
+
+
+GpuTypeName = Annotated[str, AfterValidator(_known_gpu_type)]
+
+
+class PriceTable(BaseModel):
+    """USD per GPU-hour by GPU type; `SPEEDQ_PRICES` (a JSON object) overrides some or all."""
+
+    usd_per_gpu_hour: dict[GpuTypeName, Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]]
+
+    @classmethod
+    def load(cls, override_json: str | None) -> "PriceTable":
+        prices = dict(config.DEFAULT_GPU_PRICES)
+        if override_json:
+            prices.update(cls.model_validate({"usd_per_gpu_hour": _json_object(override_json)}).usd_per_gpu_hour)
+        return cls(usd_per_gpu_hour=prices)
+
+
+def _json_object(text: str) -> object:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        # Re-raised as a validation error, so the user gets the same one line as for any input.
+        return f"not JSON: {text[:40]}"
+
+
+class WaitTimes(BaseModel):
+    samples: int
+    median_s: float | None = None
+    p95_s: float | None = None
+
+
+class TeamStats(BaseModel):
+    team: str
+    jobs: dict[JobState, int]
+    gpu_seconds: dict[str, float]  # by GPU type; sums every ended attempt's GPU count x duration
+    gpu_hours: float
+    estimated_cost_usd: float
+    queue_wait: WaitTimes
+    max_queued: int | None = None
+    max_running: int | None = None
+    gpu_hours_budget: float | None = None
+    running: int = 0
+
+
+class StatsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    team: Slug | None = None
+
+
+class JobStatus(BaseModel):
+    """What any team may see of another team's job."""
+
+    id: str
+    team: str
+    state: JobState
+    created_at: float
+    updated_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @classmethod
+    def of(cls, record: JobRecord) -> "JobStatus":
+        return cls(
+            id=record.id, team=record.spec.team, state=record.state, created_at=record.created_at,
+            updated_at=record.updated_at, started_at=record.started_at, finished_at=record.finished_at,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+# Where a web framework says the value came from; the user named only the field.
+_TRANSPORT_LOCS = {"body", "query", "path", "header"}
+
+
+def describe(exc: ValidationError | list) -> str:  # type: ignore[type-arg]
+    """One line for the user: the first invalid field, the value and the rule.
+
+    Takes pydantic's exception or its list of errors (FastAPI hands the API the list)."""
+    errors = exc.errors() if isinstance(exc, ValidationError) else list(exc)
+    err = errors[0]
+    loc = [p for p in err["loc"] if not isinstance(p, int)]
+    if loc and loc[0] in _TRANSPORT_LOCS:
+        loc = loc[1:]
+    field = "-".join(str(p) for p in loc).replace("_", "-") or "value"
+    field = field.split("-function-")[0].replace("-[key]", "")
     msg = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     shown = f" {value!r}" if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
-    extra = sum(1 for _ in exc.errors()) - 1
+    extra = len(errors) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     return f"invalid {field}{shown}: {msg}{more}"

@@ -1,17 +1,22 @@
-"""The Redis layout: job records, listing indexes, run claims. Nobody else builds a key name.
+"""The Redis layout: job records, listing indexes, run claims, teams and their counters.
+Nobody else builds a key name.
 
 Each job record is one JSON string. Listing reads a sorted set (score = creation time) chosen
-for the filter, so `ls` costs the same with ten records or a hundred thousand.
+for the filter, so `ls` costs the same with ten records or a hundred thousand. Per-team usage
+(GPU-seconds, queue waits) is written in the same transaction as the record change it comes
+from, so the counters are exact sums over the records.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import redis
 
-from speedq.schemas import JobRecord, JobState, ListQuery
+from speedq import config
+from speedq.schemas import JobRecord, JobState, ListQuery, TeamSettings
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
@@ -46,10 +51,68 @@ class Keys:
         """Which job holds a run directory while it is queued or running (dedupe)."""
         return f"{PREFIX}:run:{team}:{run_name}"
 
+    # Every team with a queue: added ones and ones seen only through a submit. Workers read it
+    # before each dequeue to find new teams' queues.
+    teams = f"{PREFIX}:teams"
+    # sha256 of a token -> team name, so an API request finds its team in one read.
+    tokens = f"{PREFIX}:tokens"
 
-def queue_name(backend: str, priority: str) -> str:
-    """The RQ queue a job waits in. RQ names are free text; ours stay slug-like."""
-    return f"{QUEUE_PREFIX}-{backend}-{priority}"
+    @staticmethod
+    def team(name: str) -> str:
+        return f"{PREFIX}:team:{name}"
+
+    @staticmethod
+    def team_running(name: str) -> str:
+        """Ids of the team's jobs holding a running slot (a set, so a slot belongs to a job)."""
+        return f"{PREFIX}:team:{name}:running"
+
+    @staticmethod
+    def team_gpu_seconds(name: str) -> str:
+        """GPU-seconds of the team's ended attempts, a hash by GPU type."""
+        return f"{PREFIX}:team:{name}:gpu-seconds"
+
+    @staticmethod
+    def team_waits(name: str) -> str:
+        """Recent queue waits in seconds (submit or retry to first attempt), newest first."""
+        return f"{PREFIX}:team:{name}:waits"
+
+
+def queue_name(backend: str, team: str, priority: str) -> str:
+    """The RQ queue a job waits in: one per backend, team and priority. RQ names are free text;
+    ours stay slug-like."""
+    return f"{QUEUE_PREFIX}-{backend}-{team}-{priority}"
+
+
+@dataclass(frozen=True)
+class TeamLoad:
+    """What a worker needs to know of a team before a dequeue."""
+
+    name: str
+    max_running: int | None
+    running: int
+
+    @property
+    def full(self) -> bool:
+        return self.max_running is not None and self.running >= self.max_running
+
+
+@dataclass(frozen=True)
+class TeamUsage:
+    """A team's figures that submit quotas compare against."""
+
+    queued: int
+    gpu_seconds: float
+
+
+# Take a running slot for a job: yes if it already holds one (a re-delivered or reattached
+# job), or if the team has fewer than its limit (ARGV[2], -1 for none).
+_TAKE_SLOT = """
+if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
+local limit = tonumber(ARGV[2])
+if limit >= 0 and redis.call('scard', KEYS[1]) >= limit then return 0 end
+redis.call('sadd', KEYS[1], ARGV[1])
+return 1
+"""
 
 
 def _indexes(record: JobRecord) -> list[str]:
@@ -79,22 +142,33 @@ class Store:
         raws = self.conn.mget([Keys.job(i) for i in ids])
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
-    def create_claiming_run(self, record: JobRecord) -> JobRecord | None:
+    def create_claiming_run(
+        self, record: JobRecord, guard: Callable[[TeamUsage], None] | None = None
+    ) -> JobRecord | None:
         """Store a new record and claim its run; if an active job holds the run, return that one.
 
-        Done in one optimistic transaction so two submits racing for one run make one job.
+        Done in one optimistic transaction so two submits racing for one run make one job, and
+        two racing for a team's last queued place make one job: `guard` sees the team's usage
+        as of the transaction and raises to refuse.
         """
-        claim = Keys.run_claim(record.spec.team, record.spec.run_name or "")
+        team = record.spec.team
+        claim = Keys.run_claim(team, record.spec.run_name or "")
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim)
+                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team_gpu_seconds(team))
                     holder = pipe.get(claim)
                     if holder is not None:
                         existing = self._get_active(pipe, holder.decode())
                         if existing is not None:
                             pipe.unwatch()
                             return existing
+                    if guard is not None:
+                        try:
+                            guard(self._usage(pipe, team))
+                        except Exception:
+                            pipe.unwatch()
+                            raise
                     pipe.multi()
                     pipe.set(claim, record.id)
                     self._write(pipe, record, previous=None)
@@ -129,6 +203,7 @@ class Store:
                     after.updated_at = time.time()
                     pipe.multi()
                     self._write(pipe, after, previous=before)
+                    self._account(pipe, before, after)
                     if after.state.terminal and not before.state.terminal:
                         self._release_claim(pipe, after)
                     pipe.execute()
@@ -144,6 +219,20 @@ class Store:
         if previous is None or previous.state != record.state:
             for index in _indexes(record):
                 pipe.zadd(index, {record.id: record.created_at})
+        if previous is None:
+            pipe.sadd(Keys.teams, record.spec.team)  # workers find the team's queues from here
+
+    def _account(self, pipe: redis.client.Pipeline, before: JobRecord, after: JobRecord) -> None:
+        """Per-team usage from the attempts this change began or ended (same transaction)."""
+        team = after.spec.team
+        for i, attempt in enumerate(after.attempts):
+            was = before.attempts[i] if i < len(before.attempts) else None
+            if attempt.ended_at is not None and (was is None or was.ended_at is None):
+                pipe.hincrbyfloat(Keys.team_gpu_seconds(team), after.spec.gpu.type, attempt.gpu_seconds)
+            if was is None and i == after.round_start:
+                waited = attempt.started_at - (after.queued_at or after.created_at)
+                pipe.lpush(Keys.team_waits(team), repr(max(0.0, waited)))
+                pipe.ltrim(Keys.team_waits(team), 0, config.WAIT_SAMPLES_KEPT - 1)
 
     def _release_claim(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         # Only if this job still holds it: a later job may own the run by now.
@@ -223,3 +312,87 @@ class Store:
             if not state.terminal:
                 ids.extend(i.decode() for i in self.conn.zrange(Keys.index(state=state), 0, -1))
         return ids
+
+    # -- teams -----------------------------------------------------------------------------------
+
+    def team(self, name: str) -> TeamSettings:
+        """The team's settings; a team nobody added gets open ones (no limits, no token)."""
+        raw = self.conn.get(Keys.team(name))
+        return TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
+
+    def teams(self) -> list[TeamSettings]:
+        """Every team with a queue, added or not, by name."""
+        names = sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+        if not names:
+            return []
+        raws = self.conn.mget([Keys.team(n) for n in names])
+        return [
+            TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
+            for name, raw in zip(names, raws)
+        ]
+
+    def add_team(self, settings: TeamSettings) -> bool:
+        """Store a new team; False if one by that name was already added."""
+        if not self.conn.set(Keys.team(settings.name), settings.model_dump_json(), nx=True):
+            return False
+        with self.conn.pipeline() as pipe:
+            pipe.sadd(Keys.teams, settings.name)
+            if settings.token_hash:
+                pipe.hset(Keys.tokens, settings.token_hash, settings.name)
+            pipe.execute()
+        return True
+
+    def save_team(self, settings: TeamSettings, old_token_hash: str | None) -> None:
+        """Overwrite an added team's settings, moving its token entry if the token changed."""
+        with self.conn.pipeline() as pipe:
+            pipe.set(Keys.team(settings.name), settings.model_dump_json())
+            if old_token_hash and old_token_hash != settings.token_hash:
+                pipe.hdel(Keys.tokens, old_token_hash)
+            if settings.token_hash:
+                pipe.hset(Keys.tokens, settings.token_hash, settings.name)
+            pipe.execute()
+
+    def team_for_token_hash(self, token_hash: str) -> TeamSettings | None:
+        name = self.conn.hget(Keys.tokens, token_hash)
+        return self.team(name.decode()) if name is not None else None
+
+    def team_loads(self, names: Iterable[str]) -> list[TeamLoad]:
+        """Each team's running limit and running count, in one round trip."""
+        names = list(names)
+        with self.conn.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(Keys.team(name))
+                pipe.scard(Keys.team_running(name))
+            replies = pipe.execute()
+        loads = []
+        for i, name in enumerate(names):
+            raw, running = replies[2 * i], replies[2 * i + 1]
+            limit = TeamSettings.model_validate_json(raw).max_running if raw is not None else None
+            loads.append(TeamLoad(name, limit, int(running)))
+        return loads
+
+    def team_names(self) -> list[str]:
+        return sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+
+    def take_slot(self, team: str, job_id: str) -> bool:
+        """A running slot for the job, under the team's max_running as stored right now."""
+        limit = self.team(team).max_running
+        return bool(self.conn.eval(_TAKE_SLOT, 1, Keys.team_running(team), job_id, -1 if limit is None else limit))
+
+    def release_slot(self, team: str, job_id: str) -> None:
+        self.conn.srem(Keys.team_running(team), job_id)
+
+    def slot_holders(self, team: str) -> list[str]:
+        return sorted(i.decode() for i in self.conn.smembers(Keys.team_running(team)))
+
+    def _usage(self, conn: redis.Redis | redis.client.Pipeline, team: str) -> TeamUsage:
+        queued = conn.zcard(Keys.index(team, JobState.queued))
+        seconds = conn.hvals(Keys.team_gpu_seconds(team))
+        return TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds))
+
+    def gpu_seconds(self, team: str) -> dict[str, float]:
+        """GPU-seconds of the team's ended attempts, by GPU type."""
+        return {k.decode(): float(v) for k, v in self.conn.hgetall(Keys.team_gpu_seconds(team)).items()}
+
+    def queue_waits(self, team: str) -> list[float]:
+        return [float(v) for v in self.conn.lrange(Keys.team_waits(team), 0, -1)]

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from functools import cache
 
 import redis
-from rq import Queue, Worker, get_current_job
+from rq import Queue, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -24,7 +24,8 @@ from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq.store import JobNotFound, Store, queue_name
+from speedq.fair_share import FairDequeue, plan, release_stale_slots
+from speedq.store import JobNotFound, Store
 
 log = logging.getLogger("speedq.worker")
 
@@ -86,6 +87,7 @@ class Supervisor:
         except JobNotFound:
             return "missing"
         if record.state.terminal:
+            self._free_running_slot()  # e.g. cancelled while this worker was taking it
             return record.state.value
         holder = self.store.acquire_supervision(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
@@ -96,6 +98,17 @@ class Supervisor:
             return self.store.get(self.job_id).state.value
         finally:
             self.store.release_supervision(self.job_id, self.worker)
+            self._free_running_slot()
+
+    def _free_running_slot(self) -> None:
+        """The team's running slot (taken at dequeue) goes back once the job has ended; a job
+        handed to another worker keeps it, since the slot belongs to the job."""
+        try:
+            record = self.store.get(self.job_id)
+        except JobNotFound:
+            return
+        if record.state.terminal:
+            self.store.release_slot(record.spec.team, self.job_id)
 
     def _supervise(self) -> JobState:
         record = self._update(self._claim)
@@ -287,8 +300,10 @@ class _Done(Exception):
 
 
 def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
-    """Priority first, then backend: a high-priority job is never behind a normal one."""
-    return [Queue(queue_name(b, p), connection=conn) for p in config.PRIORITIES for b in backends]
+    """Every known team's queues; the worker refreshes this list before each dequeue."""
+    store = Store(conn)
+    current = plan(store.team_loads(store.team_names()), tuple(backends), None)
+    return [Queue(name, connection=conn) for name in sorted(current.names)]
 
 
 def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
@@ -312,6 +327,9 @@ def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
         if not conn.set(f"speedq:reaping:{job_id}", "1", nx=True, ex=int(heartbeat_ttl_s()) + 5):
             continue  # another worker is re-homing it right now
         enqueue_supervisor(conn, record)
+        # Its supervision ended with its worker: the slot goes back, and the worker that picks
+        # the job up takes one again (meanwhile the call runs on, briefly over the team's limit).
+        store.release_slot(record.spec.team, job_id)
         rehomed.append(job_id)
         log.warning("job %s lost its worker; re-queued to reattach", job_id)
     return rehomed
@@ -329,15 +347,15 @@ def _waiting_in_rq(conn: redis.Redis, record: JobRecord) -> bool:
     return status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
 
 
-class SpeedqWorker(Worker):
-    """An RQ worker that also re-homes jobs orphaned by dead workers, between jobs."""
-
-    speedq_backends: tuple[str, ...] = ()
+class SpeedqWorker(FairDequeue):
+    """An RQ worker that takes teams' jobs in turn (fair_share) and also re-homes jobs orphaned
+    by dead workers, between jobs."""
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:
             reap(self.connection, self.speedq_backends)
+            release_stale_slots(Store(self.connection))
         except redis.RedisError as exc:
             self.log.warning("reaper skipped: %s", exc)
 

@@ -1,0 +1,157 @@
+"""Which job a worker takes next: teams in turn, priority order within a team, and no job from a
+team already running its `max_running`.
+
+RQ's own `round_robin` dequeue strategy rotates over queues, not teams: with a queue per team
+and priority, a team with jobs in two priorities would get two turns in a row. So the worker
+rotates over teams itself and hands RQ's pop an ordered list of queue keys: one turn per team
+per job started, whatever the priorities and however long each team's queue is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import redis
+from rq import Queue, Worker
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.job import Job
+from rq.utils import as_text
+from rq.worker import WorkerStatus
+
+from speedq import config
+from speedq.store import JobNotFound, Store, TeamLoad, queue_name
+
+log = logging.getLogger("speedq.fair_share")
+
+
+@dataclass
+class Plan:
+    """One dequeue round's order: `open` queues in the order to try them, `capped` the queues of
+    teams at their running limit (not taken from, but listened to for registry upkeep)."""
+
+    open: list[tuple[str, str]] = field(default_factory=list)  # (team, queue name)
+    capped: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for _, name in self.open] + self.capped
+
+
+def plan(loads: list[TeamLoad], backends: tuple[str, ...], after: str | None) -> Plan:
+    """Teams from the one after `after` (the team served last) round to it, by name; within a
+    team, priority first, then backend."""
+    ordered = sorted(loads, key=lambda load: load.name)
+    if after is not None:
+        ordered = [t for t in ordered if t.name > after] + [t for t in ordered if t.name <= after]
+    result = Plan()
+    for load in ordered:
+        names = [queue_name(b, load.name, p) for p in config.PRIORITIES for b in backends]
+        if load.full:
+            result.capped.extend(names)
+        else:
+            result.open.extend((load.name, n) for n in names)
+    return result
+
+
+def release_stale_slots(store: Store) -> list[str]:
+    """Free the slots of jobs that ended or vanished without freeing their own (a worker killed
+    between the job's end and the release). Returns the job ids freed."""
+    freed = []
+    for team in store.team_names():
+        for job_id in store.slot_holders(team):
+            try:
+                ended = store.get(job_id).state.terminal
+            except JobNotFound:
+                ended = True
+            if ended:
+                store.release_slot(team, job_id)
+                freed.append(job_id)
+    return freed
+
+
+class FairDequeue(Worker):
+    """RQ's worker with a dequeue that reads the team registry before every pop, so teams added
+    or first seen after the worker started are served without a restart."""
+
+    speedq_backends: tuple[str, ...] = ()
+    _last_team: str | None = None
+
+    def dequeue_job_and_maintain_ttl(
+        self, timeout: int | None, max_idle_time: int | None = None
+    ) -> tuple[Job, Queue] | None:
+        store = Store(self.connection)
+        self.set_state(WorkerStatus.IDLE)
+        self.procline("Listening on speedq team queues")
+        idle_since = time.monotonic()
+        wait_s = 1.0
+        while True:
+            try:
+                self.heartbeat()
+                if self.should_run_maintenance_tasks:
+                    self.run_maintenance_tasks()
+                current = plan(store.team_loads(store.team_names()), self.speedq_backends, self._last_team)
+                self._listen_on(current.names)
+                # Burst pops without blocking; otherwise block briefly, then look again for new
+                # teams and freed slots.
+                block = None if timeout is None else min(timeout, config.dequeue_block_s())
+                taken = self._take(store, current, block)
+                if taken is not None:
+                    self.heartbeat()
+                    return taken
+                if timeout is None and not self._waiting(current.capped):
+                    return None  # burst: nothing left that a slot could free
+                if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
+                    return None
+                if timeout is None or not current.open:
+                    time.sleep(config.dequeue_block_s())
+                wait_s = 1.0
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.log.error("Worker %s: Redis unavailable (%s); retrying in %.0f s", self.name, exc, wait_s)
+                time.sleep(wait_s)
+                wait_s = min(wait_s * 2, 60.0)
+
+    def _take(self, store: Store, current: Plan, block: int | None) -> tuple[Job, Queue] | None:
+        """Pop the first job in plan order whose team has a slot for it. A team that filled up
+        since the plan was made loses the race: its job goes back to the front of its queue and
+        the pop goes on without that team."""
+        skipped: set[str] = set()
+        while True:
+            candidates = [(team, name) for team, name in current.open if team not in skipped]
+            if not candidates:
+                return None
+            team_of = {Queue(name, connection=self.connection).key: team for team, name in candidates}
+            try:
+                # RQ's pop over several keys: LPOP in order, or one BLPOP that takes the first
+                # non-empty key in order.
+                popped = Queue.lpop(list(team_of), block, connection=self.connection)
+            except DequeueTimeout:
+                return None
+            if popped is None:
+                return None
+            queue_key, job_id = map(as_text, popped)
+            queue = Queue.from_queue_key(queue_key, connection=self.connection)
+            try:
+                job = Job.fetch(job_id, connection=self.connection)
+            except NoSuchJobError:
+                continue  # RQ's own dequeue skips a job whose hash is gone
+            team = team_of[queue_key]
+            speedq_id = job.args[0] if job.args else None
+            if speedq_id is None or store.take_slot(team, str(speedq_id)):
+                self._last_team = team
+                self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
+                return job, queue
+            queue.push_job_id(job.id, at_front=True)
+            skipped.add(team)
+            block = None  # the race is lost, not the round: try the other teams at once
+
+    def _waiting(self, names: list[str]) -> bool:
+        return any(Queue(name, connection=self.connection).count for name in names)
+
+    def _listen_on(self, names: list[str]) -> None:
+        """Keep RQ's own queue list (registry cleaning, `rq info`) in step with the teams."""
+        wanted = sorted(names)
+        if [q.name for q in self.queues] != wanted:
+            self.queues = [Queue(name, connection=self.connection) for name in wanted]
+            self._ordered_queues = self.queues[:]
