@@ -64,11 +64,11 @@ def _get(store, job_id: str) -> JobRecord:  # type: ignore[no-untyped-def]
         raise Failure(f"no job {job_id}") from None
 
 
-def _print_json(data: BaseModel | list[BaseModel]) -> None:
+def _print_json(data: BaseModel | list[BaseModel], exclude: set[str] | None = None) -> None:
     if isinstance(data, list):
-        text = json.dumps([d.model_dump(mode="json") for d in data])
+        text = json.dumps([d.model_dump(mode="json", exclude=exclude) for d in data])
     else:
-        text = data.model_dump_json()
+        text = data.model_dump_json(exclude=exclude)
     sys.stdout.write(text + "\n")
 
 
@@ -159,19 +159,18 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
 ) -> None:
     """Print a run's log, from wherever its backend keeps it."""
-    from speedq.backends import get_backend
+    from speedq.backends import get_backend, job_log
     from speedq.schemas import LogQuery
 
     query = LogQuery(tail=tail)  # type: ignore[arg-type]
     store = _store()
     record = _get(store, job)
-    backend = get_backend(record.spec.backend)
     if record.run_dir is None and not follow:
         raise Failure(f"job {record.id} is {record.state.value} and has no log yet")
-    text = backend.read_log(record, query.tail) if record.run_dir else ""
-    sys.stdout.write(text)
+    sys.stdout.write(job_log(record, query.tail))
     if not follow:
         return
+    backend = get_backend(record.spec.backend)
     shown = len(backend.read_log(record, None)) if record.run_dir else 0
     with err.status(f"following {record.id} ({record.state.value})") as spinner:
         while True:
@@ -229,6 +228,124 @@ def worker(
     store = _store()
     err.print(f"speedq worker serving {', '.join(options.backends)} jobs" + (" (burst)" if burst else ""))
     run_worker(store.conn, list(options.backends), burst=burst, name=name)
+
+
+team_app = typer.Typer(help="Teams: limits and API tokens.", no_args_is_help=True)
+app.add_typer(team_app, name="team")
+
+MaxQueuedOpt = Annotated[Optional[str], typer.Option("--max-queued", help="Queued jobs at most ('none': no limit).")]
+MaxRunningOpt = Annotated[Optional[str], typer.Option("--max-running", help="Jobs running at once at most.")]
+BudgetOpt = Annotated[Optional[str], typer.Option("--gpu-hours-budget", help="GPU-hours the team may use.")]
+
+
+def _limits(max_queued: str | None, max_running: str | None, budget: str | None):  # type: ignore[no-untyped-def]
+    from speedq.schemas import TeamLimits
+
+    given = {"max_queued": max_queued, "max_running": max_running, "gpu_hours_budget": budget}
+    return TeamLimits(**{k: v for k, v in given.items() if v is not None})
+
+
+def _show_team(settings, token: str | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+    from speedq.views import teams_table
+
+    if as_json:
+        document = settings.model_dump(mode="json", exclude={"token_hash"}) | ({"token": token} if token else {})
+        sys.stdout.write(json.dumps(document) + "\n")
+        return
+    out.print(teams_table([settings]))
+    if token:
+        err.print("the team's API token (shown this once; `team set --rotate-token` makes a new one):", soft_wrap=True)
+        print(token)
+
+
+@team_app.command("add")
+def team_add(
+    name: str,
+    max_queued: MaxQueuedOpt = None,
+    max_running: MaxRunningOpt = None,
+    gpu_hours_budget: BudgetOpt = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Add a team with its limits; prints its API token last (shown once)."""
+    from speedq.schemas import TeamRef
+    from speedq.teams import add_team
+
+    team = TeamRef(team=name).team
+    limits = _limits(max_queued, max_running, gpu_hours_budget)
+    settings, token = add_team(_store(), team, limits)
+    _show_team(settings, token, as_json)
+
+
+@team_app.command("set")
+def team_set(
+    name: str,
+    max_queued: MaxQueuedOpt = None,
+    max_running: MaxRunningOpt = None,
+    gpu_hours_budget: BudgetOpt = None,
+    rotate_token: Annotated[bool, typer.Option("--rotate-token", help="Replace the API token; prints the new one last.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Change an added team's limits (the ones given) or its token."""
+    from speedq.schemas import TeamRef
+    from speedq.teams import set_team
+
+    team = TeamRef(team=name).team
+    limits = _limits(max_queued, max_running, gpu_hours_budget)
+    settings, token = set_team(_store(), team, limits, rotate_token)
+    _show_team(settings, token, as_json)
+
+
+@team_app.command("ls")
+def team_ls(as_json: JsonFlag = False) -> None:
+    """Every team with a queue: added ones with their limits, and open ones seen through submits."""
+    from speedq.views import teams_table
+
+    teams = _store().teams()
+    if as_json:
+        _print_json(teams, exclude={"token_hash"})
+    else:
+        out.print(teams_table(teams))
+
+
+@app.command()
+def stats(
+    team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Per team: jobs by state, GPU-hours, estimated cost, queue wait (median, p95)."""
+    from speedq.accounting import stats as team_stats
+    from speedq.schemas import StatsQuery
+    from speedq.views import stats_table
+
+    query = StatsQuery(team=team)
+    figures = team_stats(_store(), query.team)
+    if as_json:
+        _print_json(figures)
+    else:
+        out.print(stats_table(figures))
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[str, typer.Option(help="Port to listen on.")] = "8000",
+) -> None:
+    """Serve the HTTP API (FastAPI; OpenAPI at /openapi.json, docs at /docs)."""
+    from speedq.schemas import ApiOptions
+
+    options = ApiOptions(host=host, port=port)  # type: ignore[arg-type]
+    try:
+        import uvicorn
+
+        from speedq.api import create_app
+    except ImportError:
+        raise Failure("the API needs its extra: pip install 'speedq[api]'") from None
+    from speedq.connection import connect_checked, connect_for_requests, redis_url
+
+    url = redis_url()
+    connect_checked(url)  # a wrong URL fails here, in one line, not on the first request
+    err.print(f"speedq API on http://{options.host}:{options.port} (docs at /docs)")
+    uvicorn.run(create_app(connect_for_requests(url)), host=options.host, port=options.port, log_level="warning")
 
 
 def main(argv: list[str] | None = None) -> None:

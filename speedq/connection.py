@@ -33,6 +33,21 @@ def connect(url: str | None = None) -> redis.Redis:
     )
 
 
+def connect_for_requests(url: str | None = None) -> redis.Redis:
+    """A client for a server answering people (the HTTP API): a few quick retries, then the
+    error, which the server turns into a 503 instead of holding the request for a minute."""
+    url = url or redis_url()
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3)
+    return redis.Redis.from_url(
+        url,
+        retry=retry,
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
+        socket_connect_timeout=3,
+        socket_timeout=10,
+        health_check_interval=30,
+    )
+
+
 def connect_checked(url: str | None = None) -> redis.Redis:
     """A client for a command a person waits on: fails in seconds, in one line."""
     url = url or redis_url()

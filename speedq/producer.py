@@ -128,6 +128,7 @@ def retry(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
     record = _owned(store, job_id, team)
     if not record.state.terminal or record.state == JobState.succeeded:
         raise ProducerError(f"job {job_id} is {record.state.value}; only failed or cancelled jobs can be retried")
+    check_quota(store.team(team), store.team_usage(team))  # a retry spends GPU-hours too
     holder = store.reclaim_run(record)
     if holder is not None:
         raise ProducerError(f"run {record.spec.run_key} is held by active job {holder.id}")

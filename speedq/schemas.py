@@ -371,6 +371,11 @@ class LogQuery(BaseModel):
     tail: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
+class ApiOptions(BaseModel):
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
+    port: int = Field(ge=1, le=65535)
+
+
 class WorkerOptions(BaseModel):
     backends: list[BackendName] = Field(min_length=1)
 
@@ -384,10 +389,13 @@ def _job_id(value: str) -> str:
     return value
 
 
+JobId = Annotated[str, AfterValidator(_job_id)]
+
+
 class JobRef(BaseModel):
     """A job id as typed by a user."""
 
-    id: Annotated[str, AfterValidator(_job_id)]
+    id: JobId
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +442,7 @@ class TeamSettings(TeamLimits):
 
 
 class TeamRef(BaseModel):
-    name: Slug
+    team: Slug
 
 
 # ---------------------------------------------------------------------------------------------

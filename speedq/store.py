@@ -385,6 +385,9 @@ class Store:
     def slot_holders(self, team: str) -> list[str]:
         return sorted(i.decode() for i in self.conn.smembers(Keys.team_running(team)))
 
+    def team_usage(self, team: str) -> TeamUsage:
+        return self._usage(self.conn, team)
+
     def _usage(self, conn: redis.Redis | redis.client.Pipeline, team: str) -> TeamUsage:
         queued = conn.zcard(Keys.index(team, JobState.queued))
         seconds = conn.hvals(Keys.team_gpu_seconds(team))

@@ -1,4 +1,4 @@
-"""How job records look to a person: rich tables for `status` and `ls`."""
+"""How records look to a person: rich tables for `status`, `ls`, `team ls` and `stats`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import JobRecord, JobState
+from speedq.schemas import JobRecord, JobState, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -133,3 +133,45 @@ def job_detail(record: JobRecord) -> Group:
             a.error or "",
         )
     return Group(facts, attempts)
+
+
+def _limit(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def teams_table(teams: list[TeamSettings]) -> Table:
+    table = Table(title="speedq teams", title_justify="left")
+    for column in ("TEAM", "ADDED", "MAX QUEUED", "MAX RUNNING", "GPU-H BUDGET", "TOKEN"):
+        table.add_column(column, no_wrap=True)
+    for t in teams:
+        table.add_row(
+            t.name,
+            when(t.created_at) if t.added else Text("no (open, no limits)", style="dim"),
+            _limit(t.max_queued),
+            _limit(t.max_running),
+            _limit(t.gpu_hours_budget),
+            "set" if t.token_hash else "-",
+        )
+    if not teams:
+        table.add_row(Text("no teams", style="dim"), *(["-"] * 5))
+    return table
+
+
+def stats_table(stats: list[TeamStats]) -> Table:
+    table = Table(title="speedq stats", title_justify="left")
+    states = list(JobState)
+    for column in ("TEAM", *(s.value.upper() for s in states), "GPU-HOURS", "EST. COST", "WAIT MEDIAN", "WAIT P95"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "TEAM" else "right")
+    for s in stats:
+        budget = f" / {s.gpu_hours_budget:g}" if s.gpu_hours_budget is not None else ""
+        table.add_row(
+            s.team,
+            *(str(s.jobs.get(state, 0)) for state in states),
+            f"{s.gpu_hours:.3f}{budget}",
+            f"${s.estimated_cost_usd:,.2f}",
+            duration(s.queue_wait.median_s),
+            duration(s.queue_wait.p95_s),
+        )
+    if not stats:
+        table.add_row(Text("no teams", style="dim"), *(["-"] * (len(states) + 4)))
+    return table

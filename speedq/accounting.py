@@ -1,0 +1,52 @@
+"""Per-team figures for `speedq stats` and the API: jobs by state, GPU-hours, estimated cost and
+queue waits. Each figure is read from a counter the store keeps in step with the records, so
+stats cost the same with ten jobs or a hundred thousand."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from speedq import config
+from speedq.schemas import JobState, PriceTable, TeamSettings, TeamStats, WaitTimes
+from speedq.store import Store
+
+
+def prices() -> PriceTable:
+    """The default price table with `SPEEDQ_PRICES` laid over it (validated: a bad value is a
+    one-line error, not a wrong bill)."""
+    return PriceTable.load(os.environ.get(config.PRICES_ENV))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100): always one of the observed values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def team_stats(store: Store, team: TeamSettings, table: PriceTable) -> TeamStats:
+    seconds = store.gpu_seconds(team.name)
+    waits = store.queue_waits(team.name)
+    cost = sum(s / 3600 * table.usd_per_gpu_hour.get(gpu, 0.0) for gpu, s in seconds.items())
+    return TeamStats(
+        team=team.name,
+        jobs={state: store.count(team.name, state) for state in JobState},
+        gpu_seconds=seconds,
+        gpu_hours=sum(seconds.values()) / 3600,
+        estimated_cost_usd=round(cost, 2),
+        queue_wait=WaitTimes(samples=len(waits), median_s=percentile(waits, 50), p95_s=percentile(waits, 95)),
+        max_queued=team.max_queued,
+        max_running=team.max_running,
+        gpu_hours_budget=team.gpu_hours_budget,
+        running=len(store.slot_holders(team.name)),
+    )
+
+
+def stats(store: Store, team: str | None = None) -> list[TeamStats]:
+    """One team's figures, or every known team's, by name."""
+    table = prices()
+    teams = [store.team(team)] if team else store.teams()
+    return [team_stats(store, t, table) for t in teams]
