@@ -46,6 +46,9 @@ def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     team = store.team(spec.team)
     if not team.added and not config.open_teams():
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
+    # Refused before an id is taken, so a refusal writes nothing; the same check runs again
+    # inside the create transaction, where it stops two submits racing for the last place.
+    check_quota(team, store.team_usage(spec.team))
     record = JobRecord(id=store.new_id(), spec=spec)
     existing = store.create_claiming_run(record, guard=lambda usage: check_quota(team, usage))
     if existing is not None:
@@ -57,7 +60,7 @@ def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
     """Refuse a submit that would put the team over max-queued or that its used budget forbids."""
     if team.max_queued is not None and usage.queued >= team.max_queued:
         raise QuotaExceeded(
-            f"team {team.name!r} has {usage.queued} queued jobs and may queue at most {team.max_queued}; "
+            f"team {team.name!r} has {usage.queued} queued jobs, at its max-queued of {team.max_queued}; "
             "wait for some to start or cancel one"
         )
     used_h = usage.gpu_seconds / 3600

@@ -1,0 +1,18 @@
+"""Shared steps for the multi-team tests: add a team through the CLI, read its token, and read
+records straight from the test's Redis."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import Speedq
+
+
+def add_team(speedq: Speedq, name: str, *limits: str) -> str:
+    """`speedq team add`; returns the token it prints last."""
+    done = speedq.run("team", "add", name, *limits, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def records(speedq: Speedq, *filters: str) -> list[dict]:
+    return json.loads(speedq.run("ls", "--json", "--limit", "1000", *filters, check=True).stdout)

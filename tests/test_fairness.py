@@ -1,0 +1,35 @@
+"""Fair share: one worker, three teams with skewed queues; the start order interleaves them."""
+
+from __future__ import annotations
+
+from tests.conftest import Speedq, wait_for
+from tests.teams_helpers import records
+
+
+def test_skewed_queues_are_served_in_turn_and_by_priority_within_a_team(speedq: Speedq) -> None:
+    for i in range(7):
+        speedq.submit("--team", "a", "--smoke", "--run-name", f"a{i}")
+    urgent = speedq.submit("--team", "a", "--smoke", "--run-name", "urgent", "--priority", "high")
+    for i in range(3):
+        speedq.submit("--team", "b", "--smoke", "--run-name", f"b{i}")
+    speedq.submit("--team", "c", "--smoke", "--run-name", "c0")
+
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain the queues")
+
+    started = sorted(records(speedq), key=lambda r: r["attempts"][0]["started_at"])
+    assert all(r["state"] == "succeeded" for r in started), [(r["id"], r["error"]) for r in started]
+    order = [r["spec"]["team"] for r in started]
+    # One turn per team per job started: a's eight queued jobs cannot starve c's one.
+    assert order == ["a", "b", "c", "a", "b", "a", "b", "a", "a", "a", "a", "a"], order
+    assert started[0]["id"] == urgent  # within a team, priority first
+
+
+def test_a_team_first_seen_after_the_worker_started_is_served(speedq: Speedq) -> None:
+    speedq.start_worker()
+    first = speedq.submit("--team", "early", "--smoke")
+    speedq.wait_state(first, "succeeded", timeout=60)
+
+    late = speedq.submit("--team", "late-comer", "--smoke")
+
+    assert speedq.wait_state(late, "succeeded", "failed", timeout=60)["state"] == "succeeded"
