@@ -46,13 +46,9 @@ def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     team = store.team(spec.team)
     if not team.added and not config.open_teams():
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
-    # Refused before an id is taken, so a refusal writes nothing; the same check runs again
-    # inside the create transaction, where it stops two submits racing for the last place.
-    check_quota(team, store.team_usage(spec.team))
-    record = JobRecord(id=store.new_id(), spec=spec)
-    existing = store.create_claiming_run(record, guard=lambda usage: check_quota(team, usage))
-    if existing is not None:
-        return Submitted(existing, created=False)
+    record, created = store.create_claiming_run(spec, guard=lambda usage: check_quota(team, usage))
+    if not created:
+        return Submitted(record, created=False)
     return Submitted(enqueue_supervisor(conn, record), created=True)
 
 

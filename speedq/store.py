@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from speedq import config
-from speedq.schemas import JobRecord, JobState, ListQuery, TeamSettings
+from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, TeamSettings
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
@@ -143,16 +143,18 @@ class Store:
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
     def create_claiming_run(
-        self, record: JobRecord, guard: Callable[[TeamUsage], None] | None = None
-    ) -> JobRecord | None:
-        """Store a new record and claim its run; if an active job holds the run, return that one.
+        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None
+    ) -> tuple[JobRecord, bool]:
+        """Store a new job for `spec` and claim its run; if an active job holds the run, return
+        that one instead. Returns the record and whether it is new.
 
         Done in one optimistic transaction so two submits racing for one run make one job, and
         two racing for a team's last queued place make one job: `guard` sees the team's usage
-        as of the transaction and raises to refuse.
+        as of the transaction and raises to refuse. The id is taken only once both pass, so a
+        refused submit writes nothing at all.
         """
-        team = record.spec.team
-        claim = Keys.run_claim(team, record.spec.run_name or "")
+        team = spec.team
+        claim = Keys.run_claim(team, spec.run_name or "")
         with self.conn.pipeline() as pipe:
             while True:
                 try:
@@ -162,18 +164,19 @@ class Store:
                         existing = self._get_active(pipe, holder.decode())
                         if existing is not None:
                             pipe.unwatch()
-                            return existing
+                            return existing, False
                     if guard is not None:
                         try:
                             guard(self._usage(pipe, team))
                         except Exception:
                             pipe.unwatch()
                             raise
+                    record = JobRecord(id=self.new_id(), spec=spec)
                     pipe.multi()
                     pipe.set(claim, record.id)
                     self._write(pipe, record, previous=None)
                     pipe.execute()
-                    return None
+                    return record, True
                 except redis.WatchError:
                     continue
 

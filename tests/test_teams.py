@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tests.conftest import Speedq
+from tests.conftest import Speedq, wait_for
 from tests.teams_helpers import add_team, records
 from tests.test_cli_validation import snapshot
 
@@ -81,9 +81,10 @@ def test_over_max_queued_refuses_with_exit_3_and_stores_nothing(speedq: Speedq, 
 
 def test_over_the_gpu_hour_budget_refuses_submit_and_retry(speedq: Speedq, redis_server) -> None:
     add_team(speedq, "thrifty", "--gpu-hours-budget", "0.0001")  # under a second of one GPU
-    speedq.start_worker("--burst")
     job = speedq.submit("--team", "thrifty", "--smoke", "--gpu", "H100:8")
-    speedq.wait_state(job, "succeeded", timeout=60)
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=60, what="the burst worker to finish")
+    assert speedq.status(job)["state"] == "succeeded"
     before = snapshot(redis_server.client())
 
     refused = speedq.run("submit", "--backend", "sim", "--team", "thrifty", "--run-name", "more")
