@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     computed_field,
 )
 
@@ -389,7 +390,8 @@ def _job_id(value: str) -> str:
     return value
 
 
-JobId = Annotated[str, AfterValidator(_job_id)]
+# The pattern is published in the JSON schema too, so API clients (and the fuzzer) see the rule.
+JobId = Annotated[str, AfterValidator(_job_id), WithJsonSchema({"type": "string", "pattern": f"^{JOB_ID_RE.pattern}$"})]
 
 
 class JobRef(BaseModel):
