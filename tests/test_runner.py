@@ -266,3 +266,27 @@ def test_resolve_commit(sim_repo: Path) -> None:
             runner.resolve_commit(str(sim_repo), bad)
     with pytest.raises((ValueError, RuntimeError)):
         runner.resolve_commit(f"file://{sim_repo}", "no-such-branch")
+
+
+def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) -> None:
+    """updated_at only moves when the run does, so a stall detector can see a hang."""
+    import time
+
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    env = {**os.environ, "SPEEDQ_SIM_FAULTS": "hang@8"}
+    proc = subprocess.Popen([sys.executable, "-m", "speedq.gpu.runner", "--request-json", req.model_dump_json()],
+                            env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        path = Path(req.run_dir) / layout.PROGRESS
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 7):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        before = path.read_text()
+        time.sleep(1.0)
+        assert path.read_text() == before and progress(req).step == 7
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (Path(req.run_dir) / layout.result_name(1)).exists()

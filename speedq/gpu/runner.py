@@ -389,6 +389,7 @@ class Attempt:
     ckpt_dir: Path | None = None
     save_every: int | None = None
     last_written: float = 0.0
+    written: dict | None = None  # what progress.json holds, to rewrite it only on a change
     last_callback: float = field(default_factory=time.monotonic)
     last_scan: float = 0.0
 
@@ -397,12 +398,17 @@ class Attempt:
             fh.write(text.rstrip("\n") + "\n")
 
     def write_progress(self, force: bool = False) -> None:
+        """Throttled, and only on a change: updated_at then says when the run last moved,
+        which is what a stall detector needs (a hung run must not look alive)."""
         now = time.monotonic()
         if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
             return
+        content = self.progress.model_dump(exclude={"updated_at"})
+        if content == self.written:
+            return
         self.progress.updated_at = time.time()
         write_json_atomic(self.progress_path, self.progress.model_dump_json())
-        self.last_written = now
+        self.last_written, self.written = now, content
 
     def scan_checkpoints(self, force: bool = False) -> None:
         """Newest complete checkpoint into progress; the callback and pruning on a new one."""
