@@ -290,3 +290,14 @@ def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) ->
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (Path(req.run_dir) / layout.result_name(1)).exists()
+
+
+def test_a_runner_fault_is_a_crashed_result_not_silence(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, mode="smoke").model_copy(update={"commit": "f" * 40})
+    res = runner.run(req)  # the commit does not exist: the checkout fails
+    assert res.outcome is Outcome.crashed and "checkout" in res.error
+    assert result(req).outcome is Outcome.crashed
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / layout.DATA_LEDGER).mkdir()  # unreadable ledger location: an OSError inside
+    res = runner.run(request(tmp_path, sim_repo, mode="smoke", attempt=2))
+    assert res.outcome is Outcome.crashed and res.error.startswith("runner error:")

@@ -528,7 +528,28 @@ def prepare_data(req: RunRequest) -> None:
 
 
 def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> RunResult:
-    """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult."""
+    """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult.
+
+    A fault of the runner itself (a full disk, say) still ends in a crashed result naming it,
+    not in a silent exit the worker would take for a preemption and retry as if nothing was wrong.
+    """
+    try:
+        return _attempt(req, on_checkpoint)
+    except Exception as exc:  # noqa: BLE001 - reported in the result, which is the runner's job
+        run_dir = Path(req.run_dir)
+        error = f"runner error: {type(exc).__name__}: {exc}".replace("\n", " ")
+        result = RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / layout.LOG, "a") as log:
+                log.write(f"==== attempt {req.attempt} crashed: {error} ====\n")
+            write_json_atomic(run_dir / layout.result_name(req.attempt), result.model_dump_json(indent=2))
+        except OSError:
+            pass  # nowhere to write: the caller still gets the result
+        return result
+
+
+def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunResult:
     run_dir = Path(req.run_dir)
     force_restart(req)
     run_dir.mkdir(parents=True, exist_ok=True)
