@@ -193,13 +193,9 @@ def cancel(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Cancel a job of your team: at once if queued, within a poll if running."""
     from speedq import producer
 
-    store = _store()
-    record = producer.cancel(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
-    if as_json:
-        _print_json(record)
-    else:
-        verb = "cancelled" if record.state.terminal else "cancelling"
-        out.print(f"{verb} {record.id}")
+    record = _team_action(producer.cancel, job, team, as_json)
+    if not as_json:
+        out.print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
 
 
 @app.command()
@@ -207,12 +203,17 @@ def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Run a failed or cancelled job of your team again, resuming from its checkpoints."""
     from speedq import producer
 
+    record = _team_action(producer.retry, job, team, as_json)
+    if not as_json:
+        out.print(f"re-queued {record.id}")
+
+
+def _team_action(action, job: str, team: str, as_json: bool) -> JobRecord:  # type: ignore[no-untyped-def]
     store = _store()
-    record = producer.retry(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
+    record = action(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
     if as_json:
         _print_json(record)
-    else:
-        out.print(f"re-queued {record.id}")
+    return record
 
 
 @app.command()

@@ -80,24 +80,30 @@ class Store:
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
     def create_claiming_run(self, record: JobRecord) -> JobRecord | None:
-        """Store a new record and claim its run; if an active job holds the run, return that one.
+        """Store a new record and claim its run; if an active job holds the run, return that one."""
+        return self._claim_run(record, store_record=True)
 
-        Done in one optimistic transaction so two submits racing for one run make one job.
-        """
+    def reclaim_run(self, record: JobRecord) -> JobRecord | None:
+        """Claim the run again for a retried job; returns the job that holds it, if another does."""
+        return self._claim_run(record, store_record=False)
+
+    def _claim_run(self, record: JobRecord, store_record: bool) -> JobRecord | None:
+        # One optimistic transaction, so two submits racing for one run make one job.
         claim = Keys.run_claim(record.spec.team, record.spec.run_name or "")
         with self.conn.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(claim)
                     holder = pipe.get(claim)
-                    if holder is not None:
+                    if holder is not None and holder.decode() != record.id:
                         existing = self._get_active(pipe, holder.decode())
                         if existing is not None:
                             pipe.unwatch()
                             return existing
                     pipe.multi()
                     pipe.set(claim, record.id)
-                    self._write(pipe, record, previous=None)
+                    if store_record:
+                        self._write(pipe, record, previous=None)
                     pipe.execute()
                     return None
                 except redis.WatchError:
@@ -152,26 +158,6 @@ class Store:
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
             1, claim, record.id,
         )
-
-    def reclaim_run(self, record: JobRecord) -> JobRecord | None:
-        """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        claim = Keys.run_claim(record.spec.team, record.spec.run_name or "")
-        with self.conn.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(claim)
-                    holder = pipe.get(claim)
-                    if holder is not None and holder.decode() != record.id:
-                        existing = self._get_active(pipe, holder.decode())
-                        if existing is not None:
-                            pipe.unwatch()
-                            return existing
-                    pipe.multi()
-                    pipe.set(claim, record.id)
-                    pipe.execute()
-                    return None
-                except redis.WatchError:
-                    continue
 
     # -- supervision: one worker per job, proven by a heartbeat ----------------------------------
 
