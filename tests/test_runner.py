@@ -301,3 +301,19 @@ def test_a_runner_fault_is_a_crashed_result_not_silence(tmp_path: Path, sim_repo
     (tmp_path / "data" / layout.DATA_LEDGER).mkdir()  # unreadable ledger location: an OSError inside
     res = runner.run(request(tmp_path, sim_repo, mode="smoke", attempt=2))
     assert res.outcome is Outcome.crashed and res.error.startswith("runner error:")
+
+
+def test_a_crash_after_base_train_resumes_without_training_again(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    sft = Path(req.run_dir) / "chatsft_checkpoints"
+    sft.parent.mkdir(parents=True, exist_ok=True)
+    sft.write_text("in the way")  # chat_sft cannot write its checkpoints: it fails
+    first = runner.run(req)
+    assert first.outcome is Outcome.crashed and "chat_sft" in first.error
+    sft.unlink()
+    total = runner.estimate_total_steps(4, "full")
+    second = runner.run(request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY))
+    assert second.outcome is Outcome.succeeded and second.resumed_from_step == second.final_step == total
+    prog = progress(req)
+    assert (prog.stage, prog.step, prog.total) == ("done", total, total)
+    assert steps_logged(log_text(req)) == list(range(1, total + 1))

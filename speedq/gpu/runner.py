@@ -557,6 +557,11 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
                       progress_path=run_dir / layout.PROGRESS)
     ledger_path = run_dir / layout.LEDGER
     ckpt_dir = run_dir / layout.checkpoint_dir(req.model, req.mode)
+    try:  # carry the last attempt's step/total/loss: a resume past base_train still shows them
+        previous = Progress.model_validate_json((run_dir / layout.PROGRESS).read_text())
+        attempt.progress = previous.model_copy(update={"resumed_from_step": None, "eta_s": None})
+    except (OSError, ValueError):
+        pass
     attempt.progress.checkpoint_step = newest_complete_checkpoint(ckpt_dir, req.nproc)
     resumed_from: int | None = None
     attempt.log(
