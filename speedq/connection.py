@@ -111,7 +111,7 @@ def ensure_embedded() -> str:
             "--unixsocketperm", "700",
             "--dir", str(directory),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",  # a job record, once acknowledged, survives a crash
             "--save", "",
             "--daemonize", "yes",
             "--pidfile", str(directory / "redis.pid"),

@@ -120,3 +120,19 @@ def test_redis_restart_loses_nothing(speedq_own_redis: Speedq, own_redis) -> Non
         record = sq.wait_state(job, "succeeded", "failed", timeout=120)
         assert record["state"] == "succeeded", record["error"]
     assert len(sq.status(running)["attempts"]) == 1
+
+
+def test_unreadable_progress_file_does_not_break_the_job(speedq: Speedq) -> None:
+    speedq.env["SPEEDQ_SIM_STEP_S"] = "0.03"
+    speedq.start_worker()
+    job = speedq.submit("--team", "alpha", "--model", "d4")
+    wait_for(lambda: (speedq.status(job).get("progress") or {}).get("step"), timeout=60, what="training steps")
+    progress = speedq.home / "runs" / "alpha" / "d4" / "progress.json"
+
+    progress.write_text("{not json")
+    shown = speedq.run("status", job)
+
+    assert shown.returncode == 0 and "running" in shown.stdout
+    record = speedq.wait_state(job, "succeeded", "failed", timeout=60)
+    assert record["state"] == "succeeded", record["error"]
+    assert len(record["attempts"]) == 1
