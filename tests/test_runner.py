@@ -317,3 +317,23 @@ def test_a_crash_after_base_train_resumes_without_training_again(tmp_path: Path,
     prog = progress(req)
     assert (prog.stage, prog.step, prog.total) == ("done", total, total)
     assert steps_logged(log_text(req)) == list(range(1, total + 1))
+
+
+def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo).model_copy(update={"launcher": "torchrun", "gpu_type": "A100-80GB"})
+    stages = {s.name: s for s in runner.plan(req)}
+    assert list(stages) == ["data", "tok_train", "tok_eval", "base_train", "base_eval", "chat_sft", "chat_eval"]
+    train = runner.command(req, stages["base_train"], ["--save-every=7"])
+    assert train[1:6] == ["--standalone", "--nproc_per_node=2", "-m", "scripts.base_train", "--"]
+    assert "--depth=4" in train and "--save-every=7" in train and "--fp8" not in train  # no fp8 on an A100
+    assert runner.command(req, stages["data"], [])[:3] == [sys.executable, "-m", "nanochat.dataset"]
+    assert runner.command(req, stages["chat_eval"], [])[-2:] == ["-i", "sft"]
+    py = req.model_copy(update={"launcher": "python", "gpu_type": "H100", "env": {"WANDB_RUN": "mine"}})
+    assert runner.command(py, runner.plan(py)[3], [])[:3] == [sys.executable, "-m", "scripts.base_train"]
+    assert "--fp8" in runner.plan(py)[3].flags and "--run=mine" in runner.plan(py)[3].flags
+    assert "WORLD_SIZE" not in runner.stage_env(py, tmp_path)
+    sim_env = runner.stage_env(request(tmp_path, sim_repo), tmp_path)
+    assert sim_env["WORLD_SIZE"] == "2" and sim_env["NANOCHAT_BASE_DIR"] == str(tmp_path)
+    assert sim_env["WANDB_RUN"] == "dummy" and sim_env["PYTHONUNBUFFERED"] == "1"
+    smoke = {s.name for s in runner.plan(request(tmp_path, sim_repo, mode="smoke"))}
+    assert smoke == {"data", "tok_train", "tok_eval", "base_train"}
