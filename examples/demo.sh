@@ -14,9 +14,9 @@ done
 
 jobs=(
   "$(speedq submit --team alpha --backend sim --smoke --force-restart)"
-  "$(speedq submit --team alpha --backend sim --model d8 --run-name d8-demo --force-restart)"
+  "$(speedq submit --team alpha --backend sim --model d12 --run-name d12-demo --force-restart)"
   "$(speedq submit --team beta --backend sim --smoke --priority high --force-restart)"
-  "$(speedq submit --team beta --backend sim --model d6 --run-name d6-demo --force-restart)"
+  "$(speedq submit --team beta --backend sim --model d10 --run-name d10-demo --force-restart)"
 )
 
 speedq ls --limit "${#jobs[@]}" --watch
@@ -24,10 +24,9 @@ speedq ls --limit "${#jobs[@]}" --watch
 echo
 echo "Logs:"
 for job in "${jobs[@]}"; do
-  speedq status "$job" --json | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-print(f"  {r[\"id\"]} {r[\"spec\"][\"team\"]}/{r[\"spec\"][\"run_name\"]} {r[\"state\"]}: {(r.get(\"log\") or {}).get(\"command\", \"no log\")}")'
+  speedq status "$job" --json | python3 -c 'import json, sys
+r = json.load(sys.stdin); s = r["spec"]; log = (r.get("log") or {}).get("command", "no log yet")
+print("  %s %s/%s %s: %s" % (r["id"], s["team"], s["run_name"], r["state"], log))'
 done
 echo
 echo "More: speedq status ${jobs[0]}   speedq logs ${jobs[0]} --tail 20"

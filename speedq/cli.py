@@ -192,13 +192,9 @@ def cancel(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Cancel a job of your team: at once if queued, within a poll if running."""
     from speedq import producer
 
-    store = _store()
-    record = producer.cancel(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
-    if as_json:
-        _print_json(record)
-    else:
-        verb = "cancelled" if record.state.terminal else "cancelling"
-        out.print(f"{verb} {record.id}")
+    record = _team_action(producer.cancel, job, team, as_json)
+    if not as_json:
+        out.print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
 
 
 @app.command()
@@ -206,12 +202,17 @@ def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Run a failed or cancelled job of your team again, resuming from its checkpoints."""
     from speedq import producer
 
+    record = _team_action(producer.retry, job, team, as_json)
+    if not as_json:
+        out.print(f"re-queued {record.id}")
+
+
+def _team_action(action, job: str, team: str, as_json: bool) -> JobRecord:  # type: ignore[no-untyped-def]
     store = _store()
-    record = producer.retry(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
+    record = action(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
     if as_json:
         _print_json(record)
-    else:
-        out.print(f"re-queued {record.id}")
+    return record
 
 
 @app.command()
@@ -238,11 +239,12 @@ MaxRunningOpt = Annotated[Optional[str], typer.Option("--max-running", help="Job
 BudgetOpt = Annotated[Optional[str], typer.Option("--gpu-hours-budget", help="GPU-hours the team may use.")]
 
 
-def _limits(max_queued: str | None, max_running: str | None, budget: str | None):  # type: ignore[no-untyped-def]
-    from speedq.schemas import TeamLimits
+def _team_change(name: str, max_queued: str | None, max_running: str | None, budget: str | None):  # type: ignore[no-untyped-def]
+    """The team name and the limits given, validated."""
+    from speedq.schemas import TeamLimits, TeamRef
 
     given = {"max_queued": max_queued, "max_running": max_running, "gpu_hours_budget": budget}
-    return TeamLimits(**{k: v for k, v in given.items() if v is not None})
+    return TeamRef(team=name).team, TeamLimits(**{k: v for k, v in given.items() if v is not None})
 
 
 def _show_team(settings, token: str | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
@@ -267,12 +269,9 @@ def team_add(
     as_json: JsonFlag = False,
 ) -> None:
     """Add a team with its limits; prints its API token last (shown once)."""
-    from speedq.schemas import TeamRef
     from speedq.teams import add_team
 
-    team = TeamRef(team=name).team
-    limits = _limits(max_queued, max_running, gpu_hours_budget)
-    settings, token = add_team(_store(), team, limits)
+    settings, token = add_team(_store(), *_team_change(name, max_queued, max_running, gpu_hours_budget))
     _show_team(settings, token, as_json)
 
 
@@ -286,11 +285,9 @@ def team_set(
     as_json: JsonFlag = False,
 ) -> None:
     """Change an added team's limits (the ones given) or its token."""
-    from speedq.schemas import TeamRef
     from speedq.teams import set_team
 
-    team = TeamRef(team=name).team
-    limits = _limits(max_queued, max_running, gpu_hours_budget)
+    team, limits = _team_change(name, max_queued, max_running, gpu_hours_budget)
     settings, token = set_team(_store(), team, limits, rotate_token)
     _show_team(settings, token, as_json)
 

@@ -22,28 +22,22 @@ class RedisUnavailable(Exception):
 
 def connect(url: str | None = None) -> redis.Redis:
     """A client that rides out a Redis restart: commands retry with backoff for about a minute."""
-    url = url or redis_url()
-    retry = Retry(ExponentialBackoff(cap=5.0, base=0.1), retries=20)
-    return redis.Redis.from_url(
-        url,
-        retry=retry,
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
-        socket_connect_timeout=5,
-        health_check_interval=30,
-    )
+    return _retrying_client(url or redis_url(), retries=20, backoff_cap_s=5.0, socket_timeout=None)
 
 
 def connect_for_requests(url: str | None = None) -> redis.Redis:
     """A client for a server answering people (the HTTP API): a few quick retries, then the
     error, which the server turns into a 503 instead of holding the request for a minute."""
-    url = url or redis_url()
-    retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), retries=3)
+    return _retrying_client(url or redis_url(), retries=3, backoff_cap_s=1.0, socket_timeout=10)
+
+
+def _retrying_client(url: str, retries: int, backoff_cap_s: float, socket_timeout: float | None) -> redis.Redis:
     return redis.Redis.from_url(
         url,
-        retry=retry,
+        retry=Retry(ExponentialBackoff(cap=backoff_cap_s, base=0.1), retries=retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
-        socket_connect_timeout=3,
-        socket_timeout=10,
+        socket_connect_timeout=5,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
     )
 
@@ -126,7 +120,7 @@ def ensure_embedded() -> str:
             "--unixsocketperm", "700",
             "--dir", str(directory),
             "--appendonly", "yes",
-            "--appendfsync", "everysec",
+            "--appendfsync", "always",  # a job record, once acknowledged, survives a crash
             "--save", "",
             "--daemonize", "yes",
             "--pidfile", str(directory / "redis.pid"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
@@ -20,6 +21,7 @@ from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, TeamSettings
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
+TeamPart = Literal["running", "gpu-seconds", "waits"]
 
 
 class JobNotFound(KeyError):
@@ -58,23 +60,13 @@ class Keys:
     tokens = f"{PREFIX}:tokens"
 
     @staticmethod
-    def team(name: str) -> str:
-        return f"{PREFIX}:team:{name}"
-
-    @staticmethod
-    def team_running(name: str) -> str:
-        """Ids of the team's jobs holding a running slot (a set, so a slot belongs to a job)."""
-        return f"{PREFIX}:team:{name}:running"
-
-    @staticmethod
-    def team_gpu_seconds(name: str) -> str:
-        """GPU-seconds of the team's ended attempts, a hash by GPU type."""
-        return f"{PREFIX}:team:{name}:gpu-seconds"
-
-    @staticmethod
-    def team_waits(name: str) -> str:
-        """Recent queue waits in seconds (submit or retry to first attempt), newest first."""
-        return f"{PREFIX}:team:{name}:waits"
+    def team(name: str, part: TeamPart | None = None) -> str:
+        """A team's settings (JSON), or one of its counters:
+        `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
+        `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
+        `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first).
+        """
+        return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
 
 
 def queue_name(backend: str, team: str, priority: str) -> str:
@@ -148,35 +140,48 @@ class Store:
         """Store a new job for `spec` and claim its run; if an active job holds the run, return
         that one instead. Returns the record and whether it is new.
 
-        Done in one optimistic transaction so two submits racing for one run make one job, and
-        two racing for a team's last queued place make one job: `guard` sees the team's usage
-        as of the transaction and raises to refuse. The id is taken only once both pass, so a
-        refused submit writes nothing at all.
+        Two submits racing for a team's last queued place make one job: `guard` sees the team's
+        usage as of the transaction and raises to refuse. The id is taken only once both checks
+        pass, so a refused submit writes nothing at all.
         """
+        holder, record = self._claim_run(spec, None, guard)
+        return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
+
+    def reclaim_run(self, record: JobRecord) -> JobRecord | None:
+        """Claim the run again for a retried job; returns the job that holds it, if another does."""
+        return self._claim_run(record.spec, record, None)[0]
+
+    def _claim_run(
+        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None
+    ) -> tuple[JobRecord | None, JobRecord | None]:
+        """(the active job holding the run, None) or (None, the job now holding it): `own`, or
+        a new record stored for `spec`. One optimistic transaction, so two submits racing for
+        one run make one job."""
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team_gpu_seconds(team))
+                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"))
                     holder = pipe.get(claim)
-                    if holder is not None:
+                    if holder is not None and (own is None or holder.decode() != own.id):
                         existing = self._get_active(pipe, holder.decode())
                         if existing is not None:
                             pipe.unwatch()
-                            return existing, False
+                            return existing, None
                     if guard is not None:
                         try:
                             guard(self._usage(pipe, team))
                         except Exception:
                             pipe.unwatch()
                             raise
-                    record = JobRecord(id=self.new_id(), spec=spec)
+                    record = own if own is not None else JobRecord(id=self.new_id(), spec=spec)
                     pipe.multi()
                     pipe.set(claim, record.id)
-                    self._write(pipe, record, previous=None)
+                    if own is None:
+                        self._write(pipe, record, previous=None)
                     pipe.execute()
-                    return record, True
+                    return None, record
                 except redis.WatchError:
                     continue
 
@@ -231,11 +236,11 @@ class Store:
         for i, attempt in enumerate(after.attempts):
             was = before.attempts[i] if i < len(before.attempts) else None
             if attempt.ended_at is not None and (was is None or was.ended_at is None):
-                pipe.hincrbyfloat(Keys.team_gpu_seconds(team), after.spec.gpu.type, attempt.gpu_seconds)
+                pipe.hincrbyfloat(Keys.team(team, "gpu-seconds"), after.spec.gpu.type, attempt.gpu_seconds)
             if was is None and i == after.round_start:
                 waited = attempt.started_at - (after.queued_at or after.created_at)
-                pipe.lpush(Keys.team_waits(team), repr(max(0.0, waited)))
-                pipe.ltrim(Keys.team_waits(team), 0, config.WAIT_SAMPLES_KEPT - 1)
+                pipe.lpush(Keys.team(team, "waits"), repr(max(0.0, waited)))
+                pipe.ltrim(Keys.team(team, "waits"), 0, config.WAIT_SAMPLES_KEPT - 1)
 
     def _release_claim(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         # Only if this job still holds it: a later job may own the run by now.
@@ -244,26 +249,6 @@ class Store:
             "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
             1, claim, record.id,
         )
-
-    def reclaim_run(self, record: JobRecord) -> JobRecord | None:
-        """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        claim = Keys.run_claim(record.spec.team, record.spec.run_name or "")
-        with self.conn.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(claim)
-                    holder = pipe.get(claim)
-                    if holder is not None and holder.decode() != record.id:
-                        existing = self._get_active(pipe, holder.decode())
-                        if existing is not None:
-                            pipe.unwatch()
-                            return existing
-                    pipe.multi()
-                    pipe.set(claim, record.id)
-                    pipe.execute()
-                    return None
-                except redis.WatchError:
-                    continue
 
     # -- supervision: one worker per job, proven by a heartbeat ----------------------------------
 
@@ -365,7 +350,7 @@ class Store:
         with self.conn.pipeline(transaction=False) as pipe:
             for name in names:
                 pipe.get(Keys.team(name))
-                pipe.scard(Keys.team_running(name))
+                pipe.scard(Keys.team(name, "running"))
             replies = pipe.execute()
         loads = []
         for i, name in enumerate(names):
@@ -380,25 +365,25 @@ class Store:
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""
         limit = self.team(team).max_running
-        return bool(self.conn.eval(_TAKE_SLOT, 1, Keys.team_running(team), job_id, -1 if limit is None else limit))
+        return bool(self.conn.eval(_TAKE_SLOT, 1, Keys.team(team, "running"), job_id, -1 if limit is None else limit))
 
     def release_slot(self, team: str, job_id: str) -> None:
-        self.conn.srem(Keys.team_running(team), job_id)
+        self.conn.srem(Keys.team(team, "running"), job_id)
 
     def slot_holders(self, team: str) -> list[str]:
-        return sorted(i.decode() for i in self.conn.smembers(Keys.team_running(team)))
+        return sorted(i.decode() for i in self.conn.smembers(Keys.team(team, "running")))
 
     def team_usage(self, team: str) -> TeamUsage:
         return self._usage(self.conn, team)
 
     def _usage(self, conn: redis.Redis | redis.client.Pipeline, team: str) -> TeamUsage:
         queued = conn.zcard(Keys.index(team, JobState.queued))
-        seconds = conn.hvals(Keys.team_gpu_seconds(team))
+        seconds = conn.hvals(Keys.team(team, "gpu-seconds"))
         return TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds))
 
     def gpu_seconds(self, team: str) -> dict[str, float]:
         """GPU-seconds of the team's ended attempts, by GPU type."""
-        return {k.decode(): float(v) for k, v in self.conn.hgetall(Keys.team_gpu_seconds(team)).items()}
+        return {k.decode(): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
 
     def queue_waits(self, team: str) -> list[float]:
-        return [float(v) for v in self.conn.lrange(Keys.team_waits(team), 0, -1)]
+        return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]

@@ -127,8 +127,6 @@ class Supervisor:
                     why = last.error if last and last.error else "no attempts left"
                     return self._finish(JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
                 attempt = self._launch(backend, record)
-                if attempt is None:
-                    continue
             elif attempt.call_id is None:
                 # A worker died between recording the attempt and storing its call id; whether
                 # it launched cannot be known, so the attempt is written off, not run twice.
@@ -149,7 +147,8 @@ class Supervisor:
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    def _launch(self, backend: Backend, record: JobRecord) -> Attempt | None:
+    def _launch(self, backend: Backend, record: JobRecord) -> Attempt:
+        """Start a new attempt; the call id is stored the moment the backend returns it."""
         self._update(lambda r: setattr(r, "state", JobState.starting))
         if record.nanochat_commit is None:
             try:

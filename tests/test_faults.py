@@ -69,9 +69,9 @@ def test_hung_run_is_ended_by_the_stall_detector_and_resumed(speedq: Speedq) -> 
 
 
 def test_attempt_timeout_ends_the_attempt_and_the_next_resumes(speedq: Speedq) -> None:
-    speedq.env["SPEEDQ_SIM_STEP_S"] = "0.1"
+    speedq.env["SPEEDQ_SIM_STEP_S"] = "0.05"
     speedq.start_worker()
-    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "4", "--max-attempts", "10")
+    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "3", "--max-attempts", "10")
 
     record = speedq.wait_state(job, "succeeded", "failed", timeout=120)
 
@@ -85,7 +85,7 @@ def test_attempt_timeout_ends_the_attempt_and_the_next_resumes(speedq: Speedq) -
 def test_worker_killed_mid_run_is_reattached_not_relaunched(speedq: Speedq) -> None:
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.05"
     first = speedq.start_worker()
-    job = speedq.submit("--team", "alpha", "--model", "d6", "--save-every", "10")
+    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "10")
     wait_for(lambda: (speedq.status(job).get("progress") or {}).get("step"), timeout=60, what="training steps")
     call_id = speedq.status(job)["attempts"][0]["call_id"]
 
@@ -98,7 +98,7 @@ def test_worker_killed_mid_run_is_reattached_not_relaunched(speedq: Speedq) -> N
     assert len(record["attempts"]) == 1  # exactly one launch
     assert record["attempts"][0]["call_id"] == call_id
     assert record["attempts"][0]["resumed_from_step"] in (None, 0)
-    log = (speedq.home / "runs" / "alpha" / "d6" / "log.txt").read_text()
+    log = (speedq.home / "runs" / "alpha" / "d4" / "log.txt").read_text()
     assert log.count("step 00001/") == 1  # training ran once, not twice
     assert time.monotonic() - killed_at < 100
 
@@ -120,3 +120,19 @@ def test_redis_restart_loses_nothing(speedq_own_redis: Speedq, own_redis) -> Non
         record = sq.wait_state(job, "succeeded", "failed", timeout=120)
         assert record["state"] == "succeeded", record["error"]
     assert len(sq.status(running)["attempts"]) == 1
+
+
+def test_unreadable_progress_file_does_not_break_the_job(speedq: Speedq) -> None:
+    speedq.env["SPEEDQ_SIM_STEP_S"] = "0.03"
+    speedq.start_worker()
+    job = speedq.submit("--team", "alpha", "--model", "d4")
+    wait_for(lambda: (speedq.status(job).get("progress") or {}).get("step"), timeout=60, what="training steps")
+    progress = speedq.home / "runs" / "alpha" / "d4" / "progress.json"
+
+    progress.write_text("{not json")
+    shown = speedq.run("status", job)
+
+    assert shown.returncode == 0 and "running" in shown.stdout
+    record = speedq.wait_state(job, "succeeded", "failed", timeout=60)
+    assert record["state"] == "succeeded", record["error"]
+    assert len(record["attempts"]) == 1

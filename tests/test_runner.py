@@ -266,3 +266,75 @@ def test_resolve_commit(sim_repo: Path) -> None:
             runner.resolve_commit(str(sim_repo), bad)
     with pytest.raises((ValueError, RuntimeError)):
         runner.resolve_commit(f"file://{sim_repo}", "no-such-branch")
+
+
+def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) -> None:
+    """updated_at only moves when the run does, so a stall detector can see a hang."""
+    import time
+
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    env = {**os.environ, "SPEEDQ_SIM_FAULTS": "hang@8"}
+    proc = subprocess.Popen([sys.executable, "-m", "speedq.gpu.runner", "--request-json", req.model_dump_json()],
+                            env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        path = Path(req.run_dir) / layout.PROGRESS
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 7):
+            time.sleep(0.05)
+        time.sleep(0.5)
+        before = path.read_text()
+        time.sleep(1.0)
+        assert path.read_text() == before and progress(req).step == 7
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (Path(req.run_dir) / layout.result_name(1)).exists()
+
+
+def test_a_runner_fault_is_a_crashed_result_not_silence(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, mode="smoke").model_copy(update={"commit": "f" * 40})
+    res = runner.run(req)  # the commit does not exist: the checkout fails
+    assert res.outcome is Outcome.crashed and "checkout" in res.error
+    assert result(req).outcome is Outcome.crashed
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "data" / layout.DATA_LEDGER).mkdir()  # unreadable ledger location: an OSError inside
+    res = runner.run(request(tmp_path, sim_repo, mode="smoke", attempt=2))
+    assert res.outcome is Outcome.crashed and res.error.startswith("runner error:")
+
+
+def test_a_crash_after_base_train_resumes_without_training_again(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    sft = Path(req.run_dir) / "chatsft_checkpoints"
+    sft.parent.mkdir(parents=True, exist_ok=True)
+    sft.write_text("in the way")  # chat_sft cannot write its checkpoints: it fails
+    first = runner.run(req)
+    assert first.outcome is Outcome.crashed and "chat_sft" in first.error
+    sft.unlink()
+    total = runner.estimate_total_steps(4, "full")
+    second = runner.run(request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY))
+    assert second.outcome is Outcome.succeeded and second.resumed_from_step == second.final_step == total
+    prog = progress(req)
+    assert (prog.stage, prog.step, prog.total) == ("done", total, total)
+    assert steps_logged(log_text(req)) == list(range(1, total + 1))
+
+
+def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo).model_copy(update={"launcher": "torchrun", "gpu_type": "A100-80GB"})
+    stages = {s.name: s for s in runner.plan(req)}
+    assert list(stages) == ["data", "tok_train", "tok_eval", "base_train", "base_eval", "chat_sft", "chat_eval"]
+    train = runner.command(req, stages["base_train"], ["--save-every=7"])
+    at = train.index("--standalone")  # after `torchrun`, or `python -m torch.distributed.run` without it
+    assert train[at : at + 5] == ["--standalone", "--nproc_per_node=2", "-m", "scripts.base_train", "--"]
+    assert "--depth=4" in train and "--save-every=7" in train and "--fp8" not in train  # no fp8 on an A100
+    assert runner.command(req, stages["data"], [])[:3] == [sys.executable, "-m", "nanochat.dataset"]
+    assert runner.command(req, stages["chat_eval"], [])[-2:] == ["-i", "sft"]
+    py = req.model_copy(update={"launcher": "python", "gpu_type": "H100", "env": {"WANDB_RUN": "mine"}})
+    assert runner.command(py, runner.plan(py)[3], [])[:3] == [sys.executable, "-m", "scripts.base_train"]
+    assert "--fp8" in runner.plan(py)[3].flags and "--run=mine" in runner.plan(py)[3].flags
+    assert "WORLD_SIZE" not in runner.stage_env(py, tmp_path)
+    sim_env = runner.stage_env(request(tmp_path, sim_repo), tmp_path)
+    assert sim_env["WORLD_SIZE"] == "2" and sim_env["NANOCHAT_BASE_DIR"] == str(tmp_path)
+    assert sim_env["WANDB_RUN"] == "dummy" and sim_env["PYTHONUNBUFFERED"] == "1"
+    smoke = {s.name for s in runner.plan(request(tmp_path, sim_repo, mode="smoke"))}
+    assert smoke == {"data", "tok_train", "tok_eval", "base_train"}

@@ -178,20 +178,13 @@ def pin_commit(req: RunRequest) -> RunRequest:
 
 
 def prepare(req: RunRequest, commit_volume: Callable[[], None] = lambda: None) -> bool:
-    """Dataset shards and tokenizer into req.data_dir, once per commit. True if it ran them.
-
-    Uses the runner's `prepare_data(req)`; a runner without one leaves the data stages to `run`.
-    """
+    """Dataset shards and tokenizer into req.data_dir, once per commit. True if it ran them."""
     if data_ready(req):
         return False
     from speedq.gpu import runner
 
-    prepare_data = getattr(runner, "prepare_data", None)
-    if prepare_data is None:
-        log.warning("runner has no prepare_data(); the data stages run inside the GPU attempt")
-        return False
     try:
-        prepare_data(req)
+        runner.prepare_data(req)
         marker = prepared_marker(req)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(req.commit + "\n")

@@ -389,6 +389,7 @@ class Attempt:
     ckpt_dir: Path | None = None
     save_every: int | None = None
     last_written: float = 0.0
+    written: dict | None = None  # what progress.json holds, to rewrite it only on a change
     last_callback: float = field(default_factory=time.monotonic)
     last_scan: float = 0.0
 
@@ -397,12 +398,17 @@ class Attempt:
             fh.write(text.rstrip("\n") + "\n")
 
     def write_progress(self, force: bool = False) -> None:
+        """Throttled, and only on a change: updated_at then says when the run last moved,
+        which is what a stall detector needs (a hung run must not look alive)."""
         now = time.monotonic()
         if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
             return
+        content = self.progress.model_dump(exclude={"updated_at"})
+        if content == self.written:
+            return
         self.progress.updated_at = time.time()
         write_json_atomic(self.progress_path, self.progress.model_dump_json())
-        self.last_written = now
+        self.last_written, self.written = now, content
 
     def scan_checkpoints(self, force: bool = False) -> None:
         """Newest complete checkpoint into progress; the callback and pruning on a new one."""
@@ -522,7 +528,28 @@ def prepare_data(req: RunRequest) -> None:
 
 
 def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> RunResult:
-    """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult."""
+    """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult.
+
+    A fault of the runner itself (a full disk, say) still ends in a crashed result naming it,
+    not in a silent exit the worker would take for a preemption and retry as if nothing was wrong.
+    """
+    try:
+        return _attempt(req, on_checkpoint)
+    except Exception as exc:  # noqa: BLE001 - reported in the result, which is the runner's job
+        run_dir = Path(req.run_dir)
+        error = f"runner error: {type(exc).__name__}: {exc}".replace("\n", " ")
+        result = RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / layout.LOG, "a") as log:
+                log.write(f"==== attempt {req.attempt} crashed: {error} ====\n")
+            write_json_atomic(run_dir / layout.result_name(req.attempt), result.model_dump_json(indent=2))
+        except OSError:
+            pass  # nowhere to write: the caller still gets the result
+        return result
+
+
+def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunResult:
     run_dir = Path(req.run_dir)
     force_restart(req)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -530,6 +557,11 @@ def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> Run
                       progress_path=run_dir / layout.PROGRESS)
     ledger_path = run_dir / layout.LEDGER
     ckpt_dir = run_dir / layout.checkpoint_dir(req.model, req.mode)
+    try:  # carry the last attempt's step/total/loss: a resume past base_train still shows them
+        previous = Progress.model_validate_json((run_dir / layout.PROGRESS).read_text())
+        attempt.progress = previous.model_copy(update={"resumed_from_step": None, "eta_s": None})
+    except (OSError, ValueError):
+        pass
     attempt.progress.checkpoint_step = newest_complete_checkpoint(ckpt_dir, req.nproc)
     resumed_from: int | None = None
     attempt.log(

@@ -96,9 +96,14 @@ def fault_due(faults: dict[int, str], step: int) -> str | None:
 
 
 def die_like_a_lost_container() -> None:
-    """SIGKILL the whole process group: the runner that started us goes too."""
+    """SIGKILL the whole process group: the runner that started us goes too.
+
+    First a short pause: real steps take about a second, so the lines before a real preemption
+    have reached the runner's log; the sim's millisecond steps would otherwise race the kill.
+    """
     sys.stdout.flush()
     sys.stderr.flush()
+    time.sleep(0.3)
     os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)  # not reached unless killpg was refused
 
