@@ -16,3 +16,9 @@ def add_team(speedq: Speedq, name: str, *limits: str) -> str:
 
 def records(speedq: Speedq, *filters: str) -> list[dict]:
     return json.loads(speedq.run("ls", "--json", "--limit", "1000", *filters, check=True).stdout)
+
+
+def lasting_snapshot(client) -> dict[bytes, bytes]:  # type: ignore[no-untyped-def]
+    """Every key without a TTL: what a refused request must leave alone. A worker's RQ locks
+    expire on their own (about a second in tests) and would make the comparison race."""
+    return {key: client.dump(key) for key in client.keys("*") if client.ttl(key) == -1}

@@ -7,7 +7,7 @@ import hashlib
 import json
 
 from tests.conftest import Speedq, wait_for
-from tests.teams_helpers import add_team, records
+from tests.teams_helpers import add_team, lasting_snapshot, records
 from tests.test_cli_validation import snapshot
 
 
@@ -85,12 +85,12 @@ def test_over_the_gpu_hour_budget_refuses_submit_and_retry(speedq: Speedq, redis
     worker = speedq.start_worker("--burst")
     wait_for(lambda: worker.poll() is not None, timeout=60, what="the burst worker to finish")
     assert speedq.status(job)["state"] == "succeeded"
-    before = snapshot(redis_server.client())
+    before = lasting_snapshot(redis_server.client())
 
     refused = speedq.run("submit", "--backend", "sim", "--team", "thrifty", "--run-name", "more")
 
     assert refused.returncode == 3 and "GPU-hour budget" in refused.stderr, refused.stderr
-    assert snapshot(redis_server.client()) == before
+    assert lasting_snapshot(redis_server.client()) == before
     speedq.run("team", "set", "thrifty", "--gpu-hours-budget", "none", check=True)
     speedq.submit("--team", "thrifty", "--run-name", "more")
 
