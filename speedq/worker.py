@@ -199,6 +199,9 @@ class Supervisor:
                     current = r.attempts[attempt.number - 1]
                     if progress.resumed_from_step is not None:
                         current.resumed_from_step = progress.resumed_from_step
+                    if progress.reached_before_resume is not None and attempt.number > 1:
+                        before = r.attempts[attempt.number - 2]
+                        before.final_step = max(before.final_step or 0, progress.reached_before_resume)
                     if progress.stage == BASE_TRAIN_STAGE and progress.step is not None:
                         current.final_step = progress.step
 
