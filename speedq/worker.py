@@ -351,7 +351,7 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     worker = SpeedqWorker(
         worker_queues(conn, backends),
         connection=conn,
-        name=name,
+        name=name or f"{socket.gethostname()}.{os.getpid()}",  # readable in `status` and `rq info`
         worker_ttl=int(reap_every) + 15,  # RQ blocks on the queue for worker_ttl - 15 s
         maintenance_interval=int(reap_every),
     )
