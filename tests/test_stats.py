@@ -13,7 +13,6 @@ from tests.teams_helpers import records
 
 def test_stats_equal_the_sums_over_attempt_records(speedq: Speedq) -> None:
     speedq.env["SPEEDQ_PRICES"] = json.dumps({"A10G": 2.0})
-    speedq.start_worker("--burst")
     jobs = [
         speedq.submit("--team", "alpha", "--smoke", "--gpu", "H100:8", "--run-name", "big"),
         speedq.submit("--team", "alpha", "--smoke", "--gpu", "A10G:2", "--run-name", "small"),
@@ -21,6 +20,7 @@ def test_stats_equal_the_sums_over_attempt_records(speedq: Speedq) -> None:
     ]
     queued = speedq.submit("--team", "alpha", "--smoke", "--run-name", "later")
     speedq.run("cancel", queued, "--team", "alpha", check=True)  # cancelled before the worker starts
+    speedq.start_worker("--burst")
     for job in jobs:
         speedq.wait_state(job, "succeeded", timeout=60)
 
