@@ -8,7 +8,7 @@ import math
 import os
 
 from speedq import config
-from speedq.schemas import JobState, PriceTable, TeamSettings, TeamStats, WaitTimes
+from speedq.schemas import PriceTable, TeamSettings, TeamStats, WaitTimes
 from speedq.store import Store
 
 
@@ -33,7 +33,7 @@ def team_stats(store: Store, team: TeamSettings, table: PriceTable) -> TeamStats
     cost = sum(s / 3600 * table.usd_per_gpu_hour.get(gpu, 0.0) for gpu, s in seconds.items())
     return TeamStats(
         team=team.name,
-        jobs={state: store.count(team.name, state) for state in JobState},
+        jobs=store.counts(team.name),
         gpu_seconds=seconds,
         gpu_hours=sum(seconds.values()) / 3600,
         estimated_cost_usd=round(cost, 2),

@@ -48,6 +48,9 @@ PRICES_ENV = "SPEEDQ_PRICES"
 # How many recent queue waits per team `stats` takes its median and p95 from.
 WAIT_SAMPLES_KEPT = 1000
 
+# About how many points of a run's loss curve the store keeps (the dashboard plots them).
+LOSS_POINTS = 1000
+
 
 def open_teams() -> bool:
     """Whether a team nobody added may submit (with no limits). `SPEEDQ_OPEN_TEAMS=0` locks the

@@ -528,6 +528,65 @@ class JobStatus(BaseModel):
         )
 
 
+class LossPoint(BaseModel):
+    """One point of a run's base-training loss curve (the store keeps a thinned history)."""
+
+    step: int
+    loss: float
+
+
+class AttemptStatus(BaseModel):
+    """What anyone may see of an attempt: when and how it ended, not its call id or error text."""
+
+    number: int
+    started_at: float
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    resumed_from_step: int | None = None
+    steps_run: int = 0
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> "AttemptStatus":
+        return cls(steps_run=attempt.steps_run, **attempt.model_dump(include=set(cls.model_fields) - {"steps_run"}))
+
+
+class JobOverview(JobStatus):
+    """The dashboard's view of any team's job: status, progress (not sensitive) and attempts."""
+
+    progress: Progress | None = None
+    attempts: list[AttemptStatus] = Field(default_factory=list)
+    max_attempts: int = 1
+    round_start: int = 0
+
+    @classmethod
+    def of(cls, record: JobRecord) -> "JobOverview":
+        return cls(
+            **JobStatus.of(record).model_dump(),
+            progress=record.progress,
+            attempts=[AttemptStatus.of(a) for a in record.attempts],
+            max_attempts=record.spec.max_attempts,
+            round_start=record.round_start,
+        )
+
+
+class JobPage(JobOverview):
+    """One job's dashboard page: its overview and the loss curve so far."""
+
+    loss: list[LossPoint] = Field(default_factory=list)
+
+
+class TeamJobs(BaseModel):
+    team: str
+    jobs: dict[JobState, int]
+
+
+class Board(BaseModel):
+    """The dashboard's front page: counts by team and state, and the newest jobs."""
+
+    teams: list[TeamJobs]
+    jobs: list[JobOverview]
+
+
 # ---------------------------------------------------------------------------------------------
 
 

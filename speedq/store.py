@@ -9,6 +9,7 @@ from, so the counters are exact sums over the records.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -17,11 +18,11 @@ from typing import Literal
 import redis
 
 from speedq import config
-from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, TeamSettings
+from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
-TeamPart = Literal["running", "gpu-seconds", "waits"]
+TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
 
 
 class JobNotFound(KeyError):
@@ -53,6 +54,11 @@ class Keys:
         """Which job holds a run directory while it is queued or running (dedupe)."""
         return f"{PREFIX}:run:{team}:{run_name}"
 
+    @staticmethod
+    def loss_history(job_id: str) -> str:
+        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
+        return f"{PREFIX}:loss:{job_id}"
+
     # Every team with a queue: added ones and ones seen only through a submit. Workers read it
     # before each dequeue to find new teams' queues.
     teams = f"{PREFIX}:teams"
@@ -64,7 +70,8 @@ class Keys:
         """A team's settings (JSON), or one of its counters:
         `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
         `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
-        `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first).
+        `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first);
+        `attempts`: its ended attempts by outcome (a hash of counts).
         """
         return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
 
@@ -103,6 +110,22 @@ if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
 local limit = tonumber(ARGV[2])
 if limit >= 0 and redis.call('scard', KEYS[1]) >= limit then return 0 end
 redis.call('sadd', KEYS[1], ARGV[1])
+return 1
+"""
+
+# Append a loss point if it is at least ARGV[3] steps past the last one kept (the final step,
+# ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed attempt replays
+# steps the curve already has: those are skipped, so each step appears once, the first time the
+# run reached it.
+_APPEND_LOSS = """
+local last = redis.call('lindex', KEYS[1], -1)
+if last then
+  local step = tonumber(string.match(last, '^(-?%d+):'))
+  local gap = tonumber(ARGV[1]) == tonumber(ARGV[5]) and 1 or tonumber(ARGV[3])
+  if tonumber(ARGV[1]) < step + gap then return 0 end
+end
+redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('ltrim', KEYS[1], -tonumber(ARGV[4]), -1)
 return 1
 """
 
@@ -237,6 +260,8 @@ class Store:
             was = before.attempts[i] if i < len(before.attempts) else None
             if attempt.ended_at is not None and (was is None or was.ended_at is None):
                 pipe.hincrbyfloat(Keys.team(team, "gpu-seconds"), after.spec.gpu.type, attempt.gpu_seconds)
+                outcome = attempt.outcome.value if attempt.outcome is not None else "unknown"
+                pipe.hincrby(Keys.team(team, "attempts"), outcome, 1)
             if was is None and i == after.round_start:
                 waited = attempt.started_at - (after.queued_at or after.created_at)
                 pipe.lpush(Keys.team(team, "waits"), repr(max(0.0, waited)))
@@ -292,6 +317,13 @@ class Store:
 
     def count(self, team: str | None = None, state: JobState | None = None) -> int:
         return int(self.conn.zcard(Keys.index(team, state)))
+
+    def counts(self, team: str | None = None) -> dict[JobState, int]:
+        """Jobs by state (of one team, or all), in one round trip."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for state in JobState:
+                pipe.zcard(Keys.index(team, state))
+            return {state: int(n) for state, n in zip(JobState, pipe.execute())}
 
     def active_ids(self) -> list[str]:
         """Every job not yet finished, for the worker's reaper."""
@@ -387,3 +419,25 @@ class Store:
 
     def queue_waits(self, team: str) -> list[float]:
         return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]
+
+    def attempt_outcomes(self, team: str) -> dict[str, int]:
+        """The team's ended attempts by outcome."""
+        return {k.decode(): int(v) for k, v in self.conn.hgetall(Keys.team(team, "attempts")).items()}
+
+    # -- loss curves -----------------------------------------------------------------------------
+
+    def append_loss(self, job_id: str, progress: Progress) -> bool:
+        """Add the progress's step and loss to the job's loss curve; False if it has none, or it
+        is too close to the last point kept. Points closer than total/LOSS_POINTS steps are
+        skipped, so a long run keeps about LOSS_POINTS; the list is capped at twice that."""
+        if progress.step is None or progress.loss is None or not math.isfinite(progress.loss):
+            return False  # a diverged run's nan has no place on a plot; its log says what happened
+        gap = max(1, (progress.total or 0) // config.LOSS_POINTS)
+        return bool(self.conn.eval(
+            _APPEND_LOSS, 1, Keys.loss_history(job_id),
+            progress.step, repr(progress.loss), gap, 2 * config.LOSS_POINTS, progress.total or -1,
+        ))
+
+    def loss_history(self, job_id: str) -> list[LossPoint]:
+        entries = (e.decode().partition(":") for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1))
+        return [LossPoint(step=int(step), loss=float(loss)) for step, _, loss in entries]

@@ -219,6 +219,8 @@ class Supervisor:
                         current.final_step = progress.step
 
             record = self._update(note)
+            if progress is not None and progress.stage == BASE_TRAIN_STAGE:  # not in `note`: it may run twice
+                self.store.append_loss(self.job_id, progress)
             if not self.store.renew_supervision(self.job_id, self.worker, self.ttl_s):
                 raise _Done  # another worker took over after we stalled; it owns the job now
             if not status.running:
