@@ -164,8 +164,13 @@ def create_app(conn: redis.Redis | None = None) -> FastAPI:
         description="Authenticate with your team's token: `Authorization: Bearer <token>` "
         "(`speedq team add` prints it once).",
     )
+    # Imported here: both build on this module's dependencies (the store, the 404 lookup).
+    from speedq import dashboard, metrics
+
     app.state.store = Store(conn if conn is not None else connect_for_requests())
     app.include_router(router)
+    app.include_router(dashboard.router)
+    app.include_router(metrics.router)
     _install_error_handlers(app)
     return app
 
