@@ -3,8 +3,6 @@ and a job from submit to logs through a real `speedq api` and a real worker."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import httpx
@@ -12,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from speedq.api import create_app
-from tests.conftest import Speedq, free_port, wait_for
+from tests.api_server import start_api
+from tests.conftest import Speedq, wait_for
 from tests.teams_helpers import add_team
 from tests.test_cli_validation import snapshot
 
@@ -115,15 +114,9 @@ def test_redis_down_is_503_not_500(speedq: Speedq, own_redis) -> None:
 
 def test_speedq_api_serves_a_job_from_submit_to_logs(speedq: Speedq) -> None:
     token = add_team(speedq, "alpha")
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "speedq.cli", "api", "--port", str(port)],
-        env=speedq.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    speedq.workers.append(server)  # stopped with the workers
+    base_url = start_api(speedq)
     speedq.start_worker()
-    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=bearer(token))
-    wait_for(lambda: _answers(http), timeout=30, what="speedq api to listen")
+    http = httpx.Client(base_url=base_url, headers=bearer(token))
 
     submitted = http.post("/v1/jobs", json={"backend": "sim", "mode": "smoke"})
     assert submitted.status_code == 201
@@ -134,10 +127,3 @@ def test_speedq_api_serves_a_job_from_submit_to_logs(speedq: Speedq) -> None:
     stats = http.get("/v1/stats", params={"team": "alpha"}).json()
     assert stats[0]["jobs"]["succeeded"] == 1 and stats[0]["gpu_hours"] > 0
     assert "/v1/jobs/{job_id}/retry" in http.get("/openapi.json").json()["paths"]
-
-
-def _answers(http: httpx.Client) -> bool:
-    try:
-        return http.get("/openapi.json").status_code == 200
-    except httpx.HTTPError:
-        return False
