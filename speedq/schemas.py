@@ -389,3 +389,43 @@ def describe(exc: ValidationError) -> str:
     extra = sum(1 for _ in exc.errors()) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     return f"invalid {field}{shown}: {msg}{more}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Webhooks (a team's notification target; the team settings hold one).
+
+MAX_URL_LEN = 2000
+
+
+def _webhook_url(value: str) -> str:
+    """An http(s) URL with a host and no credentials: a `user:pass@` part would be stored and
+    shown wherever the team's settings are, so a secret belongs in the path (as Slack's does)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or len(value) > MAX_URL_LEN:
+        raise ValueError(f"must be a URL of at most {MAX_URL_LEN} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("must be a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if "@" in parts.netloc:
+        raise ValueError("must not hold credentials (user:password@); put a token in the path")
+    return value
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
+
+
+class TeamWebhook(BaseModel):
+    """A team's webhook as set by an operator; None clears it."""
+
+    model_config = ConfigDict(extra="forbid")
+    team: Slug
+    url: WebhookUrl | None = None

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 
 import redis
 
-from speedq.schemas import JobRecord, JobState, ListQuery
+from speedq.schemas import JobRecord, JobState, ListQuery, TeamWebhook
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
@@ -45,6 +45,15 @@ class Keys:
     def run_claim(team: str, run_name: str) -> str:
         """Which job holds a run directory while it is queued or running (dedupe)."""
         return f"{PREFIX}:run:{team}:{run_name}"
+
+    @staticmethod
+    def team_webhook(team: str) -> str:
+        """The team's webhook URL, until the team settings record holds it (issue 5)."""
+        return f"{PREFIX}:team:{team}:webhook"
+
+
+# Webhook deliveries: a queue of their own that every worker takes from first.
+NOTIFY_QUEUE = f"{QUEUE_PREFIX}-notify"
 
 
 def queue_name(backend: str, priority: str) -> str:
@@ -191,6 +200,18 @@ class Store:
 
     def supervised(self, job_id: str) -> bool:
         return bool(self.conn.exists(Keys.supervisor(job_id)))
+
+    # -- team webhooks ---------------------------------------------------------------------------
+
+    def team_webhook(self, team: str) -> str | None:
+        raw = self.conn.get(Keys.team_webhook(team))
+        return raw.decode() if raw is not None else None
+
+    def set_team_webhook(self, setting: TeamWebhook) -> None:
+        if setting.url is None:
+            self.conn.delete(Keys.team_webhook(setting.team))
+        else:
+            self.conn.set(Keys.team_webhook(setting.team), setting.url)
 
     # -- listing ---------------------------------------------------------------------------------
 

@@ -22,9 +22,10 @@ from rq.job import Job, JobStatus
 
 from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
+from speedq.notify import notify
 from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq.store import JobNotFound, Store, queue_name
+from speedq.store import NOTIFY_QUEUE, JobNotFound, Store, queue_name
 
 log = logging.getLogger("speedq.worker")
 
@@ -129,7 +130,8 @@ class Supervisor:
                 return self._finish(JobState.failed, status.error)
             if record.attempts_this_round >= record.spec.max_attempts:
                 continue  # the loop's top says why it gives up
-            self._update(lambda r: setattr(r, "state", JobState.retrying))
+            record = self._update(lambda r: setattr(r, "state", JobState.retrying))
+            notify(self.store.conn, record, JobState.retrying)
             self._sleep_beating(retry_backoff_s(record.attempts_this_round))
 
     # -- one attempt -----------------------------------------------------------------------------
@@ -267,7 +269,8 @@ class Supervisor:
             r.finished_at = time.time()
             r.cancel_requested = False
 
-        self._update(end)
+        record = self._update(end)
+        notify(self.store.conn, record, state)  # the team's webhook, if it has one
         return state
 
     def _sleep_beating(self, seconds: float) -> None:
@@ -286,8 +289,10 @@ class _Done(Exception):
 
 
 def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
-    """Priority first, then backend: a high-priority job is never behind a normal one."""
-    return [Queue(queue_name(b, p), connection=conn) for p in config.PRIORITIES for b in backends]
+    """Notifications first (a delivery takes milliseconds and must not wait behind a run), then
+    priority, then backend: a high-priority job is never behind a normal one."""
+    jobs = [Queue(queue_name(b, p), connection=conn) for p in config.PRIORITIES for b in backends]
+    return [Queue(NOTIFY_QUEUE, connection=conn), *jobs]
 
 
 def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
@@ -353,4 +358,5 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
         maintenance_interval=int(reap_every),
     )
     worker.speedq_backends = tuple(backends)
-    return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"))
+    # The scheduler (a child process) puts notification retries back on their queue when due.
+    return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"), with_scheduler=True)

@@ -154,8 +154,7 @@ class Speedq:
     def stop_all(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                self.kill_worker(proc)  # its children too: the work horse and RQ's scheduler
         kill_runners_under(self.home)
 
 
