@@ -88,6 +88,14 @@ class Store:
         raws = self.conn.mget([Keys.job(i) for i in ids])
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
+    def put_many(self, records: Iterable[JobRecord]) -> None:
+        """Write new records and their index entries in one round trip, claiming no runs: for
+        loading a copy of a queue (benchmarks, restores), not for submitting."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for record in records:
+                self._write(pipe, record, previous=None)
+            pipe.execute()
+
     def create_claiming_run(self, record: JobRecord) -> JobRecord | None:
         """Store a new record and claim its run; if an active job holds the run, return that one."""
         return self._claim_run(record, store_record=True)
