@@ -7,18 +7,15 @@ Modal SDK takes most of a second to import). Prints figures; asserts nothing.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
-from pathlib import Path
 
-from benchkit import bench, ratio, timed
+from benchkit import SPEEDQ_CLI, bench, options, ratio, timed
 
 from speedq import producer
 from speedq.connection import connect
 from speedq.schemas import JobSpec
 
-SPEEDQ_CLI = str(Path(sys.executable).parent / "speedq")
 
 
 def slowest_imports(env: dict[str, str], job_id: str) -> tuple[bool, list[tuple[int, str]]]:
@@ -36,9 +33,7 @@ def slowest_imports(env: dict[str, str], job_id: str) -> tuple[bool, list[tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
+    args = options(__doc__, runs=10)
 
     with bench() as b:
         job_id = producer.submit(connect(b.redis.url), JobSpec(team="bench", backend="modal")).record.id

@@ -10,12 +10,11 @@ Both workers are RQ's forking worker; jobs go one at a time, each to an idle wor
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
-from benchkit import Samples, bench, ratio, wait_for
+from benchkit import RQ_CLI, Samples, bench, options, ratio, wait_for
 from benchkit.instant_backend import launched_at
 from rq import Queue, Worker
 from rq.job import JobStatus
@@ -25,7 +24,6 @@ from speedq.connection import connect
 from speedq.schemas import JobSpec
 from speedq.store import Store
 
-RQ_CLI = str(Path(sys.executable).parent / "rq")
 WARMUP = 3
 
 
@@ -58,9 +56,7 @@ def speedq_side(b, conn, jobs: int) -> Samples:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=40)
-    args = parser.parse_args()
+    args = options(__doc__, jobs=40)
 
     with bench() as b:
         conn = connect(b.redis.url)

@@ -9,11 +9,10 @@ anything else on the machine falls on both alike.
 
 from __future__ import annotations
 
-import argparse
 import random
 import time
 
-from benchkit import Samples, bench, ratio, wait_for
+from benchkit import Samples, bench, options, ratio, wait_for
 
 from speedq.connection import connect
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery
@@ -60,10 +59,7 @@ def sample_in_turns(stores: dict[int, Store]) -> dict[int, tuple[Samples, Sample
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--small", type=int, default=1_000)
-    parser.add_argument("--large", type=int, default=100_000)
-    args = parser.parse_args()
+    args = options(__doc__, small=1_000, large=100_000)
 
     with bench() as b:
         stores = {args.small: Store(connect(b.redis.url)),

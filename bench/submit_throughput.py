@@ -6,10 +6,9 @@ RQ's own `Queue.enqueue` of a no-op, on the same redis-server, in the same proce
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from benchkit import bench, ratio
+from benchkit import bench, options, ratio
 from rq import Queue
 
 from speedq import producer
@@ -25,9 +24,7 @@ def per_second(action, count: int) -> float:  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=2000)
-    args = parser.parse_args()
+    args = options(__doc__, jobs=2000)
 
     with bench() as b:
         conn = connect(b.redis.url)

@@ -9,31 +9,14 @@ with its parent twice, so the totals are an upper bound.
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
-from benchkit import bench, ratio, rss_mb, wait_for
+from benchkit import RQ_CLI, SPEEDQ_CLI, bench, children_of, ratio, rss_mb, wait_for
 from rq import Worker
 
 from speedq.connection import connect
 
-RQ_CLI = str(Path(sys.executable).parent / "rq")
-SPEEDQ_CLI = str(Path(sys.executable).parent / "speedq")
 SETTLE_S = 3.0
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def main() -> None:
@@ -45,7 +28,7 @@ def main() -> None:
         wait_for(lambda: Worker.count(connection=conn) == 3, timeout=60, what="three idle workers")
         time.sleep(SETTLE_S)  # the schedulers fork after registering
         main_mb = {name: rss_mb(p.pid) for name, p in (("rq", rq_plain), ("rq+s", rq_sched), ("speedq", speedq))}
-        total_mb = {name: main_mb[name] + sum(rss_mb(c) for c in children(p.pid))
+        total_mb = {name: main_mb[name] + sum(rss_mb(c) for c in children_of(p.pid))
                     for name, p in (("rq+s", rq_sched), ("speedq", speedq))}
 
     print(f"idle rq worker:                    {main_mb['rq']:.1f} MB")

@@ -4,6 +4,7 @@ process). A package, not a `bench/*.py` file, so `make bench` does not run it as
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import statistics
@@ -17,11 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# The console scripts installed next to this Python.
+RQ_CLI = str(Path(sys.executable).parent / "rq")
+SPEEDQ_CLI = str(Path(sys.executable).parent / "speedq")
 sys.path.insert(0, str(ROOT))  # for tests.conftest, the tests' RedisServer
 
-from tests.conftest import RedisServer, wait_for  # noqa: E402
+from tests.conftest import RedisServer, children_of, wait_for  # noqa: E402
 
-__all__ = ["ROOT", "Bench", "Samples", "bench", "ratio", "rss_mb", "timed", "wait_for"]
+__all__ = ["ROOT", "RQ_CLI", "SPEEDQ_CLI", "Bench", "Samples", "bench", "children_of", "options", "ratio", "rss_mb", "timed", "wait_for"]
 
 
 @dataclass
@@ -67,6 +71,14 @@ def bench() -> Iterator[Bench]:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             server.kill()
+
+
+def options(doc: str | None, **defaults: int) -> argparse.Namespace:
+    """The script's whole-number options (`--jobs 2000`), each with its default."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    return parser.parse_args()
 
 
 @dataclass
