@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from tests.conftest import RedisServer, make_speedq, wait_for  # noqa: E402
 
 
 def total_steps(sq, model: str) -> int:  # type: ignore[no-untyped-def]
-    """Ask the sim for the run's length with a fault-free smoke of the same model's full run."""
+    """The run's length in steps, from a fault-free run of the same model."""
     job = sq.submit("--team", "probe", "--model", model, "--run-name", "probe")
     record = sq.wait_state(job, "succeeded", "failed", timeout=300)
     return int(record["progress"]["total"])

@@ -185,6 +185,7 @@ class Progress(BaseModel):
     eta_s: float | None = None
     checkpoint_step: int | None = None  # newest complete checkpoint
     resumed_from_step: int | None = None
+    reached_before_resume: int | None = None  # the last step the attempt before this one printed
     updated_at: float = Field(default_factory=time.time)
 
 

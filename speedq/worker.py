@@ -201,6 +201,9 @@ class Supervisor:
                     current = r.attempts[attempt.number - 1]
                     if progress.resumed_from_step is not None:
                         current.resumed_from_step = progress.resumed_from_step
+                    if progress.reached_before_resume is not None and attempt.number > 1:
+                        before = r.attempts[attempt.number - 2]
+                        before.final_step = max(before.final_step or 0, progress.reached_before_resume)
                     if progress.stage == BASE_TRAIN_STAGE and progress.step is not None:
                         current.final_step = progress.step
 
@@ -353,7 +356,7 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     worker = SpeedqWorker(
         worker_queues(conn, backends),
         connection=conn,
-        name=name,
+        name=name or f"{socket.gethostname()}.{os.getpid()}",  # readable in `status` and `rq info`
         worker_ttl=int(reap_every) + 15,  # RQ blocks on the queue for worker_ttl - 15 s
         maintenance_interval=int(reap_every),
     )

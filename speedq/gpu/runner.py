@@ -489,6 +489,19 @@ class Attempt:
         return code, (errors[-1] if errors else (tail[-1] if tail else ""))
 
 
+def last_logged_step(log_path: Path, window: int = 1 << 20) -> int | None:
+    """The last training step an earlier attempt printed: how far it got past its checkpoint
+    (its progress.json may lag, and a killed container writes nothing more)."""
+    try:
+        with open(log_path, "rb") as fh:
+            fh.seek(max(0, log_path.stat().st_size - window))
+            text = fh.read().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    steps = [int(m["step"]) for m in map(PROGRESS_RE.match, text.splitlines()) if m]
+    return steps[-1] if steps else None
+
+
 def _stage_key(req: RunRequest, stage: Stage) -> str:
     return stage.name if stage.shared else f"{req.mode}/{stage.name}"
 
@@ -617,12 +630,14 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
             attempt.ckpt_dir, attempt.save_every = ckpt_dir, save_every_for(req)
             extra.append(f"--save-every={attempt.save_every}")
             resume = newest_complete_checkpoint(ckpt_dir, req.nproc)
+            reached = last_logged_step(attempt.log_path)
             if resume is not None:
                 extra.append(f"--resume-from-step={resume}")
                 resumed_from = resume
                 attempt.log(f"---- resuming base_train from step {resume} (newest complete checkpoint) ----")
             attempt.progress = attempt.progress.model_copy(
-                update={"step": resume or 0, "total": None, "loss": None, "eta_s": None, "resumed_from_step": resume}
+                update={"step": resume or 0, "total": None, "loss": None, "eta_s": None, "resumed_from_step": resume,
+                        "reached_before_resume": reached}
             )
         argv = command(req, stage, extra)
         attempt.progress.stage = stage.name
