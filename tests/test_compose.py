@@ -78,7 +78,7 @@ def test_compose_file_with_modal_credentials_and_worker_count() -> None:
     config = resolve({**MODAL, "SPEEDQ_WORKERS": "5"})
     services = config["services"]
 
-    assert set(services) == {"redis", "worker", "api"}
+    assert set(services) == {"redis", "worker", "notifier", "api"}
     redis = services["redis"]
     command = " ".join(redis["command"])
     assert "--appendonly yes" in command and "--dir /data" in command
@@ -89,7 +89,8 @@ def test_compose_file_with_modal_credentials_and_worker_count() -> None:
     assert int(worker["deploy"]["replicas"]) == 5
     assert worker["command"][:2] == ["speedq", "worker"]
     assert api["command"] == ["speedq", "api", "--host", "0.0.0.0", "--port", "8000"]
-    for service in (worker, api):
+    assert services["notifier"]["command"] == ["speedq", "worker", "--notify-only"]
+    for service in (worker, api, services["notifier"]):
         env = env_of(service)
         assert env["SPEEDQ_REDIS_URL"] == "redis://redis:6379/0"
         assert {k: env.get(k) for k in MODAL} == MODAL
