@@ -220,14 +220,17 @@ def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Quit when the queues are empty.")] = False,
     backend: Annotated[Optional[list[str]], typer.Option(help="Serve jobs for this backend (repeatable).")] = None,
     name: Annotated[Optional[str], typer.Option(help="Worker name [default: host.pid].")] = None,
+    notify_only: Annotated[bool, typer.Option("--notify-only", help="Only deliver webhook notifications.")] = False,
 ) -> None:
     """Run an RQ worker for speedq's queues."""
     from speedq.schemas import WorkerOptions
     from speedq.worker import run_worker
 
-    options = WorkerOptions(backends=backend or [os.environ.get("SPEEDQ_BACKEND", config.DEFAULT_BACKEND)])
+    default = [] if notify_only else [os.environ.get("SPEEDQ_BACKEND", config.DEFAULT_BACKEND)]
+    options = WorkerOptions(backends=backend or default, notify_only=notify_only)
     store = _store()
-    err.print(f"speedq worker serving {', '.join(options.backends)} jobs" + (" (burst)" if burst else ""))
+    serving = "webhook notifications" if notify_only else f"{', '.join(options.backends)} jobs"
+    err.print(f"speedq worker serving {serving}" + (" (burst)" if burst else ""))
     run_worker(store.conn, list(options.backends), burst=burst, name=name)
 
 
@@ -237,13 +240,14 @@ app.add_typer(team_app, name="team")
 MaxQueuedOpt = Annotated[Optional[str], typer.Option("--max-queued", help="Queued jobs at most ('none': no limit).")]
 MaxRunningOpt = Annotated[Optional[str], typer.Option("--max-running", help="Jobs running at once at most.")]
 BudgetOpt = Annotated[Optional[str], typer.Option("--gpu-hours-budget", help="GPU-hours the team may use.")]
+WebhookOpt = Annotated[Optional[str], typer.Option("--webhook", help="URL to notify on success, failure, retry ('none': off).")]
 
 
-def _team_change(name: str, max_queued: str | None, max_running: str | None, budget: str | None):  # type: ignore[no-untyped-def]
-    """The team name and the limits given, validated."""
+def _team_change(name: str, max_queued: str | None, max_running: str | None, budget: str | None, webhook: str | None):  # type: ignore[no-untyped-def]
+    """The team name and the settings given, validated."""
     from speedq.schemas import TeamLimits, TeamRef
 
-    given = {"max_queued": max_queued, "max_running": max_running, "gpu_hours_budget": budget}
+    given = {"max_queued": max_queued, "max_running": max_running, "gpu_hours_budget": budget, "webhook_url": webhook}
     return TeamRef(team=name).team, TeamLimits(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -266,12 +270,13 @@ def team_add(
     max_queued: MaxQueuedOpt = None,
     max_running: MaxRunningOpt = None,
     gpu_hours_budget: BudgetOpt = None,
+    webhook: WebhookOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Add a team with its limits; prints its API token last (shown once)."""
     from speedq.teams import add_team
 
-    settings, token = add_team(_store(), *_team_change(name, max_queued, max_running, gpu_hours_budget))
+    settings, token = add_team(_store(), *_team_change(name, max_queued, max_running, gpu_hours_budget, webhook))
     _show_team(settings, token, as_json)
 
 
@@ -281,13 +286,14 @@ def team_set(
     max_queued: MaxQueuedOpt = None,
     max_running: MaxRunningOpt = None,
     gpu_hours_budget: BudgetOpt = None,
+    webhook: WebhookOpt = None,
     rotate_token: Annotated[bool, typer.Option("--rotate-token", help="Replace the API token; prints the new one last.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Change an added team's limits (the ones given) or its token."""
     from speedq.teams import set_team
 
-    team, limits = _team_change(name, max_queued, max_running, gpu_hours_budget)
+    team, limits = _team_change(name, max_queued, max_running, gpu_hours_budget, webhook)
     settings, token = set_team(_store(), team, limits, rotate_token)
     _show_team(settings, token, as_json)
 

@@ -91,3 +91,24 @@ def cache_root() -> Path:
 def poll_interval_s() -> float:
     """How often a worker polls its backend call and writes progress back."""
     return float(os.environ.get("SPEEDQ_POLL_INTERVAL", "1.0"))
+
+
+# Webhook notifications. A Slack webhook answers in well under a second; a longer wait only
+# holds up the worker that delivers, so the timeout is short and RQ retries what it cuts off.
+NOTIFY_TIMEOUT_S = 5.0
+# Five retries over about 20 minutes: enough to ride out a receiver's restart or deploy.
+NOTIFY_MAX_RETRIES = 5
+NOTIFY_RETRY_INTERVALS_S = (10, 30, 60, 300, 900)
+NOTIFY_KEEP_S = 7 * 24 * 3600  # delivered and given-up notifications stay this long in RQ
+
+
+def notify_timeout_s() -> float:
+    return float(os.environ.get("SPEEDQ_NOTIFY_TIMEOUT", str(NOTIFY_TIMEOUT_S)))
+
+
+def notify_retry_intervals_s() -> list[int]:
+    """Seconds before each retry of a failed delivery; `SPEEDQ_NOTIFY_RETRY_INTERVALS=1,1,1`."""
+    text = os.environ.get("SPEEDQ_NOTIFY_RETRY_INTERVALS")
+    if not text:
+        return list(NOTIFY_RETRY_INTERVALS_S)
+    return [int(part) for part in text.split(",") if part.strip()]

@@ -21,7 +21,7 @@ from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from speedq import config
-from speedq.store import JobNotFound, Store, TeamLoad, queue_name
+from speedq.store import NOTIFY_QUEUE, JobNotFound, Store, TeamLoad, queue_name
 
 log = logging.getLogger("speedq.fair_share")
 
@@ -31,7 +31,7 @@ class Plan:
     """One dequeue round's order: `open` queues in the order to try them, `capped` the queues of
     teams at their running limit (not taken from, but listened to for registry upkeep)."""
 
-    open: list[tuple[str, str]] = field(default_factory=list)  # (team, queue name)
+    open: list[tuple[str | None, str]] = field(default_factory=list)  # (team, queue name); None: no team
     capped: list[str] = field(default_factory=list)
 
     @property
@@ -45,7 +45,8 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...], after: str | None) ->
     ordered = sorted(loads, key=lambda load: load.name)
     if after is not None:
         ordered = [t for t in ordered if t.name > after] + [t for t in ordered if t.name <= after]
-    result = Plan()
+    # Webhook deliveries first: each takes milliseconds and must not wait behind hours of training.
+    result = Plan(open=[(None, NOTIFY_QUEUE)])
     for load in ordered:
         names = [queue_name(b, load.name, p) for p in config.PRIORITIES for b in backends]
         if load.full:
@@ -138,8 +139,8 @@ class FairDequeue(Worker):
                 continue  # RQ's own dequeue skips a job whose hash is gone
             team = team_of[queue_key]
             speedq_id = job.args[0] if job.args else None
-            if speedq_id is None or store.take_slot(team, str(speedq_id)):
-                self._last_team = team
+            if team is None or speedq_id is None or store.take_slot(team, str(speedq_id)):
+                self._last_team = team or self._last_team
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
                 return job, queue
             queue.push_job_id(job.id, at_front=True)

@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     computed_field,
+    model_validator,
 )
 
 from speedq import config
@@ -379,7 +380,16 @@ class ApiOptions(BaseModel):
 
 
 class WorkerOptions(BaseModel):
-    backends: list[BackendName] = Field(min_length=1)
+    backends: list[BackendName] = Field(default_factory=list)
+    notify_only: bool = False  # a worker that only delivers webhooks, so none waits behind a run
+
+    @model_validator(mode="after")
+    def _serves_something(self) -> "WorkerOptions":
+        if self.notify_only and self.backends:
+            raise ValueError("--notify-only takes no --backend")
+        if not self.notify_only and not self.backends:
+            raise ValueError("give at least one --backend")
+        return self
 
 
 JOB_ID_RE = re.compile(r"sq-[0-9]{1,18}")
@@ -417,6 +427,37 @@ MaxRunning = Annotated[Annotated[int, Field(ge=1, le=10_000)] | None, BeforeVali
 GpuHours = Annotated[Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] | None, BeforeValidator(_limit)]
 
 
+# A team's notification target (Slack-compatible JSON is posted to it).
+
+MAX_URL_LEN = 2000
+
+
+def _webhook_url(value: str) -> str:
+    """An http(s) URL with a host and no credentials: a `user:pass@` part would be stored and
+    shown wherever the team's settings are, so a secret belongs in the path (as Slack's does)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or len(value) > MAX_URL_LEN:
+        raise ValueError(f"must be a URL of at most {MAX_URL_LEN} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError("must be a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if "@" in parts.netloc:
+        raise ValueError("must not hold credentials (user:password@); put a token in the path")
+    return value
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
+
+
 class TeamLimits(BaseModel):
     """What `team add` and `team set` accept. None means unlimited."""
 
@@ -425,11 +466,12 @@ class TeamLimits(BaseModel):
     max_queued: MaxQueued = None
     max_running: MaxRunning = None
     gpu_hours_budget: GpuHours = None
+    webhook_url: Annotated[WebhookUrl | None, BeforeValidator(_limit)] = None
 
 
 class TeamSettings(TeamLimits):
     """A team's stored record. Extra fields are ignored on read, so a newer speedq can add some
-    (a `webhook_url` is planned) without older workers failing to parse the record."""
+    without older workers failing to parse the record."""
 
     model_config = ConfigDict(extra="ignore")
 

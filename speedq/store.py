@@ -76,6 +76,10 @@ class Keys:
         return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
 
 
+# Webhook deliveries: a queue of their own, outside every team's, that workers take from first.
+NOTIFY_QUEUE = f"{QUEUE_PREFIX}-notify"
+
+
 def queue_name(backend: str, team: str, priority: str) -> str:
     """The RQ queue a job waits in: one per backend, team and priority. RQ names are free text;
     ours stay slug-like."""
@@ -169,6 +173,14 @@ class Store:
         """
         holder, record = self._claim_run(spec, None, guard)
         return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
+
+    def put_many(self, records: Iterable[JobRecord]) -> None:
+        """Write new records and their index entries in one round trip, claiming no runs: for
+        loading a copy of a queue (benchmarks, restores), not for submitting."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for record in records:
+                self._write(pipe, record, previous=None)
+            pipe.execute()
 
     def reclaim_run(self, record: JobRecord) -> JobRecord | None:
         """Claim the run again for a retried job; returns the job that holds it, if another does."""

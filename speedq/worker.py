@@ -22,6 +22,7 @@ from rq.job import Job, JobStatus
 
 from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
+from speedq.notify import notify
 from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq.fair_share import FairDequeue, plan, release_stale_slots
@@ -142,7 +143,8 @@ class Supervisor:
                 return self._finish(JobState.failed, status.error)
             if record.attempts_this_round >= record.spec.max_attempts:
                 continue  # the loop's top says why it gives up
-            self._update(lambda r: setattr(r, "state", JobState.retrying))
+            record = self._update(lambda r: setattr(r, "state", JobState.retrying))
+            notify(self.store.conn, record, JobState.retrying)
             self._sleep_beating(retry_backoff_s(record.attempts_this_round))
 
     # -- one attempt -----------------------------------------------------------------------------
@@ -285,7 +287,8 @@ class Supervisor:
             r.finished_at = time.time()
             r.cancel_requested = False
 
-        self._update(end)
+        record = self._update(end)
+        notify(self.store.conn, record, state)  # the team's webhook, if it has one
         return state
 
     def _sleep_beating(self, seconds: float) -> None:
@@ -304,10 +307,11 @@ class _Done(Exception):
 
 
 def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
-    """Every known team's queues; the worker refreshes this list before each dequeue."""
+    """The notify queue and every known team's queues; the worker refreshes this list before each
+    dequeue (see fair_share.plan for the order it takes them in)."""
     store = Store(conn)
     current = plan(store.team_loads(store.team_names()), tuple(backends), None)
-    return [Queue(name, connection=conn) for name in sorted(current.names)]
+    return [Queue(name, connection=conn) for name in current.names]
 
 
 def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
@@ -376,4 +380,5 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
         maintenance_interval=int(reap_every),
     )
     worker.speedq_backends = tuple(backends)
-    return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"))
+    # The scheduler (a child process) puts notification retries back on their queue when due.
+    return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"), with_scheduler=True)

@@ -133,9 +133,10 @@ class Speedq:
             raise AssertionError(f"{exc}; last record: {json.dumps(found)[:3000]}") from None
         return found
 
-    def start_worker(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start_worker(self, *args: str, env: dict[str, str] | None = None, backend: str | None = "sim") -> subprocess.Popen:
+        flags = ["--backend", backend] if backend else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "speedq.cli", "worker", "--backend", "sim", *args],
+            [sys.executable, "-m", "speedq.cli", "worker", *flags, *args],
             env={**self.env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / f"worker-{len(self.workers)}.log", "w"),
@@ -154,8 +155,7 @@ class Speedq:
     def stop_all(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                self.kill_worker(proc)  # its children too: the work horse and RQ's scheduler
         kill_runners_under(self.home)
 
 

@@ -1,0 +1,128 @@
+"""Webhook notifications: a team hears when its job succeeds, fails or is retried.
+
+The supervisor only enqueues (one Redis write), so a slow or dead webhook never holds up a
+run. Delivery is an RQ job on its own queue, which every worker takes from before any job
+queue, and which RQ retries with backoff; retries with an interval need the worker's
+scheduler (`work(with_scheduler=True)`), which moves due retries back onto the queue.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Literal
+from urllib.parse import urlsplit
+
+import redis
+from pydantic import BaseModel
+from rq import Queue, Retry
+from rq.job import Job
+
+from speedq import config
+from speedq.schemas import JobRecord, JobState
+from speedq.store import NOTIFY_QUEUE, Store
+
+log = logging.getLogger("speedq.notify")
+
+Event = Literal["succeeded", "failed", "retrying"]
+EVENTS: tuple[str, ...] = ("succeeded", "failed", "retrying")
+# The RQ job function, named by path so enqueuing never imports anything heavy.
+DELIVER = "speedq.notify.deliver"
+
+
+class Notification(BaseModel):
+    job_id: str
+    team: str
+    event: Event
+    text: str
+
+    def payload(self) -> dict[str, str]:
+        """What the webhook receives: Slack's incoming-webhook shape, which most chat tools take."""
+        return {"text": self.text}
+
+
+class DeliveryFailed(Exception):
+    """The webhook did not take the notification; raised so RQ retries it."""
+
+
+def webhook_for(conn: redis.Redis, team: str) -> str | None:
+    """The team's webhook URL, or None. The one place that knows where it is kept: when the
+    team settings record (issue 5) holds `webhook_url`, only this reads it from there."""
+    return Store(conn).team(team).webhook_url
+
+
+def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job | None:
+    """Enqueue the team's webhook call for `event`; returns the RQ job, or None when there is
+    nothing to send. Never raises: a lost notification must not fail the job it is about."""
+    event = JobState(event).value
+    if event not in EVENTS:
+        return None
+    try:
+        url = webhook_for(conn, record.spec.team)
+        if url is None:
+            return None
+        note = Notification(job_id=record.id, team=record.spec.team, event=event, text=describe(record, event))  # type: ignore[arg-type]
+        return Queue(NOTIFY_QUEUE, connection=conn).enqueue(
+            DELIVER,
+            url,
+            note.payload(),
+            retry=Retry(max=config.NOTIFY_MAX_RETRIES, interval=config.notify_retry_intervals_s()),
+            job_timeout=int(config.notify_timeout_s()) + 10,
+            result_ttl=config.NOTIFY_KEEP_S,
+            failure_ttl=config.NOTIFY_KEEP_S,
+            # RQ logs the description; without one it would print the URL, which is a secret.
+            description=f"notify team {note.team}: {note.job_id} {note.event}",
+        )
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.exception("could not enqueue the %s notification for %s", event, record.id)
+        return None
+
+
+def describe(record: JobRecord, event: str) -> str:
+    spec = record.spec
+    head = f"speedq {record.id} {spec.run_key} ({spec.model} {spec.mode} on {spec.gpu}, {spec.backend})"
+    attempts = record.attempts_this_round
+    if event == "succeeded":
+        return f"{head} succeeded after {attempts} attempt{'s' * (attempts != 1)}, {record.gpu_seconds / 3600:.2f} GPU-hours"
+    if event == "failed":
+        return f"{head} failed: {record.error or 'no reason recorded'}"
+    last = record.current_attempt
+    ended = last.outcome.value if last and last.outcome else "ended"
+    why = f" ({last.error})" if last and last.error else ""
+    checkpoint = record.progress.checkpoint_step if record.progress else None
+    resume = f"; resuming from step {checkpoint}" if checkpoint else ""
+    return f"{head} retrying: attempt {attempts} of {spec.max_attempts} {ended}{why}{resume}"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would turn a redirected POST into a GET without the body and call that delivered;
+    # a 3xx is a misconfigured webhook, so it fails (and is retried) instead.
+    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def deliver(url: str, payload: dict[str, str]) -> int:
+    """POST the payload as JSON; returns the status. Anything but a 2xx raises (RQ retries)."""
+    host = urlsplit(url).hostname  # errors name the host only: the full URL is a secret
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "speedq"},
+        method="POST",
+    )
+    try:
+        with _opener.open(request, timeout=config.notify_timeout_s()) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        raise DeliveryFailed(f"webhook at {host} answered {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryFailed(f"webhook at {host} unreachable: {reason}") from None
+    if not 200 <= status < 300:
+        raise DeliveryFailed(f"webhook at {host} answered {status}")
+    return status
