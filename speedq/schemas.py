@@ -286,24 +286,35 @@ class LogPointer(BaseModel):
     command: str
 
 
-class Attempt(BaseModel):
+class AttemptStatus(BaseModel):
+    """What anyone may see of an attempt (the dashboard shows it without a token): when and how
+    it ended and which steps it ran; not its call id, worker or error text."""
+
     number: int
-    backend: BackendName
-    call_id: str | None = None
-    worker: str | None = None
     started_at: float = Field(default_factory=time.time)
     ended_at: float | None = None
     outcome: Outcome | None = None
-    error: str | None = None
     resumed_from_step: int | None = None
     final_step: int | None = None
-    gpu_count: int = 1
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def steps_run(self) -> int:
         if self.final_step is None:
             return 0
         return max(0, self.final_step - (self.resumed_from_step or 0))
+
+    @classmethod
+    def of(cls, attempt: "AttemptStatus") -> "AttemptStatus":
+        return cls.model_validate(attempt.model_dump(include=set(cls.model_fields)))
+
+
+class Attempt(AttemptStatus):
+    backend: BackendName
+    call_id: str | None = None
+    worker: str | None = None
+    error: str | None = None
+    gpu_count: int = 1
 
     @property
     def gpu_seconds(self) -> float:
@@ -575,21 +586,6 @@ class LossPoint(BaseModel):
 
     step: int
     loss: float
-
-
-class AttemptStatus(BaseModel):
-    """What anyone may see of an attempt: when and how it ended, not its call id or error text."""
-
-    number: int
-    started_at: float
-    ended_at: float | None = None
-    outcome: Outcome | None = None
-    resumed_from_step: int | None = None
-    steps_run: int = 0
-
-    @classmethod
-    def of(cls, attempt: Attempt) -> "AttemptStatus":
-        return cls(steps_run=attempt.steps_run, **attempt.model_dump(include=set(cls.model_fields) - {"steps_run"}))
 
 
 class JobOverview(JobStatus):
