@@ -354,7 +354,7 @@ def api(
 def main(argv: list[str] | None = None) -> None:
     from speedq.backends.base import BackendError
     from speedq.connection import RedisUnavailable
-    from speedq.producer import ProducerError
+    from speedq.errors import ProducerError
 
     try:
         app(args=argv, standalone_mode=False)

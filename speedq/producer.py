@@ -12,27 +12,12 @@ from rq.job import Job
 
 from speedq import config
 from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
 from speedq.store import Store, TeamUsage, queue_name
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
 WEEK_S = 7 * 24 * 3600
-
-
-class ProducerError(Exception):
-    """A request the queue refuses; the message is one line for the user."""
-
-    exit_code = 1
-
-
-class NotYourJob(ProducerError):
-    exit_code = 1
-
-
-class QuotaExceeded(ProducerError):
-    """The team is over a limit its operator set; nothing was stored."""
-
-    exit_code = 3
 
 
 @dataclass(frozen=True)

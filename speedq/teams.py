@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 
-from speedq.producer import ProducerError
+from speedq.errors import ProducerError
 from speedq.schemas import TeamLimits, TeamSettings
 from speedq.store import Store
 
