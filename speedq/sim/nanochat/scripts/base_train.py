@@ -158,6 +158,20 @@ def main(argv: list[str]) -> None:
 
     while True:  # runs total+1 times: the last pass evaluates and saves
         last_step = step == total
+        # A fault at step S strikes before anything of step S: a torn one during its save.
+        fault = None if last_step else common.fault_due(faults, step)
+        if fault == "crash":
+            print("Traceback (most recent call last):", file=sys.stderr, flush=True)
+            print(f"RuntimeError: simulated crash at step {step}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        if fault == "hang":
+            common.hang_forever()
+        if fault == "preempt":
+            common.die_like_a_lost_container()
+        if fault == "torn":
+            save(step, torn=True)
+            common.die_like_a_lost_container()
+
         if args.eval_every > 0 and (last_step or step % args.eval_every == 0):
             val_bpb = 0.8 + loss_at(step, total) / 40
             print(f"Step {step:05d} | Validation bpb: {val_bpb:.6f}", flush=True)
@@ -170,19 +184,6 @@ def main(argv: list[str]) -> None:
             save(step)
         if last_step:
             break
-
-        fault = common.fault_due(faults, step)
-        if fault == "crash":
-            print("Traceback (most recent call last):", file=sys.stderr, flush=True)
-            print(f"RuntimeError: simulated crash at step {step}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        if fault == "hang":
-            common.hang_forever()
-        if fault == "preempt":
-            common.die_like_a_lost_container()
-        if fault == "torn":
-            save(step, torn=True)
-            common.die_like_a_lost_container()
 
         t0 = time.time()
         time.sleep(step_s)
