@@ -86,7 +86,7 @@ def test_smoke_run_in_process(tmp_path: Path, sim_repo: Path) -> None:
     assert prog.loss is not None and prog.loss > 0
     log = log_text(req)
     assert log.startswith(f"==== speedq attempt 1 of sq-1")
-    assert "step 00010/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
+    assert "step 00009/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
     assert "scripts.base_eval" not in log  # smoke: evals off
     assert (Path(req.run_dir) / "base_checkpoints" / "d12-smoke" / "model_000010.pt").exists()
     assert calls  # Modal would have committed the Volume
@@ -100,7 +100,7 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert (Path(req.run_dir) / layout.PID).read_text().strip().isdigit()
     res = result(req)
-    total = runner.estimate_total_steps(4, "full")
+    total = runner.sizing(req).num_iterations  # nanochat's own step count (auto batch from the model)
     assert res.outcome is Outcome.succeeded and res.final_step == total and res.resumed_from_step is None
     prog = progress(req)
     assert (prog.step, prog.total, prog.checkpoint_step) == (total, total, total)
@@ -117,7 +117,7 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     assert runner.run(again).outcome is Outcome.succeeded
     log = log_text(again)
     assert log.count("==== speedq attempt") == 2
-    assert steps_logged(log) == list(range(1, total + 1))  # training ran once
+    assert steps_logged(log) == list(range(total))  # training ran once, 0-based
     assert log.count("(ledger), skipped") == 7
     assert result(again).final_step == total
 
@@ -143,7 +143,7 @@ def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_pa
     assert runner.newest_complete_checkpoint(ckpt_dir, 2) == 20
     assert steps_logged(log_text(req))[-1] == 22
     seen = progress(req)  # what the worker reads once the runner is gone
-    assert seen.stage == "base_train" and seen.checkpoint_step == 20 and 20 < seen.step <= 22
+    assert seen.stage == "base_train" and seen.checkpoint_step == 20 and 20 < seen.step <= 23  # steps done
 
     second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
     done = cli(second, faults="preempt@23")  # fired already in this run dir: passes now
@@ -153,7 +153,7 @@ def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_pa
     log = log_text(second)
     resumed_part = log.split("==== speedq attempt 2")[1]
     assert "--resume-from-step=20" in resumed_part
-    assert steps_logged(resumed_part)[0] == 21
+    assert steps_logged(resumed_part)[0] == 20  # nanochat prints the resume step first
     assert progress(second).resumed_from_step == 20
 
 
@@ -244,13 +244,14 @@ def test_newest_complete_checkpoint(tmp_path: Path) -> None:
     assert runner.newest_complete_checkpoint(ckpt, 2) == 5
 
 
-def test_step_estimates_and_default_interval() -> None:
-    assert runner.estimate_total_steps(12, "smoke") == 10
-    d12 = runner.estimate_total_steps(12, "full")
-    assert runner.estimate_total_steps(4, "full") < d12 < runner.estimate_total_steps(24, "full")
-    for total in (10, 176, d12, 11_000):
-        every = runner.default_save_every(total)
-        assert every >= 1 and every <= max(1, total * 0.02)
+def test_step_count_and_default_interval_follow_nanochats_sizing(tmp_path: Path, sim_repo: Path) -> None:
+    smoke = request(tmp_path, sim_repo, mode="smoke", model="d12")
+    assert runner.sizing(smoke).num_iterations == 10 and runner.save_every_for(smoke) == 5
+    full = request(tmp_path, sim_repo, model="d32").model_copy(update={"nproc": 8})
+    assert runner.sizing(full).num_iterations == 6400  # nanochat's d32 at ratio 8: batch 2,097,152
+    assert runner.save_every_for(full) == 128  # 2% of the run
+    assert "--target-param-data-ratio=8" in runner.plan(full)[3].flags
+    assert "--device-batch-size=16" in runner.plan(full)[3].flags
 
 
 # -- git --------------------------------------------------------------------------------------
@@ -279,12 +280,12 @@ def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) ->
     try:
         path = Path(req.run_dir) / layout.PROGRESS
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 7):
+        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 8):
             time.sleep(0.05)
         time.sleep(0.5)
         before = path.read_text()
         time.sleep(1.0)
-        assert path.read_text() == before and progress(req).step == 7
+        assert path.read_text() == before and progress(req).step == 8  # steps 0..7 done
         assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -311,12 +312,12 @@ def test_a_crash_after_base_train_resumes_without_training_again(tmp_path: Path,
     first = runner.run(req)
     assert first.outcome is Outcome.crashed and "chat_sft" in first.error
     sft.unlink()
-    total = runner.estimate_total_steps(4, "full")
+    total = runner.sizing(req).num_iterations
     second = runner.run(request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY))
     assert second.outcome is Outcome.succeeded and second.resumed_from_step == second.final_step == total
     prog = progress(req)
     assert (prog.stage, prog.step, prog.total) == ("done", total, total)
-    assert steps_logged(log_text(req)) == list(range(1, total + 1))
+    assert steps_logged(log_text(req)) == list(range(total))
 
 
 def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
