@@ -108,3 +108,28 @@ def test_last_logged_step_reads_a_log_with_only_early_steps(tmp_path: Path) -> N
     log = tmp_path / "log.txt"
     log.write_text("\n".join(lines[: cut + 1]) + "\n")
     assert runner.last_logged_step(log) == 8  # steps 0..7 done, none of them with an eta
+
+
+def test_a_failed_download_reads_the_same_and_exits_0_in_both(tmp_path: Path) -> None:
+    """Real nanochat.dataset without internet: shards it has are skipped, the rest fail, exit 0.
+    The sim does the same under SPEEDQ_SIM_NO_NETWORK=1; the runner trusts neither exit code."""
+    real_lines, real_code = recorded("dataset_cpu_offline.txt")
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(tmp_path), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": ""}
+
+    def sim(*argv: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nanochat.dataset", *argv], cwd=SIM_TREE, env={**env, **extra},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+
+    sim("-n", "4")  # the recording's base dir held shards 0-3 and the val shard
+    done = sim("-n", "5", "-w", "1", SPEEDQ_SIM_NO_NETWORK="1")
+
+    def outline(lines: list[str]) -> dict[str, object]:
+        names = lambda pattern: sorted(set(re.findall(pattern, "\n".join(lines))))  # noqa: E731
+        return {"skipped": names(r"Skipping \S*/(shard_\d{5}\.parquet)"),
+                "failed": names(r"Failed to download (shard_\d{5}\.parquet)"),
+                "done": next(line.split(" shards to")[0] for line in lines if line.startswith("Done!"))}
+
+    assert real_code == done.returncode == 0
+    assert outline(done.stdout.splitlines()) == outline(real_lines)
+    assert outline(real_lines)["failed"] == ["shard_00004.parquet"]
+    assert nanochat.missing_shards(tmp_path, 5) == [4]  # what the runner checks instead of the exit code
