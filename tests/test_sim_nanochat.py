@@ -25,9 +25,9 @@ PROGRESS_LINE = re.compile(
 
 
 def sim(base: Path, *args: str, faults: str = "", world: int = 1, new_session: bool = False,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        timeout: float = 30, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "WORLD_SIZE": str(world), "SPEEDQ_SIM_STEP_S": "0.001",
-           "SPEEDQ_SIM_FAULTS": faults, "PYTHONDONTWRITEBYTECODE": "1"}
+           "SPEEDQ_SIM_FAULTS": faults, "PYTHONDONTWRITEBYTECODE": "1", **(extra or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=SIM_TREE, env=env, capture_output=True, text=True,
                           timeout=timeout, start_new_session=new_session)
 
@@ -187,3 +187,46 @@ def test_sim_repo_is_idempotent_and_recommits_a_changed_tree(tmp_path: Path, mon
     assert second != first
     listed = subprocess.run(["git", "-C", str(dest), "cat-file", "-t", first], capture_output=True, text=True)
     assert listed.stdout.strip() == "commit"  # the commit pinned earlier still resolves
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_new_session_training_outlives_its_starter_like_torchrun(base: Path) -> None:
+    """SPEEDQ_SIM_NEW_SESSION=1: killing the launcher's whole process group leaves the training."""
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3",
+           "SPEEDQ_SIM_NEW_SESSION": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.base_train", "--depth=4", "--num-iterations=8"],
+                            cwd=SIM_TREE, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    training: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not training and time.monotonic() < deadline:
+            training = children(proc.pid)
+            time.sleep(0.05)
+        assert len(training) == 1 and os.getsid(training[0]) == training[0] != os.getsid(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.2)
+        os.kill(training[0], 0)  # still alive: the fence has to come from somewhere else
+    finally:
+        for pid in training:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_new_session_run_exits_like_torchrun(base: Path) -> None:
+    ok = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=3", extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    assert ok.returncode == 0 and steps_printed(ok.stdout) == [0, 1, 2]
+    failed = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=8", faults="crash@2",
+                 extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    assert failed.returncode == 1 and "simulated crash at step 2" in failed.stderr
