@@ -104,6 +104,8 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     assert res.outcome is Outcome.succeeded and res.final_step == total and res.resumed_from_step is None
     prog = progress(req)
     assert (prog.step, prog.total, prog.checkpoint_step) == (total, total, total)
+    assert prog.val_bpb is not None and prog.min_val_bpb is not None and prog.core_metric is not None
+    assert prog.training_time_s is not None  # base_train's `Total training time`, the speedrun metric
     log = log_text(req)
     for module in ("nanochat.dataset", "scripts.tok_train", "scripts.tok_eval", "scripts.base_train",
                    "scripts.base_eval", "scripts.chat_sft", "scripts.chat_eval"):
@@ -394,3 +396,21 @@ def test_the_local_backend_marks_runs_offline_from_the_environment(tmp_path: Pat
     monkeypatch.setenv("SPEEDQ_OFFLINE", "1")
     req = backend.request(record, 1)
     assert req.offline is True and req.train_args == {"max-seq-len": 128} and req.gpu_type == "CPU"
+
+
+def test_the_tokenizers_vocabulary_sizes_the_batch_as_in_nanochat(tmp_path: Path, sim_repo: Path) -> None:
+    """A tokenizer trained with a small vocabulary shrinks nanochat's auto batch (d2 at head-dim 64:
+    65,536 tokens with 455 tokens, as recorded from the real run, against 131,072 with 32,768);
+    the device batch the runner passes must divide the batch nanochat will really compute."""
+    req = request(tmp_path, sim_repo, model="d2", mode="smoke").model_copy(
+        update={"nproc": 4, "train_args": {"head-dim": 64}})
+    assert (runner.sizing(req).total_batch_size, runner.sizing(req).device_batch_size) == (131072, 16)
+    env = {**os.environ, "NANOCHAT_BASE_DIR": req.data_dir}
+    for argv in (["nanochat.dataset", "-n", "8"], ["scripts.tok_train", "--vocab-size=455"]):
+        subprocess.run([sys.executable, "-m", *argv], cwd=sim_repo, env=env, check=True, capture_output=True)
+    assert (runner.sizing(req).total_batch_size, runner.sizing(req).device_batch_size) == (65536, 8)
+    assert runner.shards_needed(req) == 8
+    res = runner.run(req)  # the sim asserts nanochat's batch rule over its 4 ranks
+    assert res.outcome is Outcome.succeeded, res.error
+    log = log_text(req)
+    assert "Auto-computed optimal batch size: 65,536 tokens" in log and "--device-batch-size=8" in log

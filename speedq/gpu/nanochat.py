@@ -326,6 +326,21 @@ def missing_shards(data_dir: Path, count: int) -> list[int]:
     return [i for i in [*range(count), VAL_SHARD] if not parquet_readable(shards / shard_name(i))]
 
 
+def tokenizer_vocab_size(data_dir: Path) -> int | None:
+    """The vocabulary of the tokenizer in `data_dir`, which base_train sizes the model with (a
+    tokenizer trained with --vocab-size changes the auto batch). None when it cannot be read here:
+    the file is a pickled tiktoken Encoding, which needs tiktoken (nanochat unpickles it too)."""
+    import pickle
+
+    try:
+        with open(Path(data_dir) / TOKENIZER_DIR / TOKENIZER_FILES[0], "rb") as fh:
+            enc = pickle.load(fh)  # noqa: S301 - nanochat's own file, loaded by nanochat the same way
+    except Exception:  # noqa: BLE001 - absent, or tiktoken missing: the default vocabulary then
+        return None
+    size = enc.get("vocab_size") if isinstance(enc, dict) else getattr(enc, "n_vocab", None)
+    return size if isinstance(size, int) and size > 0 else None
+
+
 def tokenizer_ready(data_dir: Path) -> bool:
     return all((Path(data_dir) / TOKENIZER_DIR / name).is_file() for name in TOKENIZER_FILES)
 

@@ -61,14 +61,17 @@ class Stage:
 # The plan: nanochat's pipeline for one request
 
 
-def sizing(req: RunRequest) -> nanochat.Sizing:
-    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit)."""
-    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args)
+def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
+    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
+    nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
+    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
+    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
 
 
 def shards_needed(req: RunRequest) -> int:
-    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top."""
-    return nanochat.shards_needed(sizing(req), req.mode)
+    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top. Sized with
+    the default vocabulary, so the count does not move once a tokenizer is trained."""
+    return nanochat.shards_needed(sizing(req, nanochat.VOCAB_SIZE), req.mode)
 
 
 def train_flags(req: RunRequest) -> list[str]:
@@ -580,6 +583,14 @@ def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> Run
         return result
 
 
+def _planned(req: RunRequest) -> list[Stage] | str:
+    """The plan, or why nanochat would refuse the spec (a run whose tokenizer changes the batch)."""
+    try:
+        return plan(req)
+    except nanochat.SizingError as exc:
+        return f"nanochat would refuse this spec: {exc}"
+
+
 def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunResult:
     run_dir = Path(req.run_dir)
     force_restart(req)
@@ -619,10 +630,9 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
         tree = checkout(req)
     except Exception as exc:  # noqa: BLE001 - a bad commit or unreachable repo ends the attempt
         return finish(Outcome.crashed, None, f"stage checkout failed: {exc}")
-    try:
-        stages = plan(req)
-    except nanochat.SizingError as exc:
-        return finish(Outcome.crashed, None, f"nanochat would refuse this spec: {exc}")
+    stages = _planned(req)
+    if isinstance(stages, str):
+        return finish(Outcome.crashed, None, stages)
     done = read_ledger(ledger_path)
     pending_shared = [s for s in stages if s.shared and _stage_key(req, s) not in done]
     for stage in stages:
@@ -636,6 +646,9 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
             mark_done(ledger_path, _stage_key(req, stage), attempt=req.attempt, commit=req.commit)
         attempt.callback()
     link_shared_data(req)
+    stages = _planned(req)  # again: the tokenizer exists now, and its vocabulary sizes the batch
+    if isinstance(stages, str):
+        return finish(Outcome.crashed, None, stages)
 
     for stage in (s for s in stages if not s.shared):
         key = _stage_key(req, stage)
