@@ -123,3 +123,34 @@ def test_parquet_readability(tmp_path: Path) -> None:
     assert not nanochat.parquet_readable(path)
     path.write_bytes(b"<html>rate limited</html>")
     assert not nanochat.parquet_readable(path)
+
+
+def nanochat_source() -> str | None:
+    """The real nanochat: SPEEDQ_NANOCHAT_REPO, else the shared bundle above the checkout."""
+    import os
+
+    if os.environ.get("SPEEDQ_NANOCHAT_REPO"):
+        return os.environ["SPEEDQ_NANOCHAT_REPO"]
+    for parent in Path(__file__).resolve().parents:
+        bundle = parent / "shared" / "nanochat" / "nanochat.bundle"
+        if bundle.exists():
+            return str(bundle)
+    return None
+
+
+@pytest.mark.real
+def test_the_recorded_table_is_what_nanochat_computes(tmp_path: Path) -> None:
+    """Re-runs record_sizing.py on the real nanochat (needs torch) and compares with sizing.json."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch", reason="the real nanochat's model code needs torch")
+    source = nanochat_source()
+    if source is None:
+        pytest.skip("no nanochat: set SPEEDQ_NANOCHAT_REPO or put the bundle at ../shared/nanochat/")
+    checkout = tmp_path / "nanochat"
+    subprocess.run(["git", "clone", "-q", source, str(checkout)], check=True)
+    subprocess.run(["git", "-C", str(checkout), "checkout", "-q", nanochat.KNOWN_GOOD_COMMIT], check=True)
+    done = subprocess.run([sys.executable, str(DATA / "record_sizing.py"), str(checkout)], capture_output=True,
+                          text=True, check=True, timeout=300)
+    assert json.loads(done.stdout) == TABLE
