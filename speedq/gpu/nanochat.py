@@ -205,10 +205,6 @@ def _arg(args: TrainArgs, name: str) -> object:
     return args.get(name, BASE_TRAIN_OPTIONS[name].default)
 
 
-def ratio_for(mode: str, args: TrainArgs) -> float:
-    return float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))
-
-
 def auto_total_batch_size(depth: int, ratio: float, aspect_ratio: int = 64, head_dim: int = 128,
                           vocab_size: int = VOCAB_SIZE) -> int:
     """base_train with --total-batch-size=-1: grows as D^0.383 from 2^19 at d12, a power of two."""
@@ -237,11 +233,14 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     args = args or {}
     aspect, head = int(_arg(args, "aspect-ratio")), int(_arg(args, "head-dim"))  # type: ignore[call-overload]
     seq = int(_arg(args, "max-seq-len"))  # type: ignore[call-overload]
-    ratio = ratio_for(mode, args)
+    ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))  # type: ignore[arg-type]
+    horizon = int(_arg(args, "num-iterations")) > 0 or float(_arg(args, "target-flops")) > 0  # type: ignore[call-overload, arg-type]
+    if mode == "full" and not horizon and ratio <= 0:
+        raise SizingError("base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
     total = int(_arg(args, "total-batch-size"))  # type: ignore[call-overload]
     if total == -1:
-        if ratio <= 0:
-            raise SizingError("target-param-data-ratio must be positive when total-batch-size is auto (-1)")
+        if ratio == 0:  # base_train divides by its d12 horizon, ratio x params
+            raise SizingError("target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
         total = auto_total_batch_size(depth, ratio, aspect, head, vocab_size)
     given = args.get("device-batch-size")
     candidates = [int(given)] if given is not None else _halvings(DEVICE_BATCH_SIZE.get(gpu_type, 8))  # type: ignore[call-overload]
