@@ -414,3 +414,22 @@ def test_the_tokenizers_vocabulary_sizes_the_batch_as_in_nanochat(tmp_path: Path
     assert res.outcome is Outcome.succeeded, res.error
     log = log_text(req)
     assert "Auto-computed optimal batch size: 65,536 tokens" in log and "--device-batch-size=8" in log
+
+
+def test_a_fault_before_step_10_is_seen_and_counted(tmp_path: Path, sim_repo: Path) -> None:
+    """Before step 11 nanochat prints no eta; the runner must still read those lines, so the next
+    attempt knows how far the killed one got and the job counts the steps run twice."""
+    from speedq.schemas import Attempt, JobRecord, JobSpec
+
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    assert cli(req, faults="preempt@7").returncode == -signal.SIGKILL
+    assert steps_logged(log_text(req))[-1] == 6 and runner.last_logged_step(Path(req.run_dir) / layout.LOG) == 7
+    second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
+    assert cli(second).returncode == 0
+    prog, res = progress(second), result(second)
+    assert (res.resumed_from_step, prog.reached_before_resume) == (5, 7)
+    record = JobRecord(id="sq-1", spec=JobSpec(team="alpha", model="d4", backend="sim"), attempts=[
+        Attempt(number=1, backend="sim", final_step=prog.reached_before_resume),
+        Attempt(number=2, backend="sim", resumed_from_step=res.resumed_from_step, final_step=res.final_step),
+    ])
+    assert record.steps_recomputed == 2  # steps 5 and 6, run before the preemption and again after it
