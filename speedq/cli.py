@@ -90,6 +90,9 @@ def submit(
     max_attempts: Annotated[Optional[str], typer.Option("--max-attempts", help="1 to 10.")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="Per attempt: seconds or 90m, 24h (at most 24h).")] = None,
     save_every: Annotated[Optional[str], typer.Option("--save-every", help="Checkpoint every N steps.")] = None,
+    train_arg: Annotated[Optional[list[str]], typer.Option(
+        "--train-arg", help="A base_train option KEY=VALUE without dashes (max-seq-len=128; a bare fp8 is true). Repeatable."
+    )] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
@@ -98,7 +101,7 @@ def submit(
     given = {
         "team": team, "model": model, "repo_ref": repo_ref, "gpu": gpu, "run_name": run_name,
         "priority": priority, "backend": backend, "max_attempts": max_attempts,
-        "attempt_timeout_s": timeout, "save_every": save_every,
+        "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
     fields = {k: v for k, v in given.items() if v is not None}
     spec = JobSpec(mode="smoke" if smoke else "full", force_restart=force_restart, **fields)

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from speedq.gpu import nanochat
+
 # What a job gets when the user does not say.
 DEFAULT_MODEL = "d12"
-DEFAULT_REPO_REF = "master"
+DEFAULT_REPO_REF = nanochat.KNOWN_GOOD_COMMIT  # a commit known to work, not a moving master
 DEFAULT_GPU = "H100:8"
 DEFAULT_PRIORITY = "normal"
 DEFAULT_BACKEND = "modal"
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPT_TIMEOUT_S = 24 * 3600  # Modal stops a function at 24 h
 DEFAULT_ATTEMPT_TIMEOUT_S = MAX_ATTEMPT_TIMEOUT_S
-SMOKE_STEPS = 10
+SMOKE_STEPS = nanochat.SMOKE_STEPS
 
-GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200")
+GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200", "CPU")
+CPU_GPU_TYPE = "CPU"  # no GPU: the local and sim backends only, one process
+CPU_BACKENDS = ("local", "sim")
 MAX_GPU_COUNT = 8
 PRIORITIES = ("high", "normal", "low")
 BACKENDS = ("modal", "local", "sim")
@@ -42,6 +46,7 @@ DEFAULT_GPU_PRICES = {
     "L40S": 1.95,
     "A10G": 1.10,
     "B200": 6.25,
+    "CPU": 0.0,
 }
 PRICES_ENV = "SPEEDQ_PRICES"
 
@@ -86,6 +91,11 @@ def data_root() -> Path:
 def cache_root() -> Path:
     """Per-commit nanochat checkouts and compile caches for local and sim runs."""
     return Path(os.environ.get("SPEEDQ_CACHE_DIR") or home() / "cache")
+
+
+def offline() -> bool:
+    """`SPEEDQ_OFFLINE=1`: local runs skip the nanochat stages that need the internet."""
+    return os.environ.get("SPEEDQ_OFFLINE", "").strip().lower() in ("1", "true", "yes")
 
 
 def poll_interval_s() -> float:

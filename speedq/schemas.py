@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from speedq import config
+from speedq.gpu import nanochat
 
 # ---------------------------------------------------------------------------------------------
 # Field rules. Each raises ValueError with the rule in words, so one line can tell the user.
@@ -134,6 +135,30 @@ def depth_of(model: str) -> int:
     return int(model[1:])
 
 
+TrainArgValue = int | float | bool | str
+MAX_TRAIN_ARGS = 64
+
+
+def _train_args(value: object) -> object:
+    """base_train options as a mapping; `KEY=VALUE` strings (the CLI's) are split here."""
+    if isinstance(value, (list, tuple)):
+        pairs: dict[str, object] = {}
+        for item in value:
+            if not isinstance(item, str) or not item.strip():
+                raise ValueError("give each train arg as KEY=VALUE (or a bare flag like fp8)")
+            key, sep, val = item.strip().partition("=")
+            pairs[key.strip()] = val if sep else True
+        value = pairs
+    if not isinstance(value, dict):
+        raise ValueError("must be a mapping of base_train option to value")
+    if len(value) > MAX_TRAIN_ARGS:
+        raise ValueError(f"at most {MAX_TRAIN_ARGS} train args")
+    return value
+
+
+TrainArgs = Annotated[dict[str, TrainArgValue], BeforeValidator(_train_args)]
+
+
 # ---------------------------------------------------------------------------------------------
 # What a user submits.
 
@@ -155,6 +180,44 @@ class JobOptions(BaseModel):
     attempt_timeout_s: Seconds = config.DEFAULT_ATTEMPT_TIMEOUT_S
     # Base-training checkpoint interval in steps; None lets the runner pick one.
     save_every: int | None = Field(default=None, ge=1, le=1_000_000)
+    # base_train options (`max-seq-len`: 128), checked against its argparse; passed as argv.
+    train_args: TrainArgs = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_train_args(cls, data: object) -> object:
+        """Each train arg typed as base_train declares it (the mode decides what is reserved)."""
+        if isinstance(data, dict) and isinstance(data.get("train_args"), (dict, list, tuple)):
+            raw = _train_args(data["train_args"])
+            mode = data.get("mode", "full")
+            typed = {}
+            for key, val in raw.items():  # type: ignore[union-attr]
+                try:
+                    typed[key] = nanochat.train_arg(str(key), val, str(mode))
+                except ValueError as exc:
+                    raise ValueError(f"train arg {key}: {exc}") from None
+            data = {**data, "train_args": typed}
+        return data
+
+    @model_validator(mode="after")
+    def _runs_on_nanochat(self) -> "JobOptions":
+        """Refuse at submit what nanochat would refuse on every attempt."""
+        if self.gpu.type == config.CPU_GPU_TYPE:
+            if self.backend not in config.CPU_BACKENDS:
+                raise ValueError(f"GPU type CPU runs only on the {' or '.join(config.CPU_BACKENDS)} backend")
+            if self.gpu.count != 1:
+                raise ValueError("GPU type CPU runs one process: use CPU:1")
+            if self.train_args.get("fp8"):
+                raise ValueError("fp8 needs an H100-class GPU, not CPU")
+        try:
+            self.sizing()
+        except nanochat.SizingError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def sizing(self) -> nanochat.Sizing:
+        """Batch, device batch and step count nanochat will use for this job."""
+        return nanochat.size_run(depth_of(self.model), self.mode, self.gpu.type, self.gpu.count, self.train_args)
 
     def model_post_init(self, _context: object) -> None:
         if self.run_name is None:
@@ -192,7 +255,8 @@ class SubmitRequest(JobOptions):
 
 
 class Progress(BaseModel):
-    """The runner's `progress.json`: where the run is now."""
+    """The runner's `progress.json`: where the run is now. `step` counts steps done (nanochat
+    prints 0-based indexes: `step 00004/00010` is the fifth step done)."""
 
     stage: str | None = None
     step: int | None = None
@@ -202,6 +266,10 @@ class Progress(BaseModel):
     checkpoint_step: int | None = None  # newest complete checkpoint
     resumed_from_step: int | None = None
     reached_before_resume: int | None = None  # the last step the attempt before this one printed
+    val_bpb: float | None = None  # the latest `Validation bpb`
+    min_val_bpb: float | None = None  # `Minimum validation bpb` at the end of base training
+    core_metric: float | None = None  # the latest `CORE metric`
+    training_time_s: float | None = None  # `Total training time` (the speedrun metric)
     updated_at: float = Field(default_factory=time.time)
 
 
@@ -241,6 +309,8 @@ class RunRequest(BaseModel):
     save_every: int | None = None
     force_restart: bool = False
     env: dict[str, str] = Field(default_factory=dict)
+    train_args: dict[str, TrainArgValue] = Field(default_factory=dict)  # validated on the JobSpec
+    offline: bool = False  # skip the stages that need the internet (SPEEDQ_OFFLINE=1 on a local worker)
 
 
 class RunResult(BaseModel):

@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import JobRecord, JobState, TeamSettings, TeamStats
+from speedq.schemas import JobRecord, JobState, Progress, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -85,6 +85,20 @@ def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
     return table
 
 
+def metrics_text(p: Progress | None) -> str:
+    """nanochat's evaluation figures, as far as the run got: val bpb, CORE, training time."""
+    if p is None or (p.val_bpb is None and p.min_val_bpb is None):
+        return "-"
+    parts = [f"{p.val_bpb:.4f}" if p.val_bpb is not None else "-"]
+    if p.min_val_bpb is not None:
+        parts.append(f"(min {p.min_val_bpb:.4f})")
+    if p.core_metric is not None:
+        parts.append(f"CORE {p.core_metric:.4f}")
+    if p.training_time_s is not None:
+        parts.append(f"training time {p.training_time_s / 60:.2f}m")
+    return " ".join(parts)
+
+
 def job_detail(record: JobRecord) -> Group:
     spec, p = record.spec, record.progress
     facts = Table.grid(padding=(0, 2))
@@ -97,12 +111,14 @@ def job_detail(record: JobRecord) -> Group:
         ("run", f"{spec.run_name}  ({record.run_dir or 'no run directory yet'})"),
         ("spec", f"{spec.model} {spec.mode} on {spec.gpu}, backend {spec.backend}, priority {spec.priority}"),
         ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
+        ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}" + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
         ("stage", p.stage if p and p.stage else "-"),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
         ("eta", eta_text(record)),
         ("checkpoint", f"step {p.checkpoint_step}" if p and p.checkpoint_step is not None else "-"),
+        ("val bpb", metrics_text(p)),
         ("log", f"{record.log.path}\n{record.log.command}" if record.log else "-"),
         ("gpu time", f"{record.gpu_seconds / 3600:.3f} GPU-hours"),
         ("recomputed", f"{record.steps_recomputed} steps"),

@@ -123,7 +123,7 @@ def test_speedq_api_serves_a_job_from_submit_to_logs(speedq: Speedq) -> None:
     job = submitted.json()["job"]["id"]
     wait_for(lambda: http.get(f"/v1/jobs/{job}").json()["state"] == "succeeded", timeout=60, what="the job")
 
-    assert "step 00010/00010" in http.get(f"/v1/jobs/{job}/logs", params={"tail": 50}).text
+    assert "step 00009/00010" in http.get(f"/v1/jobs/{job}/logs", params={"tail": 50}).text
     stats = http.get("/v1/stats", params={"team": "alpha"}).json()
     assert stats[0]["jobs"]["succeeded"] == 1 and stats[0]["gpu_hours"] > 0
     assert "/v1/jobs/{job_id}/retry" in http.get("/openapi.json").json()["paths"]

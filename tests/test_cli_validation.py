@@ -43,6 +43,18 @@ BAD_SUBMITS = [
     (["--team", "ok", "--timeout", "0"], "timeout"),
     (["--team", "ok", "--save-every", "0"], "save-every"),
     (["--bogus-flag"], "bogus-flag"),
+    (["--team", "ok", "--train-arg", "depth=4"], "depth is set by speedq"),
+    (["--team", "ok", "--train-arg", "resume-from-step=3"], "resume-from-step"),
+    (["--team", "ok", "--smoke", "--train-arg", "num-iterations=3"], "num-iterations"),
+    (["--team", "ok", "--train-arg", "bogus=1"], "not a base_train option"),
+    (["--team", "ok", "--train-arg", "max-seq-len=1;touch /tmp/pwned"], "max-seq-len"),
+    (["--team", "ok", "--train-arg", "window-pattern=$(id)"], "window-pattern"),
+    (["--team", "ok", "--train-arg", "=3"], "train arg"),
+    (["--team", "ok", "--gpu", "H100:3"], "multiple of device-batch-size"),
+    (["--team", "ok", "--gpu", "H100:8", "--train-arg", "device-batch-size=5"], "multiple of device-batch-size"),
+    (["--team", "ok", "--gpu", "CPU:1"], "CPU runs only on the local or sim backend"),
+    (["--team", "ok", "--backend", "local", "--gpu", "CPU:2"], "CPU:1"),
+    (["--team", "ok", "--backend", "local", "--gpu", "CPU:1", "--train-arg", "fp8"], "fp8"),
 ]
 
 

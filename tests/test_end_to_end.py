@@ -21,7 +21,7 @@ def test_smoke_job_runs_to_succeeded_with_progress_and_log(speedq: Speedq) -> No
     assert record["attempts"][0]["outcome"] == "succeeded"
     assert record["attempts"][0]["call_id"]
     log = speedq.run("logs", job, check=True).stdout
-    assert "step 00010/00010" in log
+    assert "step 00009/00010" in log  # nanochat prints 0-based steps: the tenth is 00009
     assert record["log"]["path"].endswith("runs/alpha/d12-smoke/log.txt")
     assert Path(record["log"]["path"]).exists()
     table = speedq.run("status", job, check=True).stdout

@@ -86,7 +86,7 @@ def test_smoke_run_in_process(tmp_path: Path, sim_repo: Path) -> None:
     assert prog.loss is not None and prog.loss > 0
     log = log_text(req)
     assert log.startswith(f"==== speedq attempt 1 of sq-1")
-    assert "step 00010/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
+    assert "step 00009/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
     assert "scripts.base_eval" not in log  # smoke: evals off
     assert (Path(req.run_dir) / "base_checkpoints" / "d12-smoke" / "model_000010.pt").exists()
     assert calls  # Modal would have committed the Volume
@@ -100,10 +100,12 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert (Path(req.run_dir) / layout.PID).read_text().strip().isdigit()
     res = result(req)
-    total = runner.estimate_total_steps(4, "full")
+    total = runner.sizing(req).num_iterations  # nanochat's own step count (auto batch from the model)
     assert res.outcome is Outcome.succeeded and res.final_step == total and res.resumed_from_step is None
     prog = progress(req)
     assert (prog.step, prog.total, prog.checkpoint_step) == (total, total, total)
+    assert prog.val_bpb is not None and prog.min_val_bpb is not None and prog.core_metric is not None
+    assert prog.training_time_s is not None  # base_train's `Total training time`, the speedrun metric
     log = log_text(req)
     for module in ("nanochat.dataset", "scripts.tok_train", "scripts.tok_eval", "scripts.base_train",
                    "scripts.base_eval", "scripts.chat_sft", "scripts.chat_eval"):
@@ -117,7 +119,7 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     assert runner.run(again).outcome is Outcome.succeeded
     log = log_text(again)
     assert log.count("==== speedq attempt") == 2
-    assert steps_logged(log) == list(range(1, total + 1))  # training ran once
+    assert steps_logged(log) == list(range(total))  # training ran once, 0-based
     assert log.count("(ledger), skipped") == 7
     assert result(again).final_step == total
 
@@ -143,7 +145,7 @@ def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_pa
     assert runner.newest_complete_checkpoint(ckpt_dir, 2) == 20
     assert steps_logged(log_text(req))[-1] == 22
     seen = progress(req)  # what the worker reads once the runner is gone
-    assert seen.stage == "base_train" and seen.checkpoint_step == 20 and 20 < seen.step <= 22
+    assert seen.stage == "base_train" and seen.checkpoint_step == 20 and 20 < seen.step <= 23  # steps done
 
     second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
     done = cli(second, faults="preempt@23")  # fired already in this run dir: passes now
@@ -153,7 +155,7 @@ def test_preempt_then_the_next_attempt_resumes_from_the_newest_checkpoint(tmp_pa
     log = log_text(second)
     resumed_part = log.split("==== speedq attempt 2")[1]
     assert "--resume-from-step=20" in resumed_part
-    assert steps_logged(resumed_part)[0] == 21
+    assert steps_logged(resumed_part)[0] == 20  # nanochat prints the resume step first
     assert progress(second).resumed_from_step == 20
 
 
@@ -244,13 +246,14 @@ def test_newest_complete_checkpoint(tmp_path: Path) -> None:
     assert runner.newest_complete_checkpoint(ckpt, 2) == 5
 
 
-def test_step_estimates_and_default_interval() -> None:
-    assert runner.estimate_total_steps(12, "smoke") == 10
-    d12 = runner.estimate_total_steps(12, "full")
-    assert runner.estimate_total_steps(4, "full") < d12 < runner.estimate_total_steps(24, "full")
-    for total in (10, 176, d12, 11_000):
-        every = runner.default_save_every(total)
-        assert every >= 1 and every <= max(1, total * 0.02)
+def test_step_count_and_default_interval_follow_nanochats_sizing(tmp_path: Path, sim_repo: Path) -> None:
+    smoke = request(tmp_path, sim_repo, mode="smoke", model="d12")
+    assert runner.sizing(smoke).num_iterations == 10 and runner.save_every_for(smoke) == 5
+    full = request(tmp_path, sim_repo, model="d32").model_copy(update={"nproc": 8})
+    assert runner.sizing(full).num_iterations == 6400  # nanochat's d32 at ratio 8: batch 2,097,152
+    assert runner.save_every_for(full) == 128  # 2% of the run
+    assert "--target-param-data-ratio=8" in runner.plan(full)[3].flags
+    assert "--device-batch-size=16" in runner.plan(full)[3].flags
 
 
 # -- git --------------------------------------------------------------------------------------
@@ -279,12 +282,12 @@ def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) ->
     try:
         path = Path(req.run_dir) / layout.PROGRESS
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 7):
+        while time.monotonic() < deadline and not (path.exists() and progress(req).step == 8):
             time.sleep(0.05)
         time.sleep(0.5)
         before = path.read_text()
         time.sleep(1.0)
-        assert path.read_text() == before and progress(req).step == 7
+        assert path.read_text() == before and progress(req).step == 8  # steps 0..7 done
         assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -311,12 +314,12 @@ def test_a_crash_after_base_train_resumes_without_training_again(tmp_path: Path,
     first = runner.run(req)
     assert first.outcome is Outcome.crashed and "chat_sft" in first.error
     sft.unlink()
-    total = runner.estimate_total_steps(4, "full")
+    total = runner.sizing(req).num_iterations
     second = runner.run(request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY))
     assert second.outcome is Outcome.succeeded and second.resumed_from_step == second.final_step == total
     prog = progress(req)
     assert (prog.stage, prog.step, prog.total) == ("done", total, total)
-    assert steps_logged(log_text(req)) == list(range(1, total + 1))
+    assert steps_logged(log_text(req)) == list(range(total))
 
 
 def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
@@ -338,3 +341,95 @@ def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
     assert sim_env["WANDB_RUN"] == "dummy" and sim_env["PYTHONUNBUFFERED"] == "1"
     smoke = {s.name for s in runner.plan(request(tmp_path, sim_repo, mode="smoke"))}
     assert smoke == {"data", "tok_train", "tok_eval", "base_train"}
+
+
+# -- data readiness and offline runs ----------------------------------------------------------
+
+
+def test_data_is_not_ready_because_the_download_exited_0(tmp_path: Path, sim_repo: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDQ_SIM_NO_NETWORK", "1")  # every download fails; nanochat.dataset exits 0
+    res = runner.run(request(tmp_path, sim_repo, mode="smoke"))
+    assert res.outcome is Outcome.crashed and res.exit_code == 0
+    assert res.error.startswith("stage data: exited 0 but 9 of 9 shards missing or unreadable")
+    assert "data" not in runner.read_ledger(tmp_path / "data" / layout.DATA_LEDGER)
+    monkeypatch.delenv("SPEEDQ_SIM_NO_NETWORK")
+    again = request(tmp_path, sim_repo, mode="smoke", attempt=2)
+    assert runner.run(again).outcome is Outcome.succeeded
+    entry = runner.read_ledger(tmp_path / "data" / layout.DATA_LEDGER)["data"]
+    assert entry["commit"] == again.commit and entry["shards"] == runner.shards_needed(again) == 8
+    # A shard cut short later makes the data not ready again, whatever the ledger says.
+    shard = tmp_path / "data" / "base_data_climbmix" / "shard_00003.parquet"
+    shard.write_bytes(shard.read_bytes()[:-3])
+    assert not runner.shared_stage_done(again, runner.plan(again)[0])
+
+
+def test_an_offline_run_skips_the_stages_that_need_the_internet(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, model="d2", offline=True, save_every=SAVE_EVERY)
+    env = {**os.environ, "NANOCHAT_BASE_DIR": req.data_dir}  # shards and tokenizer written ahead, as the CPU tier does
+    for argv in (["nanochat.dataset", "-n", str(runner.shards_needed(req))], ["scripts.tok_train"]):
+        subprocess.run([sys.executable, "-m", *argv], cwd=sim_repo, env=env, check=True, capture_output=True)
+    res = runner.run(req)
+    assert res.outcome is Outcome.succeeded, res.error
+    log = log_text(req)
+    for stage in ("tok_eval", "base_eval", "chat_sft", "chat_eval"):
+        assert f"---- stage {stage}: skipped, offline run (it downloads" in log
+        assert f"-m scripts.{stage}" not in log
+    assert "stage data: already done in" in log and "-m scripts.base_train" in log
+
+
+def test_an_offline_run_without_the_shards_says_so(tmp_path: Path, sim_repo: Path) -> None:
+    res = runner.run(request(tmp_path, sim_repo, mode="smoke", offline=True))
+    assert res.outcome is Outcome.crashed
+    assert res.error.startswith("stage data: offline run, and 9 of 9 shards missing") and "internet" in res.error
+
+
+def test_the_local_backend_marks_runs_offline_from_the_environment(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from speedq.backends.local import LocalBackend
+    from speedq.schemas import JobRecord, JobSpec
+
+    record = JobRecord(id="sq-1", spec=JobSpec(team="t", backend="local", gpu="CPU:1",
+                                               train_args={"max-seq-len": 128}))
+    backend = LocalBackend(repo=str(tmp_path), runs_root=tmp_path, data_root=tmp_path, cache_root=tmp_path)
+    assert backend.request(record, 1).offline is False
+    monkeypatch.setenv("SPEEDQ_OFFLINE", "1")
+    req = backend.request(record, 1)
+    assert req.offline is True and req.train_args == {"max-seq-len": 128} and req.gpu_type == "CPU"
+
+
+def test_the_tokenizers_vocabulary_sizes_the_batch_as_in_nanochat(tmp_path: Path, sim_repo: Path) -> None:
+    """A tokenizer trained with a small vocabulary shrinks nanochat's auto batch (d2 at head-dim 64:
+    65,536 tokens with 455 tokens, as recorded from the real run, against 131,072 with 32,768);
+    the device batch the runner passes must divide the batch nanochat will really compute."""
+    req = request(tmp_path, sim_repo, model="d2", mode="smoke").model_copy(
+        update={"nproc": 4, "train_args": {"head-dim": 64}})
+    assert (runner.sizing(req).total_batch_size, runner.sizing(req).device_batch_size) == (131072, 16)
+    env = {**os.environ, "NANOCHAT_BASE_DIR": req.data_dir}
+    for argv in (["nanochat.dataset", "-n", "8"], ["scripts.tok_train", "--vocab-size=455"]):
+        subprocess.run([sys.executable, "-m", *argv], cwd=sim_repo, env=env, check=True, capture_output=True)
+    assert (runner.sizing(req).total_batch_size, runner.sizing(req).device_batch_size) == (65536, 8)
+    assert runner.shards_needed(req) == 8
+    res = runner.run(req)  # the sim asserts nanochat's batch rule over its 4 ranks
+    assert res.outcome is Outcome.succeeded, res.error
+    log = log_text(req)
+    assert "Auto-computed optimal batch size: 65,536 tokens" in log and "--device-batch-size=8" in log
+
+
+def test_a_fault_before_step_10_is_seen_and_counted(tmp_path: Path, sim_repo: Path) -> None:
+    """Before step 11 nanochat prints no eta; the runner must still read those lines, so the next
+    attempt knows how far the killed one got and the job counts the steps run twice."""
+    from speedq.schemas import Attempt, JobRecord, JobSpec
+
+    req = request(tmp_path, sim_repo, save_every=SAVE_EVERY)
+    assert cli(req, faults="preempt@7").returncode == -signal.SIGKILL
+    assert steps_logged(log_text(req))[-1] == 6 and runner.last_logged_step(Path(req.run_dir) / layout.LOG) == 7
+    second = request(tmp_path, sim_repo, attempt=2, save_every=SAVE_EVERY)
+    assert cli(second).returncode == 0
+    prog, res = progress(second), result(second)
+    assert (res.resumed_from_step, prog.reached_before_resume) == (5, 7)
+    record = JobRecord(id="sq-1", spec=JobSpec(team="alpha", model="d4", backend="sim"), attempts=[
+        Attempt(number=1, backend="sim", final_step=prog.reached_before_resume),
+        Attempt(number=2, backend="sim", resumed_from_step=res.resumed_from_step, final_step=res.final_step),
+    ])
+    assert record.steps_recomputed == 2  # steps 5 and 6, run before the preemption and again after it

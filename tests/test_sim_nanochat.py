@@ -17,16 +17,17 @@ import pytest
 from speedq.sim import SIM_TREE
 from speedq.sim import repo as sim_repo
 
+# scripts/base_train.py's print at 92d63d4; `| eta:` only after step 10.
 PROGRESS_LINE = re.compile(
-    r"^step \d{5}/\d{5} \(\d+\.\d{2}%\) \| loss: \d+\.\d{6} \| lrm: \d\.\d{2} \| dt: [\d.]+ms \| "
-    r"tok/sec: [\d,]+ \| bf16_mfu: [\d.]+ \| epoch: \d+ \| total time: [\d.]+m \| eta: [\d.]+m$"
+    r"^step (?P<step>\d{5})/\d{5} \(\d+\.\d{2}%\) \| loss: \d+\.\d{6} \| lrm: \d\.\d{2} \| dt: [\d.]+ms \| "
+    r"tok/sec: [\d,]+ \| bf16_mfu: [\d.]+ \| epoch: \d+ pq: \d+ rg: \d+ \| total time: [\d.]+m(?P<eta> \| eta: [\d.]+m)?$"
 )
 
 
 def sim(base: Path, *args: str, faults: str = "", world: int = 1, new_session: bool = False,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        timeout: float = 30, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "WORLD_SIZE": str(world), "SPEEDQ_SIM_STEP_S": "0.001",
-           "SPEEDQ_SIM_FAULTS": faults, "PYTHONDONTWRITEBYTECODE": "1"}
+           "SPEEDQ_SIM_FAULTS": faults, "PYTHONDONTWRITEBYTECODE": "1", **(extra or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=SIM_TREE, env=env, capture_output=True, text=True,
                           timeout=timeout, start_new_session=new_session)
 
@@ -43,13 +44,24 @@ def steps_printed(out: str) -> list[int]:
     return [int(m.group(1)) for m in re.finditer(r"^step (\d{5})/", out, re.M)]
 
 
-def test_dataset_writes_shards_and_skips_existing(tmp_path: Path) -> None:
+def test_dataset_writes_shards_and_the_val_shard_and_skips_existing(tmp_path: Path) -> None:
+    from speedq.gpu import nanochat
+
     first = sim(tmp_path, "nanochat.dataset", "-n", "3")
-    assert first.returncode == 0 and "Downloaded: 3/3" in first.stdout
+    assert first.returncode == 0 and "Downloaded: 4/4" in first.stdout
     names = sorted(p.name for p in (tmp_path / "base_data_climbmix").iterdir())
-    assert names == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet"]
+    assert names == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet", "shard_06542.parquet"]
+    assert nanochat.missing_shards(tmp_path, 3) == []  # readable parquet frames
     again = sim(tmp_path, "nanochat.dataset", "-n", "4")
-    assert "Downloaded: 1/4" in again.stdout
+    assert "Downloaded: 5/5" in again.stdout and again.stdout.count("Successfully downloaded") == 1
+
+
+def test_dataset_exits_0_when_every_download_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the real one does: the exit code says nothing, the shards do."""
+    monkeypatch.setenv("SPEEDQ_SIM_NO_NETWORK", "1")
+    done = sim(tmp_path, "nanochat.dataset", "-n", "2")
+    assert done.returncode == 0 and "Downloaded: 0/3" in done.stdout
+    assert not any((tmp_path / "base_data_climbmix").glob("*.parquet"))
 
 
 def test_whole_pipeline_files_and_lines(base: Path) -> None:
@@ -58,9 +70,11 @@ def test_whole_pipeline_files_and_lines(base: Path) -> None:
     train = sim(base, "scripts.base_train", "--", "--depth", "4", "--num-iterations=12", "--save-every=5",
                 "--eval-every=5", "--fp8", "--run=dummy", world=2)
     assert train.returncode == 0, train.stderr
-    lines = [l for l in train.stdout.splitlines() if l.startswith("step ")]
-    assert len(lines) == 12 and all(PROGRESS_LINE.match(l) for l in lines), lines[:2]
-    assert lines[-1].startswith("step 00012/00012 (100.00%)")
+    lines = [PROGRESS_LINE.match(l) for l in train.stdout.splitlines() if l.startswith("step ")]
+    assert len(lines) == 12 and all(lines), lines[:2]
+    assert [int(m["step"]) for m in lines] == list(range(12))  # 0-based
+    assert [int(m["step"]) for m in lines if m["eta"]] == [11]  # eta only after step 10
+    assert lines[-1].string.startswith("step 00011/00012 (91.67%)")
     assert re.search(r"^Step 00005 \| Validation bpb: \d\.\d{6}$", train.stdout, re.M)
     ckpt = base / "base_checkpoints" / "d4"
     for step in (5, 10, 12):  # every --save-every steps and at the end
@@ -76,16 +90,29 @@ def test_whole_pipeline_files_and_lines(base: Path) -> None:
     assert any((base / "chatsft_checkpoints" / "d4").glob("model_*.pt"))
 
 
-def test_step_count_follows_depth_and_ratio(base: Path) -> None:
-    out = sim(base, "scripts.base_train", "--depth=4", "--target-param-data-ratio=1", "--save-every=-1").stdout
+def test_step_count_and_batch_follow_nanochats_sizing(base: Path) -> None:
+    """The sim counts GPT's modules; speedq's closed form must read the same batch and steps."""
+    from speedq.gpu import nanochat
+
+    out = sim(base, "scripts.base_train", "--depth=4", "--target-param-data-ratio=1", "--save-every=-1",
+              "--eval-every=-1", "--device-batch-size=1").stdout
     total = int(re.search(r"^step \d{5}/(\d{5})", out, re.M).group(1))
-    assert total == round(1 * (12 * 4 * 256**2 + 32768 * 256) / 524288)
+    batch = int(re.search(r"^Auto-computed optimal batch size: ([\d,]+) tokens", out, re.M).group(1).replace(",", ""))
+    size = nanochat.size_run(4, "full", "H100", 1, {"target-param-data-ratio": 1.0, "device-batch-size": 1})
+    assert (batch, total) == (size.total_batch_size, size.num_iterations)
+
+
+def test_batch_assertion_fails_like_nanochat(base: Path) -> None:
+    done = sim(base, "scripts.base_train", "--depth=2", "--num-iterations=3", world=3)
+    assert done.returncode == 1
+    assert re.search(r"AssertionError: total_batch_size \(131072\) must be a multiple of 196608\.", done.stderr)
+    assert steps_printed(done.stdout) == []
 
 
 def test_resume_continues_from_the_step_and_refuses_an_incomplete_checkpoint(base: Path) -> None:
     sim(base, "scripts.base_train", "--depth=4", "--num-iterations=10", "--save-every=4", world=2)
     resumed = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=10", "--resume-from-step", "8", world=2)
-    assert resumed.returncode == 0 and steps_printed(resumed.stdout) == [9, 10]
+    assert resumed.returncode == 0 and steps_printed(resumed.stdout) == [8, 9]
     assert "Resuming optimization from step 8" in resumed.stdout
     (base / "base_checkpoints" / "d4" / "optim_000004_rank1.pt").unlink()
     refused = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=10", "--resume-from-step=4", world=2)
@@ -98,9 +125,9 @@ def test_crash_fires_once_per_base_dir(base: Path) -> None:
     args = ("scripts.base_train", "--depth=4", "--num-iterations=8", "--save-every=2")
     crashed = sim(base, *args, faults="crash@5")
     assert crashed.returncode == 1 and "simulated crash at step 5" in crashed.stderr
-    assert steps_printed(crashed.stdout) == [1, 2, 3, 4]
+    assert steps_printed(crashed.stdout) == [0, 1, 2, 3, 4]
     again = sim(base, *args, "--resume-from-step=4", faults="crash@5")
-    assert again.returncode == 0 and steps_printed(again.stdout) == [5, 6, 7, 8]
+    assert again.returncode == 0 and steps_printed(again.stdout) == [4, 5, 6, 7]
     assert (base / ".sim-faults-fired").read_text().split() == ["crash@5"]
 
 
@@ -108,7 +135,7 @@ def test_preempt_kills_the_whole_process_group(base: Path) -> None:
     done = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=8", "--save-every=2",
                faults="preempt@6", new_session=True)
     assert done.returncode == -signal.SIGKILL
-    assert steps_printed(done.stdout) == [1, 2, 3, 4, 5]
+    assert steps_printed(done.stdout) == [0, 1, 2, 3, 4, 5]
 
 
 def test_torn_leaves_a_half_written_checkpoint(base: Path) -> None:
@@ -132,7 +159,7 @@ def test_hang_stops_printing_and_never_exits(base: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
     out, _ = proc.communicate()
-    assert steps_printed(out) == [1, 2]
+    assert steps_printed(out) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("text", ["preempt", "explode@3", "crash@x", "crash@0"])
@@ -160,3 +187,46 @@ def test_sim_repo_is_idempotent_and_recommits_a_changed_tree(tmp_path: Path, mon
     assert second != first
     listed = subprocess.run(["git", "-C", str(dest), "cat-file", "-t", first], capture_output=True, text=True)
     assert listed.stdout.strip() == "commit"  # the commit pinned earlier still resolves
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_new_session_training_outlives_its_starter_like_torchrun(base: Path) -> None:
+    """SPEEDQ_SIM_NEW_SESSION=1: killing the launcher's whole process group leaves the training."""
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3",
+           "SPEEDQ_SIM_NEW_SESSION": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.base_train", "--depth=4", "--num-iterations=8"],
+                            cwd=SIM_TREE, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    training: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not training and time.monotonic() < deadline:
+            training = children(proc.pid)
+            time.sleep(0.05)
+        assert len(training) == 1 and os.getsid(training[0]) == training[0] != os.getsid(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        time.sleep(0.2)
+        os.kill(training[0], 0)  # still alive: the fence has to come from somewhere else
+    finally:
+        for pid in training:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_new_session_run_exits_like_torchrun(base: Path) -> None:
+    ok = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=3", extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    assert ok.returncode == 0 and steps_printed(ok.stdout) == [0, 1, 2]
+    failed = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=8", faults="crash@2",
+                 extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    assert failed.returncode == 1 and "simulated crash at step 2" in failed.stderr

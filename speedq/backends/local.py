@@ -109,6 +109,8 @@ class LocalBackend:
             launcher=self.launcher,  # type: ignore[arg-type]
             save_every=spec.save_every,
             force_restart=spec.force_restart,
+            train_args=dict(spec.train_args),
+            offline=config.offline(),
         )
 
     def launch(self, record: JobRecord, attempt: int) -> str:

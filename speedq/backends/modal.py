@@ -191,6 +191,7 @@ class ModalBackend:
             launcher="torchrun",
             save_every=spec.save_every,
             force_restart=spec.force_restart,
+            train_args=dict(spec.train_args),
         )
 
     def launch(self, record: JobRecord, attempt: int) -> str:

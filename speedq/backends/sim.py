@@ -10,6 +10,8 @@ from pathlib import Path
 
 from speedq import config
 from speedq.backends.local import LocalBackend
+from speedq.gpu import nanochat
+from speedq.sim.repo import BRANCH
 
 
 class SimBackend(LocalBackend):
@@ -28,6 +30,8 @@ class SimBackend(LocalBackend):
 
     def resolve_ref(self, ref: str) -> str:
         self._ensure_repo()
+        if ref == nanochat.KNOWN_GOOD_COMMIT:
+            ref = BRANCH  # the sim stands in for the known-good commit, which its repo cannot hold
         return super().resolve_ref(ref)
 
     def _ensure_repo(self) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import math
 import os
 import queue
 import re
@@ -35,28 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedq import config
-from speedq.gpu import layout
+from speedq.gpu import layout, nanochat, nanochat_log
 from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
-
-# ---------------------------------------------------------------------------------------------
-# nanochat facts (see docs: shared/nanochat-interface.md)
-
-SHARDS_DIR = "base_data_climbmix"
-TOKENIZER_DIR = "tokenizer"
-SHARED_DIRS = (SHARDS_DIR, TOKENIZER_DIR)  # live in req.data_dir, linked into every run dir
-TOTAL_BATCH_SIZE = 524288  # tokens per step, nanochat's default
-PARAM_DATA_RATIO = 8  # speedrun.sh's --target-param-data-ratio
-VOCAB_SIZE = 32768
-TOKENS_PER_SHARD = 50_000_000  # a shard is ~250M characters, ~4.8 characters a token
-MIN_SHARDS, SMOKE_SHARDS, MAX_SHARDS = 8, 8, 6542  # tok_train reads ~2B characters: 8 shards
-FP8_GPUS = ("H100", "H200", "B200")
-# Per-GPU micro batch that fits in memory (speedrun.sh uses 16 on 80 GB cards).
-DEVICE_BATCH_SIZE = {"H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4}
-
-PROGRESS_RE = re.compile(
-    r"^step (?P<step>\d+)/(?P<total>\d+) \([\d.]+%\) \| loss: (?P<loss>[-+\w.]+) .*?\| eta: (?P<eta>[\d.]+)m"
-)
 
 # Runner behaviour
 PROGRESS_EVERY_S = 0.25  # at most four progress.json writes a second
@@ -64,6 +43,8 @@ SCAN_EVERY_S = 1.0  # how often the checkpoint directory is looked at during tra
 ON_CHECKPOINT_EVERY_S = 120.0  # Modal commits the Volume at least this often (logs, progress)
 KEEP_CHECKPOINTS = 3  # complete base checkpoints kept; older ones are deleted (GBs each)
 GIT_TIMEOUT_S = 120.0
+FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
+SHARED_DIRS = (nanochat.SHARDS_DIR, nanochat.TOKENIZER_DIR)  # live in req.data_dir, linked into every run
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
@@ -77,67 +58,64 @@ class Stage:
 
 
 # ---------------------------------------------------------------------------------------------
-# Step arithmetic
+# The plan: nanochat's pipeline for one request
 
 
-def estimate_total_steps(depth: int, mode: str) -> int:
-    """Base-training steps nanochat will compute for this depth (its data:param ratio rule)."""
-    if mode == "smoke":
-        return config.SMOKE_STEPS
-    width = 64 * depth
-    params = 12 * depth * width * width + VOCAB_SIZE * width  # matrices and unembedding
-    return max(1, round(PARAM_DATA_RATIO * params / TOTAL_BATCH_SIZE))
+def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
+    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
+    nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
+    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
+    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
 
 
-def default_save_every(total_steps: int) -> int:
-    """One fault then loses at most 1/50 (2%) of the run's steps."""
-    return max(1, total_steps // 50)
+def shards_needed(req: RunRequest) -> int:
+    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top. Sized with
+    the default vocabulary, so the count does not move once a tokenizer is trained."""
+    return nanochat.shards_needed(sizing(req, nanochat.VOCAB_SIZE), req.mode)
 
 
-def shards_needed(depth: int, mode: str) -> int:
-    if mode == "smoke":
-        return SMOKE_SHARDS
-    tokens = estimate_total_steps(depth, mode) * TOTAL_BATCH_SIZE
-    return min(MAX_SHARDS, max(MIN_SHARDS, math.ceil(tokens / TOKENS_PER_SHARD) + 2))
+def train_flags(req: RunRequest) -> list[str]:
+    """base_train's argv: speedq's settings, then the job's train args (which win where both set)."""
+    size = sizing(req)
+    flags: dict[str, int | float | bool | str] = {
+        "depth": depth_of(req.model),
+        "device-batch-size": size.device_batch_size,
+        "model-tag": layout.model_tag(req.model, req.mode),
+        "run": req.env.get("WANDB_RUN", "dummy"),
+        "target-param-data-ratio": nanochat.PARAM_DATA_RATIO,
+        "fp8": req.gpu_type in nanochat.FP8_GPUS,
+    }
+    if req.mode == "smoke":
+        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1, "sample-every": -1})
+    flags.update(req.train_args)
+    return nanochat.argv_of(flags)
 
 
 def plan(req: RunRequest) -> list[Stage]:
     """nanochat's pipeline (runs/speedrun.sh) for this request, in order."""
-    depth = depth_of(req.model)
-    run_name = req.env.get("WANDB_RUN", "dummy")
+    eval_batch = nanochat.DEVICE_BATCH_SIZE.get(req.gpu_type, 8)
     stages = [
-        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(depth, req.mode)), "-w", "8"), shared=True),
+        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(req)), "-w", "8"), shared=True),
         Stage("tok_train", "scripts.tok_train", shared=True),
         Stage("tok_eval", "scripts.tok_eval", shared=True),
+        Stage("base_train", "scripts.base_train", tuple(train_flags(req)), distributed=True),
     ]
-    train = [
-        f"--depth={depth}",
-        f"--device-batch-size={DEVICE_BATCH_SIZE.get(req.gpu_type, 8)}",
-        f"--model-tag={layout.model_tag(req.model, req.mode)}",
-        f"--run={run_name}",
-    ]
-    if req.gpu_type in FP8_GPUS:
-        train.append("--fp8")
     if req.mode == "smoke":
-        train += [f"--num-iterations={config.SMOKE_STEPS}", "--eval-every=-1", "--core-metric-every=-1", "--sample-every=-1"]
-        stages.append(Stage("base_train", "scripts.base_train", tuple(train), distributed=True))
         return stages
-    train.append(f"--target-param-data-ratio={PARAM_DATA_RATIO}")
-    stages += [
-        Stage("base_train", "scripts.base_train", tuple(train), distributed=True),
-        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={DEVICE_BATCH_SIZE.get(req.gpu_type, 8)}",), distributed=True),
-        Stage("chat_sft", "scripts.chat_sft", (f"--run={run_name}",), distributed=True),
+    return stages + [
+        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={eval_batch}",), distributed=True),
+        Stage("chat_sft", "scripts.chat_sft", (f"--run={req.env.get('WANDB_RUN', 'dummy')}",), distributed=True),
         Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
     ]
-    return stages
 
 
 def save_every_for(req: RunRequest) -> int:
     if req.save_every:
         return req.save_every
     if req.mode == "smoke":
-        return config.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
-    return default_save_every(estimate_total_steps(depth_of(req.model), req.mode))
+        return nanochat.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
+    steps = sizing(req).num_iterations
+    return nanochat.default_save_every(steps) if steps else FALLBACK_SAVE_EVERY
 
 
 def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
@@ -365,12 +343,34 @@ def data_lock(data_dir: Path) -> Iterator[None]:
 
 
 def shared_stage_done(req: RunRequest, stage: Stage) -> bool:
-    entry = read_ledger(Path(req.data_dir) / layout.DATA_LEDGER).get(stage.name)
-    if not entry:
-        return False
+    """Data and tokenizer are done when their files are there and readable, never because a
+    stage exited 0 (nanochat.dataset does even when every download failed)."""
+    data_dir = Path(req.data_dir)
     if stage.name == "data":
-        return int(entry.get("shards", 0)) >= int(stage.flags[1])  # enough shards for this run
-    return True
+        return not nanochat.missing_shards(data_dir, shards_needed(req))
+    if stage.name == "tok_train":
+        return nanochat.tokenizer_ready(data_dir)
+    return stage.name in read_ledger(data_dir / layout.DATA_LEDGER)
+
+
+def stage_left_undone(req: RunRequest, stage: Stage) -> str | None:
+    """After a stage exited 0: what it should have made but did not, in one line."""
+    data_dir = Path(req.data_dir)
+    if stage.name == "data":
+        missing = nanochat.missing_shards(data_dir, shards_needed(req))
+        if missing:
+            names = ", ".join(nanochat.shard_name(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
+            return f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in {data_dir / nanochat.SHARDS_DIR} ({names})"
+    if stage.name == "tok_train" and not nanochat.tokenizer_ready(data_dir):
+        return f"no {' and '.join(nanochat.TOKENIZER_FILES)} in {data_dir / nanochat.TOKENIZER_DIR}"
+    return None
+
+
+def offline_skip(req: RunRequest, stage: Stage) -> str | None:
+    """Why an offline run skips this stage, or None to run it."""
+    if not req.offline or stage.name not in nanochat.NEEDS_INTERNET or stage.name == "data":
+        return None  # the data stage is skipped only when its shards are there (shared_stage_done)
+    return f"skipped, offline run (it {nanochat.NEEDS_INTERNET[stage.name]})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,21 +435,31 @@ class Attempt:
             self.callback()
 
     def parse(self, line: str) -> bool:
-        """Progress from a step line. True on the first step after a save: the checkpoint and
-        progress files are then brought up to date at once, so a run killed a moment later
+        """Progress from base_train's lines. True on the first step after a save: the checkpoint
+        and progress files are then brought up to date at once, so a run killed a moment later
         still shows the worker how far it got past its checkpoint (the steps a resume redoes)."""
-        match = PROGRESS_RE.match(line)
-        if not match:
+        step = nanochat_log.step_line(line)
+        if step is None:
+            self._metrics(line)
             return False
-        self.progress.step = int(match["step"])
-        self.progress.total = int(match["total"])
-        try:
-            self.progress.loss = float(match["loss"])
-        except ValueError:
-            self.progress.loss = None
-        self.progress.eta_s = round(float(match["eta"]) * 60, 1)
+        self.progress.step, self.progress.total = step.done, step.total
+        self.progress.loss, self.progress.eta_s = step.loss, step.eta_s
         every = self.save_every
-        return bool(every and self.progress.step > 1 and (self.progress.step - 1) % every == 0)
+        # nanochat saves step S's checkpoint before training step S, which it prints as `step S`.
+        return bool(every and step.index > 0 and step.index % every == 0)
+
+    def _metrics(self, line: str) -> None:
+        if not line[:1] in ("S", "T", "M"):
+            return  # the hot path: most lines are step lines or noise
+        found = nanochat_log.read([line])
+        if found.val_bpb:
+            self.progress.val_bpb = found.val_bpb[-1][1]
+        if found.core:
+            self.progress.core_metric = found.core[-1][1]
+        if found.training_time_s is not None:
+            self.progress.training_time_s = found.training_time_s
+        if found.min_val_bpb is not None:
+            self.progress.min_val_bpb = found.min_val_bpb
 
     def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         """Run one stage, its output into the log and progress; (exit code, last output line)."""
@@ -490,23 +500,22 @@ class Attempt:
 
 
 def last_logged_step(log_path: Path, window: int = 1 << 20) -> int | None:
-    """The last training step an earlier attempt printed: how far it got past its checkpoint
-    (its progress.json may lag, and a killed container writes nothing more)."""
+    """Steps done by the last training step an earlier attempt printed: how far it got past its
+    checkpoint (its progress.json may lag, and a killed container writes nothing more)."""
     try:
         with open(log_path, "rb") as fh:
             fh.seek(max(0, log_path.stat().st_size - window))
             text = fh.read().decode(errors="replace")
     except FileNotFoundError:
         return None
-    steps = [int(m["step"]) for m in map(PROGRESS_RE.match, text.splitlines()) if m]
-    return steps[-1] if steps else None
+    return nanochat_log.read(text.splitlines()).last_done
 
 
 def _stage_key(req: RunRequest, stage: Stage) -> str:
     return stage.name if stage.shared else f"{req.mode}/{stage.name}"
 
 
-def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path) -> tuple[Stage, int, str] | None:
+def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path) -> tuple[Stage, int | None, str] | None:
     """Data and tokenizer into req.data_dir, once for every run using it. A failure or None."""
     data_dir = Path(req.data_dir)
     ledger = data_dir / layout.DATA_LEDGER
@@ -515,6 +524,11 @@ def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], t
             if shared_stage_done(req, stage):
                 attempt.log(f"---- stage {stage.name}: already done in {data_dir}, skipped ----")
                 continue
+            if stage.name == "data" and req.offline:
+                return stage, None, f"offline run, and {stage_left_undone(req, stage)}; downloading them needs the internet"
+            if (why := offline_skip(req, stage)) is not None:
+                attempt.log(f"---- stage {stage.name}: {why} ----")
+                continue
             argv = command(req, stage, [])
             attempt.progress.stage = stage.name
             attempt.write_progress(force=True)
@@ -522,9 +536,17 @@ def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], t
             code, last = attempt.run_stage(argv, tree, stage_env(req, data_dir))
             if code != 0:
                 return stage, code, last
-            info = {"shards": int(stage.flags[1])} if stage.name == "data" else {}
+            if (undone := stage_left_undone(req, stage)) is not None:
+                return stage, code, f"exited 0 but {undone}"
+            info = {"shards": shards_needed(req)} if stage.name == "data" else {}
             mark_done(ledger, stage.name, commit=req.commit, **info)
     return None
+
+
+def _failure(stage: Stage, code: int | None, last: str) -> str:
+    if code is None or code == 0:
+        return f"stage {stage.name}: {last}"
+    return f"stage {stage.name} exited with code {code}: {last}"
 
 
 def prepare_data(req: RunRequest) -> None:
@@ -536,8 +558,7 @@ def prepare_data(req: RunRequest) -> None:
     attempt.log(f"==== speedq prepare_data for {req.job_id} | nanochat {req.commit} | {time.ctime()} ====")
     failed = _run_shared_stages(attempt, req, [s for s in plan(req) if s.shared], tree)
     if failed:
-        stage, code, last = failed
-        raise RuntimeError(f"stage {stage.name} exited with code {code}: {last}")
+        raise RuntimeError(_failure(*failed))
 
 
 def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> RunResult:
@@ -560,6 +581,14 @@ def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> Run
         except OSError:
             pass  # nowhere to write: the caller still gets the result
         return result
+
+
+def _planned(req: RunRequest) -> list[Stage] | str:
+    """The plan, or why nanochat would refuse the spec (a run whose tokenizer changes the batch)."""
+    try:
+        return plan(req)
+    except nanochat.SizingError as exc:
+        return f"nanochat would refuse this spec: {exc}"
 
 
 def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunResult:
@@ -601,7 +630,9 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
         tree = checkout(req)
     except Exception as exc:  # noqa: BLE001 - a bad commit or unreachable repo ends the attempt
         return finish(Outcome.crashed, None, f"stage checkout failed: {exc}")
-    stages = plan(req)
+    stages = _planned(req)
+    if isinstance(stages, str):
+        return finish(Outcome.crashed, None, stages)
     done = read_ledger(ledger_path)
     pending_shared = [s for s in stages if s.shared and _stage_key(req, s) not in done]
     for stage in stages:
@@ -610,12 +641,14 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
     if pending_shared:
         failed = _run_shared_stages(attempt, req, pending_shared, tree)
         if failed:
-            stage, code, last = failed
-            return finish(Outcome.crashed, code, f"stage {stage.name} exited with code {code}: {last}")
+            return finish(Outcome.crashed, failed[1], _failure(*failed))
         for stage in pending_shared:
             mark_done(ledger_path, _stage_key(req, stage), attempt=req.attempt, commit=req.commit)
         attempt.callback()
     link_shared_data(req)
+    stages = _planned(req)  # again: the tokenizer exists now, and its vocabulary sizes the batch
+    if isinstance(stages, str):
+        return finish(Outcome.crashed, None, stages)
 
     for stage in (s for s in stages if not s.shared):
         key = _stage_key(req, stage)
@@ -624,6 +657,9 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
             if stage.name == "base_train":
                 resumed_from = attempt.progress.checkpoint_step
                 attempt.progress.step = resumed_from
+            continue
+        if (why := offline_skip(req, stage)) is not None:
+            attempt.log(f"---- stage {stage.name}: {why} ----")
             continue
         extra: list[str] = []
         if stage.name == "base_train":

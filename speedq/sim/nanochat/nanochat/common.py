@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pickle
 import signal
@@ -21,8 +22,6 @@ FAULTS_FIRED = ".sim-faults-fired"
 DEFAULT_STEP_S = 0.005
 VOCAB_SIZE = 32768
 SEQUENCE_LEN = 2048
-DEFAULT_TOTAL_BATCH_SIZE = 524288
-TOKENS_PER_SHARD = 50_000_000
 
 
 def get_base_dir() -> Path:
@@ -95,8 +94,30 @@ def fault_due(faults: dict[int, str], step: int) -> str | None:
     return kind
 
 
+NEW_SESSION_ENV = "SPEEDQ_SIM_NEW_SESSION"  # 1: base_train trains in a new session, as under torchrun
+_WORKER_ENV = "SPEEDQ_SIM_TORCHRUN_WORKER"
+
+
+def run_like_torchrun(module: str, argv: list[str]) -> None:
+    """Under SPEEDQ_SIM_NEW_SESSION=1, play torchrun: the training runs in a child started in a new
+    session, so killing the process (group) that started it leaves the training running. This
+    process waits for it and exits 1 when it fails (torchrun's ChildFailedError), forwarding
+    SIGTERM and SIGINT. Returns at once in the child, or when the variable is not set."""
+    if os.environ.get(NEW_SESSION_ENV) != "1" or os.environ.get(_WORKER_ENV):
+        return
+    import subprocess
+
+    child = subprocess.Popen([sys.executable, "-m", module, *argv], env={**os.environ, _WORKER_ENV: "1"},
+                             start_new_session=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
+    code = child.wait()
+    sys.exit(0 if code == 0 else 1)
+
+
 def die_like_a_lost_container() -> None:
-    """SIGKILL the whole process group: the runner that started us goes too.
+    """SIGKILL the whole process group: the runner that started us goes too (and, under a
+    torchrun-like launch, the launcher's group as well: a lost container loses everything).
 
     First a short pause: real steps take about a second, so the lines before a real preemption
     have reached the runner's log; the sim's millisecond steps would otherwise race the kill.
@@ -104,6 +125,11 @@ def die_like_a_lost_container() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(0.3)
+    if os.environ.get(_WORKER_ENV):
+        try:
+            os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
+        except OSError:
+            pass
     os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)  # not reached unless killpg was refused
 
@@ -197,27 +223,48 @@ def last_step(ckpt_dir: Path) -> int | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The model-size arithmetic nanochat does (simplified): width = 64 * depth.
+# The model nanochat builds (nanochat/gpt.py), counted module by module as GPT's parameters are
 
 
-def model_config(depth: int) -> dict:
-    n_embd = depth * 64
-    heads = max(1, n_embd // 128)
-    return {
-        "sequence_len": SEQUENCE_LEN,
-        "vocab_size": VOCAB_SIZE,
-        "n_layer": depth,
-        "n_head": heads,
-        "n_kv_head": heads,
-        "n_embd": n_embd,
+def model_config(depth: int, aspect_ratio: int = 64, head_dim: int = 128, max_seq_len: int = SEQUENCE_LEN,
+                 vocab_size: int = VOCAB_SIZE, window_pattern: str = "SSSL") -> dict:
+    """base_train's build_model_meta: model dim nudged up to a multiple of the head dim."""
+    base_dim = depth * aspect_ratio
+    model_dim = ((base_dim + head_dim - 1) // head_dim) * head_dim
+    heads = model_dim // head_dim
+    return {"sequence_len": max_seq_len, "vocab_size": vocab_size, "n_layer": depth, "n_head": heads,
+            "n_kv_head": heads, "n_embd": model_dim, "window_pattern": window_pattern}
+
+
+def parameter_counts(cfg: dict) -> dict[str, int]:
+    """GPT.num_scaling_params for this config: the shapes of each module, summed."""
+    n, d, heads, kv = cfg["n_layer"], cfg["n_embd"], cfg["n_head"], cfg["n_kv_head"]
+    vocab = -(-cfg["vocab_size"] // 64) * 64  # padded for efficiency
+    head_dim = d // heads
+    has_ve = [i % 2 == (n - 1) % 2 for i in range(n)]
+    block = {
+        "c_q": d * heads * head_dim, "c_k": d * kv * head_dim, "c_v": d * kv * head_dim, "c_proj": d * d,
+        "c_fc": d * 4 * d, "mlp_proj": 4 * d * d,
     }
+    matrices = sum(sum(block.values()) + (12 * kv if ve else 0) for ve in has_ve)
+    counts = {
+        "wte": vocab * d,
+        "value_embeds": sum(vocab * kv * head_dim for ve in has_ve if ve),
+        "lm_head": d * vocab,
+        "transformer_matrices": matrices,
+        "scalars": 2 * n + 24 + 1 + 1,
+    }
+    counts["total"] = sum(counts.values())
+    return counts
 
 
-def scaling_params(depth: int) -> int:
-    """Transformer matrices plus the unembedding; what the data:param ratio counts."""
-    n_embd = depth * 64
-    return 12 * depth * n_embd * n_embd + VOCAB_SIZE * n_embd
+def scaling_params(cfg: dict) -> int:
+    counts = parameter_counts(cfg)
+    return counts["transformer_matrices"] + counts["lm_head"]
 
 
-def iterations_for(depth: int, ratio: float, total_batch_size: int) -> int:
-    return max(1, round(ratio * scaling_params(depth) / total_batch_size))
+def auto_batch_size(target_tokens: int, d12_cfg: dict, ratio: float) -> int:
+    """base_train: the Power Lines batch (B ~ D^0.383 from 2^19 at d12), rounded to a power of two."""
+    d_ref = ratio * scaling_params(d12_cfg)
+    predicted = 2**19 * (target_tokens / d_ref) ** 0.383
+    return 2 ** round(math.log2(predicted))

@@ -1,0 +1,356 @@
+"""What speedq knows of nanochat (karpathy/nanochat at KNOWN_GOOD_COMMIT): the one place for it.
+
+Standard library only, so `speedq.schemas` can validate a spec against nanochat's rules without
+torch. Everything here is read from nanochat's code (scripts/base_train.py, nanochat/gpt.py,
+nanochat/dataset.py, runs/speedrun.sh); tests check it against numbers recorded from running that
+code (tests/data/nanochat/). Log-line parsing lives in `speedq.gpu.nanochat_log`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+KNOWN_GOOD_COMMIT = "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd"  # master on 2026-03, tried on a CPU
+
+# ---------------------------------------------------------------------------------------------
+# Files under NANOCHAT_BASE_DIR
+
+SHARDS_DIR = "base_data_climbmix"
+TOKENIZER_DIR = "tokenizer"
+TOKENIZER_FILES = ("tokenizer.pkl", "token_bytes.pt")
+VAL_SHARD = 6542  # nanochat.dataset always downloads it; the last parquet file is the val split
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.parquet"
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts/base_train.py's options (its argparse), with the values speedq lets a job set
+
+INT, FLOAT, STR, FLAG = "int", "float", "str", "flag"
+
+
+@dataclass(frozen=True)
+class Option:
+    kind: str  # INT, FLOAT, STR or FLAG (store_true)
+    default: object
+    minimum: float | None = None  # smallest value allowed; -1 is also allowed when `off` is set
+    off: bool = False  # -1 means "disabled" / "auto" for this option
+    pattern: str | None = None  # a str option's values (fullmatch)
+
+
+BASE_TRAIN_OPTIONS: dict[str, Option] = {
+    "run": Option(STR, "dummy"),
+    "device-type": Option(STR, "", pattern=r"cuda|cpu|mps"),
+    "fp8": Option(FLAG, False),
+    "fp8-recipe": Option(STR, "tensorwise", pattern=r"rowwise|tensorwise"),
+    "depth": Option(INT, 20, minimum=1),
+    "aspect-ratio": Option(INT, 64, minimum=1),
+    "head-dim": Option(INT, 128, minimum=1),
+    "max-seq-len": Option(INT, 2048, minimum=1),
+    "window-pattern": Option(STR, "SSSL", pattern=r"[SL]{1,64}"),
+    "num-iterations": Option(INT, -1, minimum=1, off=True),
+    "target-flops": Option(FLOAT, -1.0, minimum=1.0, off=True),
+    "target-param-data-ratio": Option(FLOAT, 12.0, minimum=0.0, off=True),
+    "device-batch-size": Option(INT, 32, minimum=1),
+    "total-batch-size": Option(INT, -1, minimum=1, off=True),
+    "embedding-lr": Option(FLOAT, 0.3, minimum=0.0),
+    "unembedding-lr": Option(FLOAT, 0.008, minimum=0.0),
+    "weight-decay": Option(FLOAT, 0.28, minimum=0.0),
+    "matrix-lr": Option(FLOAT, 0.02, minimum=0.0),
+    "scalar-lr": Option(FLOAT, 0.5, minimum=0.0),
+    "warmup-steps": Option(INT, 40, minimum=0),
+    "warmdown-ratio": Option(FLOAT, 0.65, minimum=0.0),
+    "final-lr-frac": Option(FLOAT, 0.05, minimum=0.0),
+    "resume-from-step": Option(INT, -1, minimum=0, off=True),
+    "eval-every": Option(INT, 250, minimum=1, off=True),
+    "eval-tokens": Option(INT, 80 * 524288, minimum=1),
+    "core-metric-every": Option(INT, 2000, minimum=1, off=True),
+    "core-metric-max-per-task": Option(INT, 500, minimum=1, off=True),
+    "sample-every": Option(INT, 2000, minimum=1, off=True),
+    "save-every": Option(INT, -1, minimum=1, off=True),
+    "model-tag": Option(STR, None),
+}
+# speedq sets these itself: the checkpoint dir, resume point, save interval and wandb run name.
+RESERVED_TRAIN_ARGS = ("depth", "resume-from-step", "save-every", "run", "model-tag")
+RESERVED_IN_SMOKE = ("num-iterations",)  # a smoke test is its fixed few steps
+
+TrainArgs = dict[str, "int | float | bool | str"]
+
+
+def train_arg(name: str, value: object, mode: str) -> int | float | bool | str:
+    """One base_train option, typed; ValueError with the rule in words."""
+    option = BASE_TRAIN_OPTIONS.get(name)
+    if option is None:
+        raise ValueError(f"{name!r} is not a base_train option (known: {', '.join(sorted(BASE_TRAIN_OPTIONS))})")
+    if name in RESERVED_TRAIN_ARGS or (mode == "smoke" and name in RESERVED_IN_SMOKE):
+        where = " in a smoke job" if name in RESERVED_IN_SMOKE else ""
+        raise ValueError(f"{name} is set by speedq and cannot be given{where}")
+    typed = _typed(option, value)
+    if isinstance(typed, (int, float)) and not isinstance(typed, bool) and option.minimum is not None:
+        if typed < option.minimum and not (option.off and typed == -1):
+            least = f"{option.minimum:g}" + (" (or -1)" if option.off else "")
+            raise ValueError(f"{name} must be at least {least}, not {typed}")
+    return typed
+
+
+def _typed(option: Option, value: object) -> int | float | bool | str:
+    text = value.strip() if isinstance(value, str) else None
+    if option.kind == FLAG:
+        if isinstance(value, bool):
+            return value
+        if text is not None and text.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return text.lower() in ("true", "1", "yes")
+        raise ValueError("is a flag: give it bare, or true/false")
+    if option.kind == INT:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if text is not None and re.fullmatch(r"[-+]?\d{1,15}", text):
+            return int(text)
+        raise ValueError("must be a whole number")
+    if option.kind == FLOAT:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif text is not None and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+            number = float(text)
+        else:
+            raise ValueError("must be a number")
+        if not math.isfinite(number):
+            raise ValueError("must be a finite number")
+        return number
+    if not isinstance(value, str) or option.pattern is None or not re.fullmatch(option.pattern, value):
+        raise ValueError(f"must match {option.pattern}")
+    return value
+
+
+def argv_of(args: TrainArgs) -> list[str]:
+    """base_train's argv for typed options: `--key=value`, a true flag bare, a false one left out."""
+    argv = []
+    for name, value in args.items():
+        if value is True:
+            argv.append(f"--{name}")
+        elif value is not False:
+            argv.append(f"--{name}={value}")
+    return argv
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizing: base_train.py's own arithmetic, closed form of the meta-device model it builds
+
+VOCAB_SIZE = 32768  # scripts/tok_train.py's default, special tokens included
+PAD_VOCAB_TO = 64  # GPT(pad_vocab_size_to=64)
+VE_GATE_CHANNELS = 12  # CausalSelfAttention.ve_gate_channels
+REF_DEPTH = 12  # base_train tunes at d12 and transfers (D_REF)
+B_REF = 2**19  # base_train's optimal batch at d12
+BATCH_EXPONENT = 0.383  # Power Lines: B_opt ~ D^0.383
+PARAM_DATA_RATIO = 8  # runs/speedrun.sh's --target-param-data-ratio
+SMOKE_STEPS = 10  # a smoke job's --num-iterations
+# Per-GPU micro batch at a 2048 context that fits in memory (speedrun.sh: 16 on 80 GB cards).
+DEVICE_BATCH_SIZE = {"H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4}
+FP8_GPUS = ("H100", "H200", "B200")
+
+
+def model_dim(depth: int, aspect_ratio: int = 64, head_dim: int = 128) -> int:
+    """build_model_meta: depth * aspect ratio, nudged up to a multiple of the head dim."""
+    return ((depth * aspect_ratio + head_dim - 1) // head_dim) * head_dim
+
+
+def scaling_params(depth: int, aspect_ratio: int = 64, head_dim: int = 128, vocab_size: int = VOCAB_SIZE) -> int:
+    """get_scaling_params: transformer blocks plus lm_head, as GPT.num_scaling_params counts them.
+
+    A block holds q, k, v, proj (4 d^2) and the MLP (8 d^2); the layers with a value embedding
+    (every other one, the last always) add a 12 x heads gate.
+    """
+    dim = model_dim(depth, aspect_ratio, head_dim)
+    heads = dim // head_dim
+    padded_vocab = ((vocab_size + PAD_VOCAB_TO - 1) // PAD_VOCAB_TO) * PAD_VOCAB_TO
+    ve_layers = (depth + 1) // 2
+    return depth * 12 * dim * dim + ve_layers * VE_GATE_CHANNELS * heads + padded_vocab * dim
+
+
+def flops_per_token(depth: int, aspect_ratio: int = 64, head_dim: int = 128, max_seq_len: int = 2048,
+                    window_pattern: str = "SSSL", vocab_size: int = VOCAB_SIZE) -> int:
+    """GPT.estimate_flops: 6 x matmul params (+ the smear gate's 24) plus attention per layer window;
+    a short window is a quarter context rounded up to 128, the last layer always sees it all."""
+    dim = model_dim(depth, aspect_ratio, head_dim)
+    heads = dim // head_dim
+    short = -(-max_seq_len // 4 // 128) * 128
+    pattern = window_pattern.upper()
+    windows = [max_seq_len if pattern[i % len(pattern)] == "L" else short for i in range(depth)]
+    windows[-1] = max_seq_len
+    matmul = scaling_params(depth, aspect_ratio, head_dim, vocab_size) + 24
+    return 6 * matmul + sum(12 * heads * head_dim * min(w, max_seq_len) for w in windows)
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """What base_train will compute for a job, and the device batch speedq passes it."""
+
+    total_batch_size: int  # tokens per optimizer step
+    device_batch_size: int
+    max_seq_len: int
+    world_size: int
+    num_iterations: int | None  # None: not known in advance (target-flops)
+
+    @property
+    def train_tokens(self) -> int:
+        return (self.num_iterations or 0) * self.total_batch_size
+
+
+def _arg(args: TrainArgs, name: str) -> object:
+    return args.get(name, BASE_TRAIN_OPTIONS[name].default)
+
+
+def auto_total_batch_size(depth: int, ratio: float, aspect_ratio: int = 64, head_dim: int = 128,
+                          vocab_size: int = VOCAB_SIZE) -> int:
+    """base_train with --total-batch-size=-1: grows as D^0.383 from 2^19 at d12, a power of two."""
+    target_tokens = int(ratio * scaling_params(depth, aspect_ratio, head_dim, vocab_size))
+    d_ref = ratio * scaling_params(REF_DEPTH, aspect_ratio, head_dim, vocab_size)
+    batch_size_ratio = target_tokens / d_ref
+    predicted_batch_size = B_REF * batch_size_ratio**BATCH_EXPONENT
+    return 2 ** round(math.log2(predicted_batch_size))
+
+
+def batch_rule(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int) -> bool:
+    """base_train's assertion: the total batch is whole micro-batches of every rank."""
+    return total_batch_size % (device_batch_size * max_seq_len * world_size) == 0
+
+
+class SizingError(ValueError):
+    """A spec nanochat would refuse on every attempt (its batch assertion)."""
+
+
+def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainArgs | None = None,
+             vocab_size: int = VOCAB_SIZE) -> Sizing:
+    """Batch, device batch and step count for a job; SizingError naming the rule when none works.
+
+    The device batch is the one given, else the GPU type's default halved until the rule holds.
+    """
+    args = args or {}
+    aspect, head = int(_arg(args, "aspect-ratio")), int(_arg(args, "head-dim"))  # type: ignore[call-overload]
+    seq = int(_arg(args, "max-seq-len"))  # type: ignore[call-overload]
+    ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))  # type: ignore[arg-type]
+    horizon = int(_arg(args, "num-iterations")) > 0 or float(_arg(args, "target-flops")) > 0  # type: ignore[call-overload, arg-type]
+    if mode == "full" and not horizon and ratio <= 0:
+        raise SizingError("base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
+    total = int(_arg(args, "total-batch-size"))  # type: ignore[call-overload]
+    if total == -1:
+        if ratio == 0:  # base_train divides by its d12 horizon, ratio x params
+            raise SizingError("target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
+        total = auto_total_batch_size(depth, ratio, aspect, head, vocab_size)
+    given = args.get("device-batch-size")
+    candidates = [int(given)] if given is not None else _halvings(DEVICE_BATCH_SIZE.get(gpu_type, 8))  # type: ignore[call-overload]
+    device = next((b for b in candidates if batch_rule(total, b, seq, world_size)), None)
+    if device is None:
+        tried = f"device-batch-size {candidates[0]}" if given is not None else f"any device-batch-size from {candidates[0]} down to 1"
+        raise SizingError(
+            f"nanochat requires total-batch-size ({total}) to be a multiple of device-batch-size x max-seq-len "
+            f"({seq}) x GPU count ({world_size}), and {tried} fails that; use a power-of-two GPU count or set "
+            f"train args total-batch-size, device-batch-size or max-seq-len to fit"
+        )
+    return Sizing(total, device, seq, world_size, _iterations(depth, mode, args, total, ratio, vocab_size))
+
+
+def _halvings(start: int) -> list[int]:
+    sizes = [start]
+    while sizes[-1] > 1:
+        sizes.append(sizes[-1] // 2)
+    return sizes
+
+
+def _iterations(depth: int, mode: str, args: TrainArgs, total: int, ratio: float, vocab_size: int) -> int | None:
+    """base_train's horizon, in its order: num-iterations, target-flops, data:param ratio."""
+    if mode == "smoke":
+        return SMOKE_STEPS
+    given = int(_arg(args, "num-iterations"))  # type: ignore[call-overload]
+    if given > 0:
+        return given
+    aspect, head = int(_arg(args, "aspect-ratio")), int(_arg(args, "head-dim"))  # type: ignore[call-overload]
+    flops = float(_arg(args, "target-flops"))  # type: ignore[arg-type]
+    if flops > 0:
+        per_token = flops_per_token(depth, aspect, head, int(_arg(args, "max-seq-len")),  # type: ignore[call-overload]
+                                    str(_arg(args, "window-pattern")), vocab_size)
+        return round(flops / (per_token * total))
+    return int(ratio * scaling_params(depth, aspect, head, vocab_size)) // total
+
+
+def default_save_every(total_steps: int) -> int:
+    """One fault then loses at most 2% of the run's steps."""
+    return max(1, round(total_steps / 50))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards (runs/speedrun.sh): "approximately 150 shards are needed for GPT-2 capability
+# pretraining [its d24 at ratio 8], add 20 for padding"; tok_train reads 2B characters, 8 shards.
+
+GPT2_SHARDS, PAD_SHARDS, MIN_SHARDS = 150, 20, 8
+GPT2_TOKENS = (int(PARAM_DATA_RATIO * scaling_params(24)) // auto_total_batch_size(24, PARAM_DATA_RATIO)) \
+    * auto_total_batch_size(24, PARAM_DATA_RATIO)
+TOKENS_PER_SHARD = GPT2_TOKENS / GPT2_SHARDS  # training tokens one shard feeds (after packing)
+
+
+def shards_needed(sizing: Sizing | None, mode: str) -> int:
+    """Training shards to download (nanochat.dataset -n); the val shard comes on top."""
+    if mode == "smoke" or sizing is None or not sizing.num_iterations:
+        return MIN_SHARDS
+    train = math.ceil(sizing.train_tokens / TOKENS_PER_SHARD - 1e-9) + PAD_SHARDS
+    return min(VAL_SHARD, max(MIN_SHARDS, train))
+
+
+def parquet_readable(path: Path) -> bool:
+    """A whole parquet file: `PAR1` at both ends and a footer length that fits (a cut download
+    fails this); the footer is what a reader opens first."""
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return False
+            size = fh.seek(0, 2)
+            if size < 12:
+                return False
+            fh.seek(size - 8)
+            tail = fh.read(8)
+    except OSError:
+        return False
+    footer = int.from_bytes(tail[:4], "little")
+    return tail[4:] == b"PAR1" and 0 < footer <= size - 12
+
+
+def missing_shards(data_dir: Path, count: int) -> list[int]:
+    """Shards 0..count-1 and the val shard that are absent or unreadable in `<data_dir>/base_data_climbmix`."""
+    shards = Path(data_dir) / SHARDS_DIR
+    return [i for i in [*range(count), VAL_SHARD] if not parquet_readable(shards / shard_name(i))]
+
+
+def tokenizer_vocab_size(data_dir: Path) -> int | None:
+    """The vocabulary of the tokenizer in `data_dir`, which base_train sizes the model with (a
+    tokenizer trained with --vocab-size changes the auto batch). None when it cannot be read here:
+    the file is a pickled tiktoken Encoding, which needs tiktoken (nanochat unpickles it too)."""
+    import pickle
+
+    try:
+        with open(Path(data_dir) / TOKENIZER_DIR / TOKENIZER_FILES[0], "rb") as fh:
+            enc = pickle.load(fh)  # noqa: S301 - nanochat's own file, loaded by nanochat the same way
+    except Exception:  # noqa: BLE001 - absent, or tiktoken missing: the default vocabulary then
+        return None
+    size = enc.get("vocab_size") if isinstance(enc, dict) else getattr(enc, "n_vocab", None)
+    return size if isinstance(size, int) and size > 0 else None
+
+
+def tokenizer_ready(data_dir: Path) -> bool:
+    return all((Path(data_dir) / TOKENIZER_DIR / name).is_file() for name in TOKENIZER_FILES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages (runs/speedrun.sh) that need the internet at run time
+
+NEEDS_INTERNET = {
+    "data": "downloads shards from huggingface.co",
+    "tok_eval": "downloads the GPT-2 and cl100k vocabularies",
+    "base_eval": "downloads the CORE eval bundle",
+    "chat_sft": "downloads its SFT datasets",
+    "chat_eval": "downloads its eval datasets",
+}
