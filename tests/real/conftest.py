@@ -23,7 +23,7 @@ import pytest
 
 from speedq import config
 from tests.conftest import Speedq
-from tests.real import processes, synthetic_data
+from tests.real import processes, synthetic_data, tier_jobs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = Path("shared") / "nanochat" / "nanochat.bundle"  # beside the repo: ../shared/nanochat/
@@ -32,7 +32,6 @@ HOW_TO_INSTALL = "`pip install -e '.[real]'` (a CPU torch and nanochat's imports
 NANOCHAT_MODULES = ("nanochat.gpt", "nanochat.dataloader", "nanochat.tokenizer", "nanochat.checkpoint_manager",
                     "scripts.base_eval")
 CLONE_TIMEOUT_S = 300
-DEPTH = 2  # the tiny model every test of the tier trains
 
 
 def _main_checkout() -> Path | None:
@@ -116,7 +115,7 @@ def nanochat(tmp_path_factory: pytest.TempPathFactory) -> Nanochat:
         pytest.skip(f"nanochat {commit[:7]} cannot be imported here ({missing}); install with {HOW_TO_INSTALL}")
 
     data_dir, log = root / "data", root / "setup-log.txt"
-    synthetic_data.write_shards(data_dir, shards_for_tier())
+    synthetic_data.write_shards(data_dir, shards_for_tier(root))
     synthetic_data.train_tokenizer(tree, data_dir, dict(os.environ), log)
     # A cache dir given from outside (TORCHINDUCTOR_CACHE_DIR) is kept: a second run starts warm.
     compile_cache = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or root / "inductor-cache")
@@ -125,11 +124,21 @@ def nanochat(tmp_path_factory: pytest.TempPathFactory) -> Nanochat:
                     compile_cache=compile_cache, setup_log=log)
 
 
-def shards_for_tier() -> int:
+def shards_for_tier(root: Path) -> int:
     """As many training shards as the runner asks nanochat for, for every job of the tier."""
-    from speedq.gpu.runner import shards_needed
+    from speedq.gpu import runner
+    from speedq.schemas import RunRequest
 
-    return max(shards_needed(DEPTH, mode) for mode in ("full", "smoke"))
+    needed = []
+    for mode, args in tier_jobs.JOBS:
+        req = RunRequest(job_id="tier", attempt=1, model=tier_jobs.MODEL, mode=mode, nproc=1, gpu_type="CPU",
+                         commit="-", repo="-", run_dir=str(root), data_dir=str(root), cache_dir=str(root),
+                         train_args=args)
+        try:
+            needed.append(runner.shards_needed(req))
+        except TypeError:  # the runner before it sized runs by their train args
+            needed.append(runner.shards_needed(tier_jobs.DEPTH, mode))
+    return max(needed)
 
 
 @pytest.fixture
@@ -157,11 +166,15 @@ def real_speedq(speedq: Speedq, nanochat: Nanochat) -> Iterator[Speedq]:
     time.sleep(0.2)
 
 
+_tier_started: list[float] = []
+
+
 @pytest.fixture(scope="session", autouse=True)
-def tier_wall_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Print the tier's wall time at the end (the closing note of issue 9 asks for it)."""
-    started = time.monotonic()
-    yield
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"real-nanochat tier: {time.monotonic() - started:.0f}s wall time")
+def tier_wall_time() -> None:
+    _tier_started.append(time.monotonic())
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The tier's wall time, set-up included (the closing note of issue 9 asks for it)."""
+    if _tier_started:
+        terminalreporter.write_line(f"real-nanochat tier: {time.monotonic() - _tier_started[0]:.0f}s wall time")

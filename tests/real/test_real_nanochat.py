@@ -20,28 +20,17 @@ from speedq.backends.local import LocalBackend
 from speedq.gpu import layout
 from speedq.gpu.runner import newest_complete_checkpoint
 from tests.conftest import Speedq, wait_for
-from tests.real import processes
+from tests.real import processes, tier_jobs
 from tests.real.conftest import Nanochat
 
 pytestmark = [pytest.mark.real, pytest.mark.timeout(1200)]
 
 RUN_TIMEOUT_S = 900  # a cold compile on a busy 2-core machine
-# A d2 model on the CPU: runs/runcpu.sh's shape with a shorter context; evals off (they would
-# need the eval bundle from the internet, and cost time).
-TINY = {
-    "max-seq-len": 128, "device-batch-size": 4, "total-batch-size": 512, "head-dim": 64, "window-pattern": "L",
-    "eval-every": -1, "core-metric-every": -1, "sample-every": -1,
-}
 STAGES_NEEDING_INTERNET = ("tok_eval", "base_eval", "chat_sft", "chat_eval")
 
 
-def train_args(**overrides: object) -> list[str]:
-    args = {**TINY, **{k.replace("_", "-"): v for k, v in overrides.items()}}
-    return [flag for key, value in args.items() for flag in ("--train-arg", f"{key}={value}")]
-
-
 def submit(sq: Speedq, nanochat: Nanochat, *args: str) -> str:
-    done = sq.run("submit", "--team", "tier", "--backend", "local", "--gpu", "CPU:1", "--model", "d2",
+    done = sq.run("submit", "--team", "tier", "--backend", "local", "--gpu", tier_jobs.GPU, "--model", tier_jobs.MODEL,
                   "--repo-ref", nanochat.commit, *args, check=True)
     return done.stdout.strip().splitlines()[-1]
 
@@ -88,8 +77,7 @@ def test_full_run_succeeds_with_progress_from_the_first_steps(real_speedq: Speed
     and loss from the first steps (before step 10, where nanochat prints no eta)."""
     tokenizer = (nanochat.data_dir / "tokenizer" / "tokenizer.pkl").read_bytes()
     real_speedq.start_worker(backend="local")
-    # 16 micro-batches a step: each step takes long enough that status polls see the early ones.
-    job = submit(real_speedq, nanochat, "--run-name", "full", *train_args(total_batch_size=8192, num_iterations=12))
+    job = submit(real_speedq, nanochat, "--run-name", "full", *tier_jobs.flags(tier_jobs.FULL))
 
     record, seen = watch_until_ended(real_speedq, job)
 
@@ -97,15 +85,16 @@ def test_full_run_succeeds_with_progress_from_the_first_steps(real_speedq: Speed
     early = [p for p in seen if p.get("stage") == "base_train" and p.get("step") is not None and p["step"] < 10
              and p.get("total") is not None and p.get("loss") is not None]
     assert early, f"status never showed a step below 10 with its total and loss; seen: {seen[-20:]}"
-    assert {p["total"] for p in early} == {12}
+    assert {p["total"] for p in early} == {tier_jobs.FULL["num-iterations"]}
     assert all(0 < p["loss"] < 20 for p in early)  # a cross-entropy over 4,096 tokens starts near ln 4096 = 8.3
     assert record["progress"]["stage"] == "done"
-    assert record["progress"]["total"] == 12
+    assert record["progress"]["total"] == tier_jobs.FULL["num-iterations"]
     assert len(record["attempts"]) == 1 and record["attempts"][0]["outcome"] == "succeeded"
     run_dir = Path(record["run_dir"])
-    assert newest_complete_checkpoint(run_dir / layout.checkpoint_dir("d2"), 1) == 12
+    assert newest_complete_checkpoint(run_dir / layout.checkpoint_dir(tier_jobs.MODEL), 1) == tier_jobs.FULL["num-iterations"]
     log = log_of(real_speedq, job)
-    assert "step 00011/00012" in log and "Total training time:" in log  # nanochat's own lines
+    steps = tier_jobs.FULL["num-iterations"]
+    assert f"step {steps - 1:05d}/{steps:05d}" in log and "Total training time:" in log  # nanochat's own lines
     assert_offline_and_prepared(log, nanochat, tokenizer)
 
 
@@ -113,7 +102,7 @@ def test_smoke_job_succeeds(real_speedq: Speedq, nanochat: Nanochat) -> None:
     from speedq import config
 
     real_speedq.start_worker(backend="local")
-    job = submit(real_speedq, nanochat, "--smoke", *train_args())
+    job = submit(real_speedq, nanochat, "--smoke", *tier_jobs.flags(tier_jobs.SMOKE))
 
     record, seen = watch_until_ended(real_speedq, job)
 
@@ -122,7 +111,7 @@ def test_smoke_job_succeeds(real_speedq: Speedq, nanochat: Nanochat) -> None:
     assert any(p.get("step") is not None and p.get("total") == config.SMOKE_STEPS and p.get("loss") is not None
                for p in seen), f"status never showed a smoke step with its total and loss; seen: {seen[-20:]}"
     assert record["progress"]["stage"] == "done"
-    ckpt_dir = Path(record["run_dir"]) / layout.checkpoint_dir("d2", "smoke")
+    ckpt_dir = Path(record["run_dir"]) / layout.checkpoint_dir(tier_jobs.MODEL, "smoke")
     assert newest_complete_checkpoint(ckpt_dir, 1) == config.SMOKE_STEPS
     assert f"step {config.SMOKE_STEPS - 1:05d}/{config.SMOKE_STEPS:05d}" in log_of(real_speedq, job)
 
@@ -133,14 +122,14 @@ def test_sigkill_of_the_runner_resumes_from_the_real_checkpoint_with_one_trainin
     """SIGKILL the runner (as the OOM killer would) once nanochat has saved a checkpoint. Its
     training must end with it before the next attempt trains in the same run dir, which resumes
     from that checkpoint with --resume-from-step and finishes."""
-    steps = 200
+    steps = tier_jobs.KILLED_STEPS
     run_dir = real_speedq.home / "runs" / "tier" / "killed"
-    ckpt_dir = run_dir / layout.checkpoint_dir("d2")
+    ckpt_dir = run_dir / layout.checkpoint_dir(tier_jobs.MODEL)
     real_speedq.start_worker(backend="local")
 
     with processes.TrainingWatcher(run_dir) as watcher:
         job = submit(real_speedq, nanochat, "--run-name", "killed", "--save-every", "5", "--max-attempts", "3",
-                     *train_args(num_iterations=steps))
+                     *tier_jobs.flags(tier_jobs.KILLED))
         saved = wait_for(lambda: newest_complete_checkpoint(ckpt_dir, 1), timeout=RUN_TIMEOUT_S, every=0.05,
                          what="nanochat's first checkpoint")
         training = processes.trainings(run_dir)
