@@ -53,7 +53,8 @@ def nanochat_source() -> tuple[str | None, str]:
             bundle = root.parent / BUNDLE
             if bundle.is_file():
                 return str(bundle), ""
-            tried.append(str(bundle))
+            if str(bundle) not in tried:
+                tried.append(str(bundle))
     explicit = os.environ.get("SPEEDQ_NANOCHAT_REPO")
     if explicit:
         return explicit, ""
@@ -152,6 +153,9 @@ def real_speedq(speedq: Speedq, nanochat: Nanochat) -> Iterator[Speedq]:
         TORCHINDUCTOR_CACHE_DIR=str(nanochat.compile_cache),
         WANDB_MODE="disabled",
         SPEEDQ_LOG_LEVEL="INFO",
+        # The venv's bin first, as in an activated venv: the local backend finds torchrun there
+        # and launches training through it, in a session of its own, as on a GPU machine.
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), speedq.env.get("PATH", os.defpath)]),
     )
     speedq.env.pop("WORLD_SIZE", None)
     yield speedq

@@ -26,6 +26,7 @@ from tests.real.conftest import Nanochat
 pytestmark = [pytest.mark.real, pytest.mark.timeout(1200)]
 
 RUN_TIMEOUT_S = 900  # a cold compile on a busy 2-core machine
+POLL_S = 0.3  # between `speedq status` calls (each is a Python start: polling flat out slows training)
 STAGES_NEEDING_INTERNET = ("tok_eval", "base_eval", "chat_sft", "chat_eval")
 
 
@@ -51,6 +52,7 @@ def watch_until_ended(sq: Speedq, job: str, timeout: float = RUN_TIMEOUT_S) -> t
             seen.append(record["progress"])
         if record["state"] in ("succeeded", "failed", "cancelled"):
             return record, seen
+        time.sleep(POLL_S)
     raise AssertionError(f"{job} did not end in {timeout}s; last record: {json.dumps(record)[:3000]}")
 
 

@@ -9,10 +9,10 @@ TINY: dict[str, int | str] = {
     "max-seq-len": 128, "device-batch-size": 4, "total-batch-size": 512, "head-dim": 64, "window-pattern": "L",
     "eval-every": -1, "core-metric-every": -1, "sample-every": -1,
 }
-# 16 micro-batches a step: each step lasts long enough for status polls to see the early ones.
-FULL = {**TINY, "total-batch-size": 8192, "num-iterations": 12}
+# 8 micro-batches a step (0.5 s or more here): status polls see some of the first ten steps.
+FULL = {**TINY, "total-batch-size": 4096, "num-iterations": 12}
 SMOKE = TINY  # a smoke job's step count is speedq's own
-KILLED_STEPS = 200  # long enough that a SIGKILL lands mid-training after the first save
+KILLED_STEPS = 60  # long enough that a SIGKILL lands mid-training after the first save (step 5)
 KILLED = {**TINY, "num-iterations": KILLED_STEPS}
 MODEL, DEPTH, GPU = "d2", 2, "CPU:1"
 
