@@ -1,7 +1,8 @@
 """nanochat's processes in the process table (/proc), found by what they run and where.
 
-A training process is one whose interpreter runs `-m scripts.base_train` itself: a torchrun
-launcher names the module too, but as an argument of its own script, and it trains nothing.
+A training process is one whose interpreter runs `-m scripts.base_train` itself (or a speedq
+wrapper module handed it first): a torchrun launcher names the module too, but as an argument of
+its own, and it trains nothing.
 Which run it trains for is its NANOCHAT_BASE_DIR.
 """
 
@@ -58,39 +59,55 @@ def nanochat_processes(under: Path | None = None) -> list[Proc]:
     return found
 
 
-def module_of(argv: tuple[str, ...]) -> str | None:
-    """The module a python command line runs with its own `-m`, if any."""
-    args = iter(argv[1:])
-    for arg in args:
+def own_module(argv: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """The module a python command line runs with its own `-m`, and that module's arguments."""
+    args = list(argv[1:])
+    while args:
+        arg = args.pop(0)
         if arg == "-m":
-            return next(args, None)
+            return (args[0], tuple(args[1:])) if args else (None, ())
         if arg.startswith("-m"):
-            return arg[2:]
+            return arg[2:], tuple(args)
         if arg in ("-W", "-X"):
-            next(args, None)  # the option's value
+            args = args[1:]  # the option's value
             continue
         if arg.startswith("-c") or not arg.startswith("-"):
-            return None  # a command, or a script (torchrun's, say) whose arguments follow
-    return None
+            break  # a command, or a script (torchrun's, say) whose arguments follow
+    return None, ()
+
+
+def is_training(argv: tuple[str, ...]) -> bool:
+    """base_train itself, or base_train run by a wrapper module of speedq's that takes it as its
+    first argument (`python -m speedq.gpu.rank scripts.base_train ...`). A launcher such as
+    torchrun names the module after options of its own, and is not a training process."""
+    module, args = own_module(argv)
+    return module == TRAIN_MODULE or (module is not None and args[:1] == (TRAIN_MODULE,))
+
+
+def in_run_dir(run_dir: Path) -> list[Proc]:
+    """nanochat's processes (launchers and trainings) working in `run_dir` right now."""
+    run_dir = Path(os.path.realpath(run_dir))
+    return [p for p in nanochat_processes() if p.base_dir is not None and Path(os.path.realpath(p.base_dir)) == run_dir]
 
 
 def trainings(run_dir: Path) -> list[Proc]:
     """The base_train processes training in `run_dir` right now."""
-    run_dir = Path(os.path.realpath(run_dir))
-    return [p for p in nanochat_processes() if module_of(p.argv) == TRAIN_MODULE
-            and p.base_dir is not None and Path(os.path.realpath(p.base_dir)) == run_dir]
+    return [p for p in in_run_dir(run_dir) if is_training(p.argv)]
 
 
 @dataclass
 class TrainingWatcher:
-    """Samples the process table in a thread, recording the most trainings seen in one run dir
-    at one moment (and their pids)."""
+    """Samples the process table in a thread for as long as it is entered: the most trainings
+    seen in one run dir at one moment, and in which samples each of nanochat's processes there
+    (launchers too) was seen first and last."""
 
     run_dir: Path
     every_s: float = 0.05
     most: int = 0
-    crowded: list[tuple[int, ...]] = field(default_factory=list)  # the pid sets seen when more than one
-    seen: set[int] = field(default_factory=set)
+    crowded: list[tuple[int, ...]] = field(default_factory=list)  # training pid sets seen when more than one
+    trained: set[int] = field(default_factory=set)  # every training pid seen
+    first_seen: dict[int, int] = field(default_factory=dict)  # pid -> sample number
+    last_seen: dict[int, int] = field(default_factory=dict)
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -107,10 +124,21 @@ class TrainingWatcher:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
-            pids = tuple(sorted(p.pid for p in trainings(self.run_dir)))
+            procs = in_run_dir(self.run_dir)
+            training = tuple(sorted(p.pid for p in procs if is_training(p.argv)))
             self.samples += 1
-            self.seen.update(pids)
-            self.most = max(self.most, len(pids))
-            if len(pids) > 1:
-                self.crowded.append(pids)
+            for proc in procs:
+                self.first_seen.setdefault(proc.pid, self.samples)
+                self.last_seen[proc.pid] = self.samples
+            self.trained.update(training)
+            self.most = max(self.most, len(training))
+            if len(training) > 1:
+                self.crowded.append(training)
             self._stop.wait(self.every_s)
+
+    def overlap(self, old: set[int]) -> list[tuple[int, int]]:
+        """(old pid, new pid) pairs seen alive in one sample: a process of `old` (an earlier
+        attempt's) still there when one of a later attempt was already."""
+        new = [pid for pid in self.first_seen if pid not in old]
+        return [(o, n) for o in old if o in self.last_seen for n in new
+                if self.first_seen[n] <= self.last_seen[o]]

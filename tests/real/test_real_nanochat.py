@@ -132,21 +132,24 @@ def test_sigkill_of_the_runner_resumes_from_the_real_checkpoint_with_one_trainin
     with processes.TrainingWatcher(run_dir) as watcher:
         job = submit(real_speedq, nanochat, "--run-name", "killed", "--save-every", "5", "--max-attempts", "3",
                      *tier_jobs.flags(tier_jobs.KILLED))
+        call_id = wait_for(lambda: (real_speedq.status(job)["attempts"] or [{}])[-1].get("call_id"), timeout=120,
+                           every=0.3, what="the first attempt's launch")
+        runner_pid, _, _ = LocalBackend.parse_call_id(str(call_id))  # the local backend's handle: pid@ticks:run dir
         saved = wait_for(lambda: newest_complete_checkpoint(ckpt_dir, 1), timeout=RUN_TIMEOUT_S, every=0.05,
                          what="nanochat's first checkpoint")
-        training = processes.trainings(run_dir)
-        assert training, "no training was running when its checkpoint appeared (the run ended too soon?)"
-        call_id = real_speedq.status(job)["attempts"][-1]["call_id"]
-        runner_pid, _, _ = LocalBackend.parse_call_id(call_id)
+        alive = processes.in_run_dir(run_dir)  # torchrun and the training
         os.kill(runner_pid, signal.SIGKILL)
+        assert any(processes.is_training(p.argv) for p in alive), "nothing was training when the checkpoint appeared"
+        first_attempt = {p.pid for p in alive}
 
         record, _ = watch_until_ended(real_speedq, job)
-        ended_within = wait_for(lambda: not processes.trainings(run_dir), timeout=30, what="no training left")
+        wait_for(lambda: not processes.in_run_dir(run_dir), timeout=30, what="no nanochat process left in the run dir")
 
     assert_succeeded(record, real_speedq)
-    assert ended_within
     assert watcher.most == 1, f"two trainings in {run_dir} at once: {watcher.crowded[:5]}"
-    assert len(watcher.seen) >= 2, f"the watcher saw only trainings {watcher.seen} ({watcher.samples} samples)"
+    assert len(watcher.trained) >= 2, f"the watcher saw only trainings {watcher.trained} ({watcher.samples} samples)"
+    assert not watcher.overlap(first_attempt), f"the killed attempt's processes outlived the next one's start: " \
+        f"{watcher.overlap(first_attempt)[:5]}"
     attempts = record["attempts"]
     assert len(attempts) >= 2 and attempts[0]["outcome"] != "succeeded"
     last = attempts[-1]
