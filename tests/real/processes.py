@@ -108,6 +108,7 @@ class TrainingWatcher:
     trained: set[int] = field(default_factory=set)  # every training pid seen
     first_seen: dict[int, int] = field(default_factory=dict)  # pid -> sample number
     last_seen: dict[int, int] = field(default_factory=dict)
+    commands: dict[int, str] = field(default_factory=dict)  # pid -> its command line, shortened
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -129,6 +130,7 @@ class TrainingWatcher:
             self.samples += 1
             for proc in procs:
                 self.first_seen.setdefault(proc.pid, self.samples)
+                self.commands.setdefault(proc.pid, " ".join(proc.argv)[:100])
                 self.last_seen[proc.pid] = self.samples
             self.trained.update(training)
             self.most = max(self.most, len(training))
@@ -142,3 +144,15 @@ class TrainingWatcher:
         new = [pid for pid in self.first_seen if pid not in old]
         return [(o, n) for o in old if o in self.last_seen for n in new
                 if self.first_seen[n] <= self.last_seen[o]]
+
+    def describe(self, pairs: list[tuple[int, int]]) -> str:
+        lines = []
+        for old in sorted({o for o, _ in pairs}):
+            news = [n for o, n in pairs if o == old]
+            first_new = min(news, key=lambda n: self.first_seen[n])
+            lines.append(
+                f"pid {old} ({self.commands[old]}) alive until sample {self.last_seen[old]}, while {len(news)} "
+                f"processes of the next attempt had started, the first at sample {self.first_seen[first_new]}: "
+                f"pid {first_new} ({self.commands[first_new]}); one sample every {self.every_s}s"
+            )
+        return "\n".join(lines)

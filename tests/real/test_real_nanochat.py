@@ -148,8 +148,8 @@ def test_sigkill_of_the_runner_resumes_from_the_real_checkpoint_with_one_trainin
     assert_succeeded(record, real_speedq)
     assert watcher.most == 1, f"two trainings in {run_dir} at once: {watcher.crowded[:5]}"
     assert len(watcher.trained) >= 2, f"the watcher saw only trainings {watcher.trained} ({watcher.samples} samples)"
-    assert not watcher.overlap(first_attempt), f"the killed attempt's processes outlived the next one's start: " \
-        f"{watcher.overlap(first_attempt)[:5]}"
+    overlap = watcher.overlap(first_attempt)
+    assert not overlap, f"the killed attempt's processes outlived the next one's start:\n{watcher.describe(overlap)}"
     attempts = record["attempts"]
     assert len(attempts) >= 2 and attempts[0]["outcome"] != "succeeded"
     last = attempts[-1]
