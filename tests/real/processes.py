@@ -21,6 +21,8 @@ class Proc:
     pid: int
     argv: tuple[str, ...]
     base_dir: str | None  # NANOCHAT_BASE_DIR in its environment
+    ppid: int = 0
+    sid: int = 0  # its session: torchrun starts each training in a new one
 
 
 def _environ(pid: int) -> dict[str, str]:
@@ -32,12 +34,15 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
 
 
-def _alive(pid: int) -> bool:
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, session id) of a live process; None when it is gone or a zombie (ended,
+    only its entry left)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"  # a zombie has ended; only its entry is left
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return None if fields[0] in ("Z", "X") else (int(fields[1]), int(fields[3]))
 
 
 def nanochat_processes(under: Path | None = None) -> list[Proc]:
@@ -54,8 +59,9 @@ def nanochat_processes(under: Path | None = None) -> list[Proc]:
             argv = tuple(a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a)
         except OSError:
             continue
-        if argv and _alive(pid):
-            found.append(Proc(pid, argv, base_dir))
+        stat = _stat(pid)
+        if argv and stat is not None:
+            found.append(Proc(pid, argv, base_dir, *stat))
     return found
 
 
@@ -109,6 +115,7 @@ class TrainingWatcher:
     first_seen: dict[int, int] = field(default_factory=dict)  # pid -> sample number
     last_seen: dict[int, int] = field(default_factory=dict)
     commands: dict[int, str] = field(default_factory=dict)  # pid -> its command line, shortened
+    family: dict[int, tuple[int, int]] = field(default_factory=dict)  # pid -> (parent, session) when first seen
     samples: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -131,6 +138,7 @@ class TrainingWatcher:
             for proc in procs:
                 self.first_seen.setdefault(proc.pid, self.samples)
                 self.commands.setdefault(proc.pid, " ".join(proc.argv)[:100])
+                self.family.setdefault(proc.pid, (proc.ppid, proc.sid))
                 self.last_seen[proc.pid] = self.samples
             self.trained.update(training)
             self.most = max(self.most, len(training))
@@ -138,11 +146,23 @@ class TrainingWatcher:
                 self.crowded.append(training)
             self._stop.wait(self.every_s)
 
-    def overlap(self, old: set[int]) -> list[tuple[int, int]]:
-        """(old pid, new pid) pairs seen alive in one sample: a process of `old` (an earlier
-        attempt's) still there when one of a later attempt was already."""
-        new = [pid for pid in self.first_seen if pid not in old]
-        return [(o, n) for o in old if o in self.last_seen for n in new
+    def lineage(self, procs: list[Proc]) -> set[int]:
+        """`procs` and every process seen that descends from them or shares their sessions (a
+        helper they started after they were sampled, a compile worker, say)."""
+        sessions = {p.sid for p in procs}
+        members = {p.pid for p in procs}
+        for pid in sorted(self.first_seen, key=self.first_seen.__getitem__):
+            parent, sid = self.family[pid]
+            if sid in sessions or parent in members:
+                members.add(pid)
+        return members
+
+    def overlap(self, old: list[Proc]) -> list[tuple[int, int]]:
+        """(old pid, new pid) pairs seen alive in one sample: a process of the attempt `old`
+        belongs to (its lineage) still there when one of a later attempt was already."""
+        olds = self.lineage(old)
+        new = [pid for pid in self.first_seen if pid not in olds]
+        return [(o, n) for o in olds if o in self.last_seen for n in new
                 if self.first_seen[n] <= self.last_seen[o]]
 
     def describe(self, pairs: list[tuple[int, int]]) -> str:
@@ -151,8 +171,9 @@ class TrainingWatcher:
             news = [n for o, n in pairs if o == old]
             first_new = min(news, key=lambda n: self.first_seen[n])
             lines.append(
-                f"pid {old} ({self.commands[old]}) alive until sample {self.last_seen[old]}, while {len(news)} "
+                f"pid {old} ({self.commands[old]}; parent, session {self.family[old]}) alive until sample {self.last_seen[old]}, while {len(news)} "
                 f"processes of the next attempt had started, the first at sample {self.first_seen[first_new]}: "
-                f"pid {first_new} ({self.commands[first_new]}); one sample every {self.every_s}s"
+                f"pid {first_new} ({self.commands[first_new]}; parent, session {self.family[first_new]}); "
+                f"{self.samples} samples in all, one every {self.every_s}s at most"
             )
         return "\n".join(lines)

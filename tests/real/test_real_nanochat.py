@@ -140,7 +140,6 @@ def test_sigkill_of_the_runner_resumes_from_the_real_checkpoint_with_one_trainin
         alive = processes.in_run_dir(run_dir)  # torchrun and the training
         os.kill(runner_pid, signal.SIGKILL)
         assert any(processes.is_training(p.argv) for p in alive), "nothing was training when the checkpoint appeared"
-        first_attempt = {p.pid for p in alive}
 
         record, _ = watch_until_ended(real_speedq, job)
         wait_for(lambda: not processes.in_run_dir(run_dir), timeout=30, what="no nanochat process left in the run dir")
@@ -148,7 +147,7 @@ def test_sigkill_of_the_runner_resumes_from_the_real_checkpoint_with_one_trainin
     assert_succeeded(record, real_speedq)
     assert watcher.most == 1, f"two trainings in {run_dir} at once: {watcher.crowded[:5]}"
     assert len(watcher.trained) >= 2, f"the watcher saw only trainings {watcher.trained} ({watcher.samples} samples)"
-    overlap = watcher.overlap(first_attempt)
+    overlap = watcher.overlap(alive)
     assert not overlap, f"the killed attempt's processes outlived the next one's start:\n{watcher.describe(overlap)}"
     attempts = record["attempts"]
     assert len(attempts) >= 2 and attempts[0]["outcome"] != "succeeded"
