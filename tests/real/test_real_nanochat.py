@@ -1,8 +1,8 @@
 """speedq drives the real nanochat: through the CLI, a real `speedq worker --backend local` and
 the runner, on the CPU, with a tiny model (nanochat's own runs/runcpu.sh settings, smaller).
 
-The first test of a session pays torch.compile (about 100 s here); the compile cache is shared,
-so the others start in seconds.
+The first test of a session pays torch.compile (100 to 150 s on 2 busy cores); the compile cache
+is shared, so the others start in seconds (TORCHINDUCTOR_CACHE_DIR given from outside keeps it).
 """
 
 from __future__ import annotations
