@@ -96,7 +96,8 @@ def fault_due(faults: dict[int, str], step: int) -> str | None:
 
 
 def die_like_a_lost_container() -> None:
-    """SIGKILL the whole process group: the runner that started us goes too.
+    """SIGKILL the whole container: our session, and our launcher's (the runner and the
+    torchrun stand-in, which started us in a session of our own, as torchrun does).
 
     First a short pause: real steps take about a second, so the lines before a real preemption
     have reached the runner's log; the sim's millisecond steps would otherwise race the kill.
@@ -104,6 +105,12 @@ def die_like_a_lost_container() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(0.3)
+    try:
+        launcher = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        if b"speedq.sim.torchrun" in launcher:  # never the group of whatever else started us
+            os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
+    except (OSError, ProcessLookupError, PermissionError):
+        pass
     os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)  # not reached unless killpg was refused
 
