@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from speedq.gpu import layout, runner
+from speedq.gpu import layout, proctree, runner
 from speedq.schemas import Outcome, Progress, RunRequest, RunResult
 from speedq.sim.repo import ensure_sim_repo
 
@@ -289,6 +289,7 @@ def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) ->
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert proctree.end_marked(req.run_dir) == []  # the training has a session of its own
     assert not (Path(req.run_dir) / layout.result_name(1)).exists()
 
 

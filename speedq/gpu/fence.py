@@ -80,6 +80,18 @@ def read_announcement(run_dir: str | Path, attempt: int) -> Announcement | None:
         return None
 
 
+def attempt_announcing(run_dir: str | Path, call_id: str) -> int | None:
+    """The attempt whose runner announced `call_id`, if any did."""
+    for path in Path(run_dir).glob(f"{layout.FENCE_PREFIX}*.json"):
+        try:
+            note = Announcement.model_validate_json(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if note.call_id == call_id:
+            return note.attempt
+    return None
+
+
 def read_claim(run_dir: str | Path) -> Claim | None:
     try:
         return Claim.model_validate_json((Path(run_dir) / layout.CLAIM).read_text())

@@ -39,8 +39,9 @@ def environ_of(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
 
 
-def marked(run_dir: str | Path, attempt: int | None = None) -> list[int]:
-    """Live processes working for `run_dir` (for one attempt of it, if given), this one excepted."""
+def marked(run_dir: str | Path, up_to_attempt: int | None = None) -> list[int]:
+    """Live processes working for `run_dir` (for attempts up to `up_to_attempt`, if given: never
+    a newer attempt's), this one excepted."""
     want = str(run_dir)
     found = []
     for entry in Path("/proc").iterdir():
@@ -49,18 +50,22 @@ def marked(run_dir: str | Path, attempt: int | None = None) -> list[int]:
         env = environ_of(int(entry.name))
         if env.get(MARK_ENV) != want:
             continue
-        if attempt is not None and env.get(ATTEMPT_ENV) != str(attempt):
+        number = env.get(ATTEMPT_ENV, "")
+        if up_to_attempt is not None and number.isdigit() and int(number) > up_to_attempt:
             continue
         if start_ticks(int(entry.name)) is not None:
             found.append(int(entry.name))
     return found
 
 
-def end_marked(run_dir: str | Path, grace_s: float = 0.0, wait_s: float = 10.0) -> list[int]:
-    """End every process of `run_dir` (SIGTERM, then SIGKILL after `grace_s`) and wait until none
-    is left or `wait_s` passes. Returns the pids still alive (empty when all ended)."""
+def end_marked(
+    run_dir: str | Path, up_to_attempt: int | None = None, grace_s: float = 0.0, wait_s: float = 10.0
+) -> list[int]:
+    """End every process of `run_dir` (of attempts up to `up_to_attempt`, if given): SIGTERM,
+    then SIGKILL after `grace_s`, and wait until none is left or `wait_s` passes. Returns the pids
+    still alive (empty when all ended)."""
     signals = ((signal.SIGTERM, grace_s), (signal.SIGKILL, wait_s)) if grace_s > 0 else ((signal.SIGKILL, wait_s),)
-    left = marked(run_dir)
+    left = marked(run_dir, up_to_attempt)
     for sig, wait in signals:
         for pid in left:
             try:
@@ -71,7 +76,7 @@ def end_marked(run_dir: str | Path, grace_s: float = 0.0, wait_s: float = 10.0) 
         while left and time.monotonic() < deadline:
             time.sleep(0.05)
             left = [pid for pid in left if start_ticks(pid) is not None]
-        left = marked(run_dir)
+        left = marked(run_dir, up_to_attempt)
         if not left:
             return []
     return left
