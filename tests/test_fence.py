@@ -1,0 +1,79 @@
+"""The run-directory fence on its own: announcement, claim, and a superseded runner stopping."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from speedq.gpu import fence, layout, proctree, runner
+from speedq.schemas import Outcome, RunRequest
+from speedq.sim.repo import ensure_sim_repo
+from tests.conftest import wait_for
+
+
+@pytest.fixture(scope="module")
+def sim_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_sim_repo(tmp_path_factory.mktemp("sim") / "nanochat")
+
+
+def request(tmp_path: Path, sim_repo: Path, attempt: int = 1) -> RunRequest:
+    return RunRequest(
+        job_id="sq-1", attempt=attempt, model="d4", mode="full", nproc=2, gpu_type="H100",
+        commit=runner.resolve_commit(str(sim_repo), "master"), repo=str(sim_repo),
+        run_dir=str(tmp_path / "runs" / "alpha" / "d4"), data_dir=str(tmp_path / "data"),
+        cache_dir=str(tmp_path / "cache"), launcher="sim", save_every=5,
+    )
+
+
+def test_a_claim_refuses_an_older_attempt(tmp_path: Path) -> None:
+    fence.claim(tmp_path, 2, "call-2")
+    with pytest.raises(fence.Fenced):
+        fence.claim(tmp_path, 1, "call-1")
+    with pytest.raises(fence.Fenced):
+        fence.check(tmp_path, 1)
+    fence.check(tmp_path, 2)
+    fence.claim(tmp_path, 3)
+    assert fence.read_claim(tmp_path).attempt == 3
+
+
+def test_the_runner_announces_itself_and_a_superseded_one_returns_fenced(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, attempt=1)
+    fence.claim(req.run_dir, 2)
+    res = runner.run(req, call_id="fc-1")
+    assert res.outcome is Outcome.fenced and not res.outcome.retryable
+    note = fence.read_announcement(req.run_dir, 1)
+    assert (note.attempt, note.call_id, note.pid) == (1, "fc-1", os.getpid())
+    assert not (Path(req.run_dir) / layout.LOG).exists()  # it wrote nothing else
+    assert not (Path(req.run_dir) / layout.result_name(1)).exists()
+
+
+def test_a_claim_mid_training_stops_the_older_runner_without_writing(tmp_path: Path, sim_repo: Path) -> None:
+    req = request(tmp_path, sim_repo, attempt=1)
+    env = {**os.environ, "SPEEDQ_SIM_STEP_S": "0.05"}
+    proc = subprocess.Popen([sys.executable, "-m", "speedq.gpu.runner", "--request-json", req.model_dump_json()],
+                            env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        ckpt = Path(req.run_dir) / layout.checkpoint_dir("d4")
+        wait_for(lambda: list(ckpt.glob("model_*.pt")), timeout=60, what="a first checkpoint")
+        note = fence.read_announcement(req.run_dir, 1)
+        assert note.call_id.startswith(f"{proc.pid}@") and note.pid == proc.pid
+        fence.claim(req.run_dir, 2)
+        claimed_at = time.time()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert "fenced" in out
+    assert proctree.marked(req.run_dir) == []  # its training stopped too
+    late = [p for p in ckpt.iterdir() if p.stat().st_mtime > claimed_at + fence.RANK_CHECK_EVERY_S + 0.5]
+    assert late == []  # nothing saved after the claim (give or take the rank's check interval)
+    assert not (Path(req.run_dir) / layout.result_name(1)).exists()
+    assert json.loads((Path(req.run_dir) / layout.CLAIM).read_text())["attempt"] == 2
