@@ -183,7 +183,7 @@ class Supervisor:
             self._finish(JobState.failed, str(exc))
             raise _Done from None
         if os.environ.get(KILL_AFTER_LAUNCH_ENV) == "1":
-            os.killpg(os.getpgrp(), signal.SIGKILL)  # tests only: a worker dying in the launch window
+            _die_with_worker()
 
         def started(r: JobRecord) -> None:
             r.attempts[number - 1].call_id = call_id
@@ -381,6 +381,14 @@ class Supervisor:
         while time.monotonic() < deadline:
             self._keep_lease()
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def _die_with_worker() -> None:
+    """Tests only: SIGKILL the whole worker (the RQ worker, its scheduler and this work horse,
+    which RQ starts in a session of its own), as a machine dying in the launch window would."""
+    if get_current_job() is not None:  # in a work horse: the RQ worker is the parent
+        os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def _prepare_lock_key(record: JobRecord) -> str:

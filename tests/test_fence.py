@@ -77,3 +77,25 @@ def test_a_claim_mid_training_stops_the_older_runner_without_writing(tmp_path: P
     assert late == []  # nothing saved after the claim (give or take the rank's check interval)
     assert not (Path(req.run_dir) / layout.result_name(1)).exists()
     assert json.loads((Path(req.run_dir) / layout.CLAIM).read_text())["attempt"] == 2
+
+
+def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> None:
+    """An older attempt's training process (its runner gone) holds the run dir's training lock;
+    the newer attempt gets it only after claiming, when the older one sees the claim and stops."""
+    run_dir = tmp_path / "run"
+    fence.claim(run_dir, 1)
+    env = {**os.environ, proctree.MARK_ENV: str(run_dir), proctree.ATTEMPT_ENV: "1"}
+    old = subprocess.Popen([sys.executable, "-m", "speedq.gpu.rank", "timeit", "-n", "1", "import time; time.sleep(60)"],
+                           env=env, start_new_session=True)
+    try:
+        wait_for(lambda: proctree.marked(run_dir), timeout=10, what="the older training")
+        time.sleep(0.5)  # it has taken the lock by now
+        with pytest.raises(TimeoutError):
+            fence.take_training_lock(run_dir, wait_s=0.5)
+        fence.claim(run_dir, 2)
+        fence.take_training_lock(run_dir, wait_s=10)
+        assert old.wait(timeout=5) == fence.FENCED_EXIT
+    finally:
+        if old.poll() is None:
+            old.kill()
+            old.wait()
