@@ -73,6 +73,8 @@ def main(argv: list[str]) -> None:
         threading.Thread(target=_watch_claim, args=(run_dir, int(attempt)), daemon=True).start()
         _guard_saves(run_dir, int(attempt))
     module, *args = argv
+    if args[:1] == ["--"]:
+        args = args[1:]  # torchrun's separator before the module's own flags, not one of them
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
