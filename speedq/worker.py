@@ -237,7 +237,10 @@ class Supervisor:
             while worker.is_alive():
                 worker.join(self.poll_s)
                 self._keep_lease()
-                lock.reacquire()
+                try:
+                    lock.reacquire()
+                except LockError:
+                    log.warning("%s: the data lock expired while preparing", self.job_id)
         finally:
             try:
                 lock.release()

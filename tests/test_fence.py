@@ -99,3 +99,30 @@ def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> 
         if old.poll() is None:
             old.kill()
             old.wait()
+
+
+BUNDLE = Path(__file__).resolve().parents[1].parent.parent / "shared" / "nanochat" / "nanochat.bundle"
+
+
+@pytest.mark.real
+def test_the_real_nanochats_checkpoint_save_is_fenced(tmp_path: Path) -> None:
+    """speedq.gpu.rank guards the real checkpoint_manager.save_checkpoint that base_train imports."""
+    pytest.importorskip("torch", reason="the real nanochat needs torch (pip install torch==2.13.0)")
+    repo = Path(os.environ.get("SPEEDQ_NANOCHAT_REPO") or BUNDLE)
+    if not repo.exists():
+        pytest.skip(f"no nanochat at {repo} (set SPEEDQ_NANOCHAT_REPO)")
+    tree = tmp_path / "nanochat"
+    subprocess.run(["git", "clone", "--quiet", str(repo), str(tree)], check=True, timeout=120)
+    run_dir = tmp_path / "run"
+    fence.claim(run_dir, 1)
+    probe = (
+        "from speedq.gpu import fence, rank\n"
+        f"rank._guard_saves({str(run_dir)!r}, 1)\n"
+        "from nanochat.checkpoint_manager import save_checkpoint\n"  # as scripts/base_train.py does
+        f"fence.claim({str(run_dir)!r}, 2)\n"
+        f"save_checkpoint({str(run_dir / 'ckpt')!r}, 1, {{}}, {{}}, {{}})\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True, text=True, timeout=180)
+    assert done.returncode == fence.FENCED_EXIT, done.stderr[-2000:]
+    assert "attempt 2 claimed the run directory" in done.stderr
+    assert not (run_dir / "ckpt").exists()
