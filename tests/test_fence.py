@@ -126,3 +126,22 @@ def test_the_real_nanochats_checkpoint_save_is_fenced(tmp_path: Path) -> None:
     assert done.returncode == fence.FENCED_EXIT, done.stderr[-2000:]
     assert "attempt 2 claimed the run directory" in done.stderr
     assert not (run_dir / "ckpt").exists()
+
+
+def test_a_checkpoint_callback_is_never_run_for_a_superseded_attempt(tmp_path: Path, sim_repo: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process, as the Modal app runs it: once a newer attempt claims the run dir, the next
+    checkpoint's Volume commit does not happen, the stage ends and the attempt returns fenced."""
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.05")
+    req = request(tmp_path, sim_repo, attempt=1)
+    commits: list[int] = []
+
+    def commit_volume() -> None:
+        commits.append(1)
+        if len(commits) == 2:  # the first checkpoint of base_train is committed, then attempt 2 claims
+            fence.claim(req.run_dir, 2)
+
+    res = runner.run(req, on_checkpoint=commit_volume, call_id="fc-1")
+    assert res.outcome is Outcome.fenced
+    assert len(commits) == 2  # nothing committed after the claim
+    assert proctree.marked(req.run_dir) == []

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from speedq.gpu import layout
+from speedq.gpu import layout, proctree
 from speedq.gpu.proctree import start_ticks
 
 # How long a new attempt waits for an older attempt's training processes to let go of the run
@@ -128,12 +128,18 @@ def check(run_dir: str | Path, attempt: int) -> None:
 
 
 def guarded(run_dir: str | Path, attempt: int, callback: Callable[[], None] | None) -> Callable[[], None] | None:
-    """`callback` (the Modal Volume commit after a checkpoint) behind a claim check."""
+    """`callback` (the Modal Volume commit after a checkpoint) behind a claim check. A superseded
+    attempt's stages end before Fenced leaves the callback (they carry its mark), so nothing of
+    it goes on writing while the runner unwinds."""
     if callback is None:
         return None
 
     def checked() -> None:
-        check(run_dir, attempt)
+        try:
+            check(run_dir, attempt)
+        except Fenced:
+            proctree.end_marked(run_dir, up_to_attempt=attempt)
+            raise
         callback()
 
     return checked

@@ -483,21 +483,17 @@ class Attempt:
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        try:
-            while True:
-                try:
-                    line = lines.get(timeout=0.2)
-                except queue.Empty:
-                    self.tick()
-                    continue
-                if line is None:
-                    break
-                if line.strip():
-                    tail.append(line.strip())
-                self.tick(urgent=self.parse(line))
-        finally:
-            if proc.poll() is None:  # left early (fenced, say): the stage ends with us
-                proc.terminate()
+        while True:
+            try:
+                line = lines.get(timeout=0.2)
+            except queue.Empty:
+                self.tick()
+                continue
+            if line is None:
+                break
+            if line.strip():
+                tail.append(line.strip())
+            self.tick(urgent=self.parse(line))
         code = proc.wait()
         reader.join()
         errors = [t for t in tail if re.search(r"error|exception|traceback", t, re.I) and not t.startswith("Traceback")]
