@@ -284,6 +284,7 @@ class Outcome(str, Enum):
     cancelled = "cancelled"
     lost = "lost"  # the backend no longer knows the call (expired result, unknown id)
     launch_failed = "launch_failed"  # never started: credentials, deployment, network
+    fenced = "fenced"  # a newer attempt claimed the run directory; this one stopped without writing
 
     @property
     def retryable(self) -> bool:

@@ -55,6 +55,11 @@ class Keys:
         return f"{PREFIX}:run:{team}:{run_name}"
 
     @staticmethod
+    def data_prep(commit: str, shards: int) -> str:
+        """Held by the one worker preparing a nanochat commit's data with this many shards."""
+        return f"{PREFIX}:prepare:{commit}:{shards}"
+
+    @staticmethod
     def loss_history(job_id: str) -> str:
         """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"

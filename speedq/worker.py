@@ -10,37 +10,38 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from functools import cache
 
 import redis
+from redis.exceptions import LockError
 from rq import Queue, get_current_job
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
-from speedq import config
-from speedq.backends import Backend, BackendError, CallStatus, get_backend
+from speedq import config, supervision
+from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.notify import notify
 from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq.fair_share import FairDequeue, plan, release_stale_slots
-from speedq.store import JobNotFound, Store
+from speedq.store import JobNotFound, Keys, Store
+from speedq.supervision import Bounds, Kind, Watch
 
 log = logging.getLogger("speedq.worker")
 
-BASE_TRAIN_STAGE = "base_train"
+# Tests only: "1" makes the worker SIGKILL its own process group right after a launch, before
+# the call id is stored (the launch window of issue 10).
+KILL_AFTER_LAUNCH_ENV = "SPEEDQ_TEST_KILL_AFTER_LAUNCH"
 
 
 def heartbeat_ttl_s() -> float:
     """A job whose worker has not beaten for this long is taken over by another worker."""
     return float(os.environ.get("SPEEDQ_HEARTBEAT_TTL", "30"))
-
-
-def stall_timeout_s() -> float:
-    """No new progress for this long ends the attempt as stalled (a hung process)."""
-    return float(os.environ.get("SPEEDQ_STALL_TIMEOUT", str(45 * 60)))
 
 
 def retry_backoff_s(attempts_done: int) -> float:
@@ -73,12 +74,15 @@ def supervise(job_id: str) -> str:
 
 
 class Supervisor:
+    """The thin I/O loop around speedq.supervision's decisions."""
+
     def __init__(self, store: Store, job_id: str, worker: str) -> None:
         self.store = store
         self.job_id = job_id
         self.worker = worker
         self.poll_s = config.poll_interval_s()
         self.ttl_s = heartbeat_ttl_s()
+        self.bounds = Bounds.from_env()
 
     # -- the whole job ---------------------------------------------------------------------------
 
@@ -119,39 +123,32 @@ class Supervisor:
             return self._finish(JobState.failed, str(exc))
         while True:
             record = self.store.get(self.job_id)
-            attempt = record.current_attempt
-            if attempt is None or attempt.outcome is not None:
-                if record.cancel_requested:
-                    return self._finish(JobState.cancelled, "cancelled")
-                if record.attempts_this_round >= record.spec.max_attempts:
-                    last = record.current_attempt
-                    why = last.error if last and last.error else "no attempts left"
-                    return self._finish(JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
-                attempt = self._launch(backend, record)
-            elif attempt.call_id is None:
-                # A worker died between recording the attempt and storing its call id; whether
-                # it launched cannot be known, so the attempt is written off, not run twice.
-                self._end_attempt(attempt.number, CallStatus(Outcome.lost, "worker died while launching"))
+            step = supervision.next_step(record)
+            if step.kind is Kind.finish:
+                return self._finish(step.state, step.error)  # type: ignore[arg-type]
+            if step.kind is Kind.launch:
+                self._launch(backend, record)
                 continue
-            status = self._watch(backend, attempt)
-            record = self._end_attempt(attempt.number, status)
-            if status.outcome == Outcome.succeeded:
-                return self._finish(JobState.succeeded, None)
-            if status.outcome == Outcome.cancelled or record.cancel_requested:
-                return self._finish(JobState.cancelled, status.error or "cancelled")
-            if status.outcome is None or not status.outcome.retryable:
-                return self._finish(JobState.failed, status.error)
-            if record.attempts_this_round >= record.spec.max_attempts:
-                continue  # the loop's top says why it gives up
-            record = self._update(lambda r: setattr(r, "state", JobState.retrying))
-            notify(self.store.conn, record, JobState.retrying)
-            self._sleep_beating(retry_backoff_s(record.attempts_this_round))
+            if step.kind is Kind.reconcile:
+                self._reconcile(backend, record, step.attempt)  # type: ignore[arg-type]
+                continue
+            status = self._watch(backend, step.attempt, step.call_id)  # type: ignore[arg-type]
+            record = self._end_attempt(step.attempt, status)  # type: ignore[arg-type]
+            then = supervision.after_attempt(record, status)
+            if then.kind is Kind.finish:
+                return self._finish(then.state, then.error)  # type: ignore[arg-type]
+            if then.kind is Kind.retry:
+                record = self._update(lambda r: setattr(r, "state", JobState.retrying))
+                notify(self.store.conn, record, JobState.retrying)
+                self._sleep_beating(retry_backoff_s(record.attempts_this_round))
 
-    # -- one attempt -----------------------------------------------------------------------------
+    # -- launching -------------------------------------------------------------------------------
 
-    def _launch(self, backend: Backend, record: JobRecord) -> Attempt:
-        """Start a new attempt; the call id is stored the moment the backend returns it."""
+    def _launch(self, backend: Backend, record: JobRecord) -> None:
+        """Start a new attempt once the previous one has surely ended; the call id is stored the
+        moment the backend returns it."""
         self._update(lambda r: setattr(r, "state", JobState.starting))
+        self._end_previous(backend, record)
         if record.nanochat_commit is None:
             try:
                 commit = backend.resolve_ref(record.spec.repo_ref)
@@ -159,7 +156,8 @@ class Supervisor:
                 self._finish(JobState.failed, str(exc))
                 raise _Done from None
             self._update(lambda r: setattr(r, "nanochat_commit", commit))
-            record = self.store.get(self.job_id)
+        record = self.store.get(self.job_id)
+        self._prepare(backend, record)
         number = len(record.attempts) + 1
         pointer = backend.log_pointer(record)
 
@@ -171,89 +169,173 @@ class Supervisor:
             r.log = pointer
             r.started_at = r.started_at or time.time()
 
+        self._keep_lease()  # another worker may have taken the job while we prepared
         record = self._update(begin)
         try:
             call_id = backend.launch(record, number)
+        except LaunchUnknown as exc:
+            # The call may be running: the next turn of the loop reconciles it through its
+            # announcement instead of writing it off.
+            self._update(lambda r: setattr(r, "error", f"launch outcome unknown, reconciling: {exc}"))
+            return
         except BackendError as exc:
             self._end_attempt(number, CallStatus(Outcome.launch_failed, str(exc)))
             self._finish(JobState.failed, str(exc))
             raise _Done from None
+        if os.environ.get(KILL_AFTER_LAUNCH_ENV) == "1":
+            _die_with_worker()
 
         def started(r: JobRecord) -> None:
             r.attempts[number - 1].call_id = call_id
             r.state = JobState.running
 
-        return self._update(started).attempts[number - 1]
+        self._update(started)
 
-    def _watch(self, backend: Backend, attempt: Attempt) -> CallStatus:
-        """Poll the call until it ends, writing progress and heartbeats back as it goes."""
-        call_id = attempt.call_id or ""
-        last_activity = time.time()
-        last_seen: tuple[str | None, int | None] = (None, None)
+    def _end_previous(self, backend: Backend, record: JobRecord) -> None:
+        """Before a new attempt, the previous call is confirmed ended, or cancelled and then
+        confirmed, or `stop_confirm_s` passes (its runner then meets the new attempt's claim)."""
+        previous = record.current_attempt
+        if previous is None:
+            return
+        call_id = previous.call_id or self._announced(backend, record, previous.number)
+        if call_id is None:
+            return
+        try:
+            if not backend.poll(record, call_id).running:
+                return
+        except BackendError:
+            pass  # unknown: stop it to be sure
+        if not self._stop(backend, record, call_id):
+            self._update(lambda r: setattr(
+                r, "error",
+                f"attempt {previous.number} not confirmed ended after {self.bounds.stop_confirm_s:.0f}s; "
+                "the run-dir fence supersedes it",
+            ))
+
+    def _prepare(self, backend: Backend, record: JobRecord) -> None:
+        """backend.prepare under a Redis lock keyed by (commit, shard count), so workers never
+        prepare the same data at once; the lease is renewed all the while."""
+        lock = self.store.conn.lock(_prepare_lock_key(record), timeout=max(10.0, 3 * self.ttl_s))
+        waited_since = time.monotonic()
+        while not lock.acquire(blocking=False):
+            self._keep_lease()
+            if time.monotonic() - waited_since > 5 * self.poll_s:
+                self._update(lambda r: setattr(r, "error", "waiting for another worker preparing the same data"))
+                waited_since = float("inf")
+            time.sleep(self.poll_s)
+        failure: list[BaseException] = []
+
+        def prepare() -> None:
+            try:
+                backend.prepare(record)
+            except BaseException as exc:  # noqa: BLE001 - reported below, in this thread
+                failure.append(exc)
+
+        try:
+            worker = threading.Thread(target=prepare, daemon=True, name=f"prepare-{self.job_id}")
+            worker.start()
+            while worker.is_alive():
+                worker.join(self.poll_s)
+                self._keep_lease()
+                try:
+                    lock.reacquire()
+                except LockError:
+                    log.warning("%s: the data lock expired while preparing", self.job_id)
+        finally:
+            try:
+                lock.release()
+            except LockError:
+                pass  # it expired while we waited on a hung prepare: nothing to release
+        if failure:
+            exc = failure[0]
+            if not isinstance(exc, BackendError):
+                raise exc
+            self._finish(JobState.failed, f"data preparation failed: {exc}")
+            raise _Done
+
+    # -- an attempt whose launch was never confirmed ---------------------------------------------
+
+    def _reconcile(self, backend: Backend, record: JobRecord, number: int) -> None:
+        attempt = record.attempts[number - 1]
+        step = supervision.reconcile(attempt, self._announced(backend, record, number), time.time(), self.bounds)
+        if step.kind is Kind.adopt:
+            log.warning("%s: adopting attempt %d's call %s from its announcement", self.job_id, number, step.call_id)
+
+            def adopt(r: JobRecord) -> None:
+                r.attempts[number - 1].call_id = step.call_id
+                r.state = JobState.running
+
+            self._update(adopt)
+        elif step.kind is Kind.fence_off:
+            self._end_attempt(number, CallStatus(Outcome.lost, step.error))
+        else:
+            self._sleep_beating(self.poll_s)
+
+    def _announced(self, backend: Backend, record: JobRecord, number: int) -> str | None:
+        try:
+            return backend.announced(record, number)
+        except BackendError as exc:
+            log.warning("%s: reading attempt %d's announcement failed: %s", self.job_id, number, exc)
+            return None
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    def _watch(self, backend: Backend, number: int, call_id: str) -> CallStatus:
+        """Poll the call until it ends (or must be stopped), writing progress and heartbeats back."""
+        watch = Watch(last_activity=time.time())
         while True:
             record = self.store.get(self.job_id)
             try:
-                status = backend.poll(record, call_id)
+                status: CallStatus | None = backend.poll(record, call_id)
             except BackendError as exc:
-                # A flaky API is not the run failing: note it and keep watching.
-                status = CallStatus()
+                status = None  # a flaky API is not the run failing: keep watching, up to a bound
                 self._update(lambda r: setattr(r, "error", f"poll failed (will retry): {exc}"))
             progress = backend.read_progress(record)
-            # Activity is a new stage or step; the runner rewrites progress.json even when its
-            # training process hangs, so the file's own timestamp proves nothing.
-            if progress is not None and (progress.stage, progress.step) != last_seen:
-                last_seen, last_activity = (progress.stage, progress.step), time.time()
+            watch = supervision.observe(watch, status is not None, progress, time.time())
 
             def note(r: JobRecord) -> None:
                 r.heartbeat_at = time.time()
                 r.worker = self.worker
                 if r.state in (JobState.starting, JobState.retrying):
                     r.state = JobState.running
-                if progress is not None:
-                    r.progress = progress
-                    current = r.attempts[attempt.number - 1]
-                    if progress.resumed_from_step is not None:
-                        current.resumed_from_step = progress.resumed_from_step
-                    if progress.reached_before_resume is not None and attempt.number > 1:
-                        before = r.attempts[attempt.number - 2]
-                        before.final_step = max(before.final_step or 0, progress.reached_before_resume)
-                    if progress.stage == BASE_TRAIN_STAGE and progress.step is not None:
-                        current.final_step = progress.step
+                supervision.note_progress(r, number, progress)
 
             record = self._update(note)
-            if progress is not None and progress.stage == BASE_TRAIN_STAGE:  # not in `note`: it may run twice
+            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:  # not in `note`: it may run twice
                 self.store.append_loss(self.job_id, progress)
-            if not self.store.renew_supervision(self.job_id, self.worker, self.ttl_s):
-                raise _Done  # another worker took over after we stalled; it owns the job now
-            if not status.running:
-                return status
-            ending = self._reason_to_stop(record, attempt.number, last_activity)
-            if ending is not None:
-                if self._stop(backend, call_id):
-                    return ending
-                self._update(lambda r: setattr(r, "error", f"{ending.error}; stopping the call failed, retrying"))
+            self._keep_lease()
+            judged = supervision.verdict(record, number, status, watch, time.time(), self.bounds)
+            if judged.status is not None:
+                if judged.stop and not self._stop(backend, record, call_id):
+                    ending = judged.status
+                    return CallStatus(ending.outcome, f"{ending.error}; not confirmed ended after "
+                                      f"{self.bounds.stop_confirm_s:.0f}s (the run-dir fence supersedes it)")
+                return judged.status
             time.sleep(self.poll_s)
 
-    @staticmethod
-    def _reason_to_stop(record: JobRecord, number: int, last_activity: float) -> CallStatus | None:
-        if record.cancel_requested:
-            return CallStatus(Outcome.cancelled, "cancelled by request")
-        started = record.attempts[number - 1].started_at
-        if time.time() - started > record.spec.attempt_timeout_s:
-            return CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout")
-        if time.time() - last_activity > stall_timeout_s():
-            return CallStatus(Outcome.stalled, f"no progress for {stall_timeout_s():.0f}s")
-        return None
-
-    @staticmethod
-    def _stop(backend: Backend, call_id: str) -> bool:
-        """Cancel the call; False if the backend could not be reached (the watch loop tries again)."""
-        try:
-            backend.cancel(call_id)
-        except BackendError as exc:
-            log.warning("cancel of %s failed: %s", call_id, exc)
-            return False
-        return True
+    def _stop(self, backend: Backend, record: JobRecord, call_id: str) -> bool:
+        """Cancel the call, then poll until it has ended: True once confirmed, False if
+        `stop_confirm_s` passes first. Failed cancels and polls are tried again meanwhile."""
+        deadline = time.monotonic() + self.bounds.stop_confirm_s
+        cancelled = False
+        while True:
+            if not cancelled:
+                try:
+                    backend.cancel(call_id)
+                    cancelled = True
+                except BackendError as exc:
+                    log.warning("cancel of %s failed (will retry): %s", call_id, exc)
+            if cancelled:
+                try:
+                    if not backend.poll(record, call_id).running:
+                        return True
+                except BackendError as exc:
+                    log.warning("poll of cancelled %s failed (will retry): %s", call_id, exc)
+            if time.monotonic() >= deadline:
+                log.warning("%s: call %s not confirmed ended after %.0fs", self.job_id, call_id, self.bounds.stop_confirm_s)
+                return False
+            self._keep_lease()
+            time.sleep(self.poll_s)
 
     def _end_attempt(self, number: int, status: CallStatus) -> JobRecord:
         def end(r: JobRecord) -> None:
@@ -291,11 +373,33 @@ class Supervisor:
         notify(self.store.conn, record, state)  # the team's webhook, if it has one
         return state
 
+    def _keep_lease(self) -> None:
+        """Renew the lease, or stop at once: another worker owns the job now."""
+        if not self.store.renew_supervision(self.job_id, self.worker, self.ttl_s):
+            log.warning("%s: lease lost to another worker; stopping", self.job_id)
+            raise _Done
+
     def _sleep_beating(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            self.store.renew_supervision(self.job_id, self.worker, self.ttl_s)
+            self._keep_lease()
             time.sleep(min(self.poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def _die_with_worker() -> None:
+    """Tests only: SIGKILL the whole worker (the RQ worker, its scheduler and this work horse,
+    which RQ starts in a session of its own), as a machine dying in the launch window would."""
+    if get_current_job() is not None:  # in a work horse: the RQ worker is the parent
+        os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
+def _prepare_lock_key(record: JobRecord) -> str:
+    from speedq.gpu import nanochat  # nanochat's shard rule, sized as the runner sizes it
+
+    spec = record.spec
+    size = nanochat.size_run(spec.depth, spec.mode, spec.gpu.type, spec.gpu.count, spec.train_args)
+    return Keys.data_prep(record.nanochat_commit or spec.repo_ref, nanochat.shards_needed(size, spec.mode))
 
 
 class _Done(Exception):

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from speedq.connection import redis_server_binary
+from speedq.gpu.proctree import MARK_ENV, environ_of
 
 REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
 
@@ -185,6 +186,13 @@ def kill_runners_under(home: Path) -> None:
         if marker in cmdline and b"speedq.gpu.runner" in cmdline:
             try:
                 os.killpg(int(entry.name), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    # Their training runs in sessions of its own (as under torchrun): found by the run-dir mark.
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and environ_of(int(entry.name)).get(MARK_ENV, "").startswith(str(home)):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from speedq.gpu import layout, runner
+from speedq.gpu import layout, proctree, runner
 from speedq.schemas import Outcome, Progress, RunRequest, RunResult
 from speedq.sim.repo import ensure_sim_repo
 
@@ -109,7 +109,7 @@ def test_full_run_through_the_cli_then_the_ledger_skips_everything(tmp_path: Pat
     log = log_text(req)
     for module in ("nanochat.dataset", "scripts.tok_train", "scripts.tok_eval", "scripts.base_train",
                    "scripts.base_eval", "scripts.chat_sft", "scripts.chat_eval"):
-        assert f"-m {module}" in log
+        assert f" {module} " in log  # `-m module`, or `-m speedq.gpu.rank module` for training
     assert f"--save-every={SAVE_EVERY}" in log and "--fp8" in log and "--depth=4" in log
     assert "Validation bpb" in log
     ckpts = sorted((Path(req.run_dir) / "base_checkpoints" / "d4").glob("model_*.pt"))
@@ -292,6 +292,7 @@ def test_a_hung_run_leaves_progress_untouched(tmp_path: Path, sim_repo: Path) ->
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert proctree.end_marked(req.run_dir) == []  # the training has a session of its own
     assert not (Path(req.run_dir) / layout.result_name(1)).exists()
 
 
@@ -328,12 +329,12 @@ def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
     assert list(stages) == ["data", "tok_train", "tok_eval", "base_train", "base_eval", "chat_sft", "chat_eval"]
     train = runner.command(req, stages["base_train"], ["--save-every=7"])
     at = train.index("--standalone")  # after `torchrun`, or `python -m torch.distributed.run` without it
-    assert train[at : at + 5] == ["--standalone", "--nproc_per_node=2", "-m", "scripts.base_train", "--"]
+    assert train[at : at + 6] == ["--standalone", "--nproc_per_node=2", "-m", runner.RANK_MODULE, "scripts.base_train", "--"]
     assert "--depth=4" in train and "--save-every=7" in train and "--fp8" not in train  # no fp8 on an A100
     assert runner.command(req, stages["data"], [])[:3] == [sys.executable, "-m", "nanochat.dataset"]
     assert runner.command(req, stages["chat_eval"], [])[-2:] == ["-i", "sft"]
     py = req.model_copy(update={"launcher": "python", "gpu_type": "H100", "env": {"WANDB_RUN": "mine"}})
-    assert runner.command(py, runner.plan(py)[3], [])[:3] == [sys.executable, "-m", "scripts.base_train"]
+    assert runner.command(py, runner.plan(py)[3], [])[:4] == [sys.executable, "-m", runner.RANK_MODULE, "scripts.base_train"]
     assert "--fp8" in runner.plan(py)[3].flags and "--run=mine" in runner.plan(py)[3].flags
     assert "WORLD_SIZE" not in runner.stage_env(py, tmp_path)
     sim_env = runner.stage_env(request(tmp_path, sim_repo), tmp_path)

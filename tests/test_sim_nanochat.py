@@ -196,11 +196,13 @@ def children(pid: int) -> list[int]:
     return found
 
 
+SIM_TORCHRUN = ("speedq.sim.torchrun", "-m")
+
+
 def test_new_session_training_outlives_its_starter_like_torchrun(base: Path) -> None:
-    """SPEEDQ_SIM_NEW_SESSION=1: killing the launcher's whole process group leaves the training."""
-    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3",
-           "SPEEDQ_SIM_NEW_SESSION": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.base_train", "--depth=4", "--num-iterations=8"],
+    """The sim's torchrun: killing the launcher's whole process group leaves the training."""
+    env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3"}
+    proc = subprocess.Popen([sys.executable, "-m", *SIM_TORCHRUN, "scripts.base_train", "--depth=4", "--num-iterations=8"],
                             cwd=SIM_TREE, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     training: list[int] = []
     try:
@@ -225,8 +227,7 @@ def test_new_session_training_outlives_its_starter_like_torchrun(base: Path) -> 
 
 
 def test_new_session_run_exits_like_torchrun(base: Path) -> None:
-    ok = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=3", extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    ok = sim(base, *SIM_TORCHRUN, "scripts.base_train", "--depth=4", "--num-iterations=3")
     assert ok.returncode == 0 and steps_printed(ok.stdout) == [0, 1, 2]
-    failed = sim(base, "scripts.base_train", "--depth=4", "--num-iterations=8", faults="crash@2",
-                 extra={"SPEEDQ_SIM_NEW_SESSION": "1"})
+    failed = sim(base, *SIM_TORCHRUN, "scripts.base_train", "--depth=4", "--num-iterations=8", faults="crash@2")
     assert failed.returncode == 1 and "simulated crash at step 2" in failed.stderr

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from speedq.backends.base import Backend, BackendError, CallStatus
+from speedq.backends.base import Backend, BackendError, CallStatus, LaunchUnknown
 from speedq.schemas import JobRecord
 
-__all__ = ["Backend", "BackendError", "CallStatus", "get_backend", "job_log"]
+__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown", "get_backend", "job_log"]
 
 
 def get_backend(name: str) -> Backend:

@@ -9,7 +9,14 @@ from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunResult
 
 
 class BackendError(Exception):
-    """The backend cannot do what was asked (no credentials, no deployment, unreachable)."""
+    """The backend cannot do what was asked (no credentials, no deployment, unreachable).
+
+    From `poll` it is never an outcome: the supervisor keeps watching the call."""
+
+
+class LaunchUnknown(BackendError):
+    """A launch whose outcome cannot be known (the spawn's answer was slow or lost): the call may
+    be running. The supervisor reconciles it through `announced`, never writes it off."""
 
 
 @dataclass(frozen=True)
@@ -37,14 +44,25 @@ class Backend(Protocol):
     def run_dir(self, record: JobRecord) -> str:
         """Where this job's run directory is, as the backend names it."""
 
+    def prepare(self, record: JobRecord) -> None:
+        """Make the shared data ready before any GPU launch (the supervisor holds a Redis lock
+        keyed by commit and shard count around it). Modal runs its CPU prepare function to
+        completion; local and sim do nothing (their runner prepares under a local flock)."""
+
     def launch(self, record: JobRecord, attempt: int) -> str:
-        """Start one attempt and return its call id at once (the run goes on without us)."""
+        """Start one attempt and return its call id at once (the run goes on without us).
+        Raises LaunchUnknown when the call may have started but its id never came back."""
+
+    def announced(self, record: JobRecord, attempt: int) -> str | None:
+        """The call id that attempt's runner announced in the run dir (its first act), or None."""
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
-        """Never blocks."""
+        """Never blocks. Only the call's own result is an outcome; any transport error raises
+        BackendError."""
 
     def cancel(self, call_id: str) -> None:
-        """Stop the call and its containers or processes."""
+        """Request termination of the call and its containers or processes (Modal:
+        terminate_containers=True). The supervisor then polls until the call has ended."""
 
     def read_progress(self, record: JobRecord) -> Progress | None:
         """The run's progress.json, or None if there is none yet or it is unreadable."""

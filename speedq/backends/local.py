@@ -4,6 +4,10 @@ Like a Modal call, the runner outlives the worker that started it (its own sessi
 worker killed with SIGKILL leaves it running and another worker reattaches by its handle.
 The handle (the attempt's call id) is `<pid>@<process start time>:<run dir>`; the start time
 tells a live runner from an unrelated process that got the same pid later.
+
+The backend owns the attempt's whole process tree: torchrun starts the training in sessions of
+its own, so the tree is found by the run dir's mark in each process's environment
+(speedq.gpu.proctree), and cancelling, reaping or relaunching ends all of it.
 """
 
 from __future__ import annotations
@@ -19,22 +23,23 @@ from pathlib import Path
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
-from speedq.gpu import layout
+from speedq.gpu import fence, layout, proctree
+from speedq.gpu.proctree import start_ticks
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
 
 CANCEL_GRACE_S = 5.0
+STRAYS_WAIT_S = 10.0  # SIGKILLed processes are gone within this; longer means an unkillable one
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+class StrayProcesses(BackendError):
+    """Processes of an earlier attempt would not end; no new attempt may start beside them."""
+
+
+def end_strays(run_dir: Path, up_to_attempt: int | None = None) -> None:
+    """SIGKILL what is left of attempts up to `up_to_attempt` (all, if None) and wait for it."""
+    left = proctree.end_marked(run_dir, up_to_attempt, wait_s=STRAYS_WAIT_S)
+    if left:
+        raise StrayProcesses(f"processes {left} of an earlier attempt in {run_dir} did not end after SIGKILL")
 
 
 def tail_lines(path: Path, count: int | None) -> str:
@@ -113,10 +118,20 @@ class LocalBackend:
             offline=config.offline(),
         )
 
+    def prepare(self, record: JobRecord) -> None:
+        """Nothing: the runner prepares the shared data itself, under a local flock."""
+
+    def announced(self, record: JobRecord, attempt: int) -> str | None:
+        note = fence.read_announcement(self.run_dir(record), attempt)
+        return note.call_id if note is not None else None
+
     def launch(self, record: JobRecord, attempt: int) -> str:
         req = self.request(record, attempt)
         run_dir = Path(req.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        # The supervisor launches only once the previous attempt has ended; anything of it still
+        # alive here (a stage that ignored SIGTERM, say) ends now, before a second could start.
+        end_strays(run_dir)
         # The runner's own stderr (an import error, say) lands outside the run dir, which a
         # force restart wipes.
         errors = self.cache_root / "runner-output" / f"{record.id}-{attempt}.txt"
@@ -129,10 +144,10 @@ class LocalBackend:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives the worker, as a Modal call does
                 cwd=run_dir,
+                env={**os.environ, proctree.MARK_ENV: str(run_dir), proctree.ATTEMPT_ENV: str(attempt)},
             )
         self._children[proc.pid] = proc
-        ticks = _start_ticks(proc.pid)
-        return f"{proc.pid}@{ticks}:{run_dir}"
+        return fence.local_handle(proc.pid, run_dir)
 
     @staticmethod
     def parse_call_id(call_id: str) -> tuple[int, int | None, Path]:
@@ -144,7 +159,7 @@ class LocalBackend:
         child = self._children.get(pid)
         if child is not None and child.poll() is not None:
             return False  # our own child, now reaped
-        now = _start_ticks(pid)
+        now = start_ticks(pid)
         return now is not None and (ticks is None or now == ticks)
 
     def _result(self, run_dir: Path, attempt: int) -> RunResult | None:
@@ -163,9 +178,12 @@ class LocalBackend:
         if result is None and not self._alive(pid, ticks):
             result = self._result(run_dir, attempt)  # it may have written just before exiting
             if result is None:
+                end_strays(run_dir, attempt)  # a killed runner's training lives on in its own session
                 return CallStatus(Outcome.preempted, "the runner process ended without a result (killed)")
         if result is None:
             return CallStatus()
+        if not self._alive(pid, ticks):
+            end_strays(run_dir, attempt)  # the attempt has ended only when all of it has
         return CallStatus(result.outcome, result.error, result)
 
     @staticmethod
@@ -176,17 +194,20 @@ class LocalBackend:
         return len(record.attempts)
 
     def cancel(self, call_id: str) -> None:
-        pid, ticks, _ = self.parse_call_id(call_id)
+        """The runner first (SIGTERM lets it pass the signal on to its stage), then every process
+        left with the run dir's mark: torchrun's ranks do not share the runner's session."""
+        pid, ticks, run_dir = self.parse_call_id(call_id)
         for sig, wait in ((signal.SIGTERM, CANCEL_GRACE_S), (signal.SIGKILL, 2.0)):
             if not self._alive(pid, ticks):
-                return
+                break
             try:
                 os.killpg(pid, sig)  # the runner leads its session: its stages go with it
             except ProcessLookupError:
-                return
+                break
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline and self._alive(pid, ticks):
                 time.sleep(0.05)
+        end_strays(run_dir, fence.attempt_announcing(run_dir, call_id))
 
     def read_progress(self, record: JobRecord) -> Progress | None:
         path = Path(self.run_dir(record)) / layout.PROGRESS

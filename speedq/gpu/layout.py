@@ -12,6 +12,10 @@ PROGRESS = "progress.json"
 LEDGER = "ledger.json"
 FORCE_MARKER = ".force-restart-done"  # holds the job id whose force restart already wiped the run
 PID = "runner.pid"
+# The fence (speedq/gpu/fence.py): which attempt owns the run dir, and who each attempt's runner is.
+CLAIM = "claim.json"  # the newest attempt number that claimed the run dir
+TRAIN_LOCK = "train.lock"  # every training process holds it shared; a new attempt needs it exclusive
+FENCE_PREFIX = "attempt-"  # attempt-<n>.json: the runner's announcement
 
 # In the shared data directory (dataset shards and tokenizer, reused by every run).
 DATA_LEDGER = ".speedq-data-ledger.json"  # shared stages done there, so no run repeats them
@@ -20,6 +24,16 @@ DATA_LOG = "prepare-log.txt"  # output of data preparation run on its own (runne
 
 # In the cache directory.
 CHECKOUTS = "nanochat"  # <cache>/nanochat/<commit>/: one nanochat checkout per pinned commit
+
+
+def announce_name(attempt: int) -> str:
+    return f"{FENCE_PREFIX}{attempt}.json"
+
+
+def is_fence_file(name: str) -> bool:
+    """Files a force restart keeps: the wipe comes after the runner announced itself and claimed
+    the run dir, and must not undo either."""
+    return name in (CLAIM, TRAIN_LOCK, PID) or (name.startswith(FENCE_PREFIX) and name.endswith(".json"))
 
 
 def result_name(attempt: int) -> str:

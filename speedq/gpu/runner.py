@@ -34,7 +34,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedq.gpu import layout, nanochat, nanochat_log
+from speedq.gpu import fence, layout, nanochat, nanochat_log
+from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
 from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
 
 # Runner behaviour
@@ -45,6 +46,8 @@ KEEP_CHECKPOINTS = 3  # complete base checkpoints kept; older ones are deleted (
 GIT_TIMEOUT_S = 120.0
 FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
 SHARED_DIRS = (nanochat.SHARDS_DIR, nanochat.TOKENIZER_DIR)  # live in req.data_dir, linked into every run
+RANK_MODULE = "speedq.gpu.rank"  # every training process runs inside the run-dir fence
+SIM_TORCHRUN = "speedq.sim.torchrun"  # the sim's torchrun: one process, in a session of its own
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
@@ -120,17 +123,23 @@ def save_every_for(req: RunRequest) -> int:
 
 def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
     flags = [*stage.flags, *extra]
-    if not stage.distributed or req.launcher in ("python", "sim"):
+    if not stage.distributed:
         return [sys.executable, "-m", stage.module, *flags]
+    fenced = ["-m", RANK_MODULE, stage.module]
+    if req.launcher == "python":
+        return [sys.executable, *fenced, *flags]
+    if req.launcher == "sim":
+        return [sys.executable, "-m", SIM_TORCHRUN, *fenced, *flags]
     torchrun = shutil.which("torchrun")
     launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", "-m", stage.module, "--", *flags]
+    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", *fenced, "--", *flags]
 
 
 def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
     env = {**os.environ, "WANDB_RUN": "dummy", **req.env}
     env.pop("WORLD_SIZE", None)  # torchrun sets it; a stray inherited one would confuse nanochat
     env.update(NANOCHAT_BASE_DIR=str(base_dir), PYTHONUNBUFFERED="1")
+    env.update({MARK_ENV: req.run_dir, ATTEMPT_ENV: str(req.attempt)})  # found by it, fenced by it
     if req.launcher == "sim":
         env["WORLD_SIZE"] = str(req.nproc)  # the sim plays every rank in one process
     if req.launcher == "torchrun":
@@ -307,6 +316,8 @@ def force_restart(req: RunRequest) -> bool:
         pass
     if run_dir.exists():
         for entry in run_dir.iterdir():
+            if layout.is_fence_file(entry.name):
+                continue  # the claim this attempt just made stays
             # Links to the shared data are unlinked, never followed.
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -561,14 +572,23 @@ def prepare_data(req: RunRequest) -> None:
         raise RuntimeError(_failure(*failed))
 
 
-def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None) -> RunResult:
+def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None, call_id: str | None = None) -> RunResult:
     """One attempt of `req`, start to end, in-process. Returns (and writes) its RunResult.
+
+    First the run-dir fence (speedq.gpu.fence): announce `call_id` (a local runner names itself
+    by its handle), claim the run dir for req.attempt, wait until no older attempt's training
+    processes hold it. A superseded attempt returns `fenced` and writes nothing more.
 
     A fault of the runner itself (a full disk, say) still ends in a crashed result naming it,
     not in a silent exit the worker would take for a preemption and retry as if nothing was wrong.
     """
     try:
-        return _attempt(req, on_checkpoint)
+        fence.announce(req.run_dir, req.attempt, call_id)
+        fence.claim(req.run_dir, req.attempt, call_id)
+        fence.take_training_lock(req.run_dir)
+        return _attempt(req, fence.guarded(req.run_dir, req.attempt, on_checkpoint))
+    except fence.Fenced as exc:
+        return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.fenced, error=str(exc))
     except Exception as exc:  # noqa: BLE001 - reported in the result, which is the runner's job
         run_dir = Path(req.run_dir)
         error = f"runner error: {type(exc).__name__}: {exc}".replace("\n", " ")
@@ -630,6 +650,7 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
         tree = checkout(req)
     except Exception as exc:  # noqa: BLE001 - a bad commit or unreachable repo ends the attempt
         return finish(Outcome.crashed, None, f"stage checkout failed: {exc}")
+    fence.check(run_dir, req.attempt)
     stages = _planned(req)
     if isinstance(stages, str):
         return finish(Outcome.crashed, None, stages)
@@ -661,6 +682,7 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
         if (why := offline_skip(req, stage)) is not None:
             attempt.log(f"---- stage {stage.name}: {why} ----")
             continue
+        fence.check(run_dir, req.attempt)
         extra: list[str] = []
         if stage.name == "base_train":
             attempt.ckpt_dir, attempt.save_every = ckpt_dir, save_every_for(req)
@@ -684,6 +706,7 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
             attempt.scan_checkpoints(force=True)
             attempt.ckpt_dir = None
         if code != 0:
+            fence.check(run_dir, req.attempt)  # a superseded stage exits non-zero: not a crash
             how = f"was killed by signal {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
             return finish(Outcome.crashed, code, f"stage {stage.name} {how}: {last}".rstrip(": "))
         mark_done(ledger_path, key, attempt=req.attempt, commit=req.commit)
@@ -700,7 +723,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--request-json", required=True, help="a RunRequest as JSON")
     args = parser.parse_args(argv)
     req = RunRequest.model_validate_json(args.request_json)
-    force_restart(req)  # before the pid file, which a wipe would remove
     run_dir = Path(req.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / layout.PID, f"{os.getpid()}\n")

@@ -94,30 +94,9 @@ def fault_due(faults: dict[int, str], step: int) -> str | None:
     return kind
 
 
-NEW_SESSION_ENV = "SPEEDQ_SIM_NEW_SESSION"  # 1: base_train trains in a new session, as under torchrun
-_WORKER_ENV = "SPEEDQ_SIM_TORCHRUN_WORKER"
-
-
-def run_like_torchrun(module: str, argv: list[str]) -> None:
-    """Under SPEEDQ_SIM_NEW_SESSION=1, play torchrun: the training runs in a child started in a new
-    session, so killing the process (group) that started it leaves the training running. This
-    process waits for it and exits 1 when it fails (torchrun's ChildFailedError), forwarding
-    SIGTERM and SIGINT. Returns at once in the child, or when the variable is not set."""
-    if os.environ.get(NEW_SESSION_ENV) != "1" or os.environ.get(_WORKER_ENV):
-        return
-    import subprocess
-
-    child = subprocess.Popen([sys.executable, "-m", module, *argv], env={**os.environ, _WORKER_ENV: "1"},
-                             start_new_session=True)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
-    code = child.wait()
-    sys.exit(0 if code == 0 else 1)
-
-
 def die_like_a_lost_container() -> None:
-    """SIGKILL the whole process group: the runner that started us goes too (and, under a
-    torchrun-like launch, the launcher's group as well: a lost container loses everything).
+    """SIGKILL the whole container: our session, and our launcher's (the runner and the
+    torchrun stand-in, which started us in a session of our own, as torchrun does).
 
     First a short pause: real steps take about a second, so the lines before a real preemption
     have reached the runner's log; the sim's millisecond steps would otherwise race the kill.
@@ -125,11 +104,12 @@ def die_like_a_lost_container() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(0.3)
-    if os.environ.get(_WORKER_ENV):
-        try:
+    try:
+        launcher = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+        if b"speedq.sim.torchrun" in launcher:  # never the group of whatever else started us
             os.killpg(os.getpgid(os.getppid()), signal.SIGKILL)
-        except OSError:
-            pass
+    except (OSError, ProcessLookupError, PermissionError):
+        pass
     os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)  # not reached unless killpg was refused
 

@@ -73,7 +73,6 @@ def vocab_size(base) -> int:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    common.run_like_torchrun("scripts.base_train", argv)
     faults = common.parse_faults()
     ranks = common.world_size()
     base = get_base_dir()

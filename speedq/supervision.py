@@ -1,0 +1,182 @@
+"""The supervisor's decisions, as pure functions of (record, what the backend said, now).
+
+speedq.worker carries them out (Redis, the backend, sleeps); everything here is testable
+without either. The rules, from issue 10:
+- only a call's own result ends an attempt; a failed poll means "keep watching", up to
+  `poll_failure_s`, after which the call is treated as lost;
+- an attempt whose call id was never stored (a worker died between launch and storing it, or the
+  launch's answer never came) is reconciled through the runner's announcement: adopted, or after
+  `announce_s` fenced off (the next attempt's claim of the run dir supersedes it);
+- a call is stopped by a cancel that is then confirmed by polling, for up to `stop_confirm_s`
+  (past that, the run-dir fence covers the rest).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from speedq.backends.base import CallStatus
+from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
+
+BASE_TRAIN_STAGE = "base_train"
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """How long the supervisor waits on each uncertainty (seconds). Settings, from the environment:
+
+    SPEEDQ_STALL_TIMEOUT (2700): no new stage or step for this long ends the attempt as stalled.
+    SPEEDQ_POLL_FAILURE_BOUND (900): polls failing for this long in a row (an API outage) and the
+        call is treated as lost: cancelled, confirmed ended, and retried.
+    SPEEDQ_STOP_CONFIRM_TIMEOUT (300): after a cancel, how long to poll for the call to end before
+        launching anyway (the new attempt's claim fences the old runner off the run dir).
+    SPEEDQ_ANNOUNCE_TIMEOUT (900): how long an attempt with no stored call id may go without its
+        runner announcing itself before it is fenced off (a Modal cold start takes minutes).
+    """
+
+    stall_s: float = 45 * 60
+    poll_failure_s: float = 900.0
+    stop_confirm_s: float = 300.0
+    announce_s: float = 900.0
+
+    @classmethod
+    def from_env(cls) -> Bounds:
+        return cls(
+            stall_s=_seconds("SPEEDQ_STALL_TIMEOUT", cls.stall_s),
+            poll_failure_s=_seconds("SPEEDQ_POLL_FAILURE_BOUND", cls.poll_failure_s),
+            stop_confirm_s=_seconds("SPEEDQ_STOP_CONFIRM_TIMEOUT", cls.stop_confirm_s),
+            announce_s=_seconds("SPEEDQ_ANNOUNCE_TIMEOUT", cls.announce_s),
+        )
+
+
+class Kind(str, Enum):
+    finish = "finish"  # write the job's end (state, error)
+    launch = "launch"  # end the previous call for sure, then start a new attempt
+    reconcile = "reconcile"  # the current attempt has no call id: look for its announcement
+    watch = "watch"  # poll the current attempt's call
+    adopt = "adopt"  # store the announced call id as the attempt's and watch it
+    wait = "wait"  # nothing to do yet: sleep, keep the lease
+    fence_off = "fence_off"  # end the attempt as lost; the next attempt's claim supersedes it
+    retry = "retry"  # mark the job retrying, back off, then launch
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: Kind
+    state: JobState | None = None
+    error: str | None = None
+    attempt: int | None = None
+    call_id: str | None = None
+
+
+def next_step(record: JobRecord) -> Step:
+    """What to do with the job as stored."""
+    attempt = record.current_attempt
+    if attempt is None or attempt.outcome is not None:
+        if record.cancel_requested:
+            return Step(Kind.finish, JobState.cancelled, "cancelled")
+        if record.attempts_this_round >= record.spec.max_attempts:
+            why = attempt.error if attempt is not None and attempt.error else "no attempts left"
+            return Step(Kind.finish, JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
+        return Step(Kind.launch)
+    if attempt.call_id is None:
+        return Step(Kind.reconcile, attempt=attempt.number)
+    return Step(Kind.watch, attempt=attempt.number, call_id=attempt.call_id)
+
+
+def reconcile(attempt: Attempt, announced: str | None, now: float, bounds: Bounds) -> Step:
+    """An attempt whose launch was never confirmed: its runner's announcement decides."""
+    if announced is not None:
+        return Step(Kind.adopt, attempt=attempt.number, call_id=announced)
+    waited = now - attempt.started_at
+    if waited < bounds.announce_s:
+        return Step(Kind.wait, attempt=attempt.number)
+    return Step(
+        Kind.fence_off, attempt=attempt.number,
+        error=f"launch outcome unknown and no runner announced itself in {waited:.0f}s; fenced off",
+    )
+
+
+def after_attempt(record: JobRecord, status: CallStatus) -> Step:
+    """The attempt has ended with `status` (already written to `record`): the job's next step."""
+    if status.outcome == Outcome.succeeded:
+        return Step(Kind.finish, JobState.succeeded)
+    if status.outcome == Outcome.cancelled or record.cancel_requested:
+        return Step(Kind.finish, JobState.cancelled, status.error or "cancelled")
+    if status.outcome is None or not status.outcome.retryable:
+        return Step(Kind.finish, JobState.failed, status.error)
+    if record.attempts_this_round >= record.spec.max_attempts:
+        return Step(Kind.launch)  # next_step says why it gives up
+    return Step(Kind.retry)
+
+
+# -- watching one call ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Watch:
+    """What a watch loop remembers between polls."""
+
+    last_activity: float
+    last_seen: tuple[str | None, int | None] = (None, None)
+    failing_since: float | None = None  # first of the polls failing in a row
+
+
+def observe(watch: Watch, polled: bool, progress: Progress | None, now: float) -> Watch:
+    """Fold one poll into the watch. Activity is a new stage or step; the runner rewrites
+    progress.json even when its training hangs, so the file's own timestamp proves nothing."""
+    if polled:
+        watch = replace(watch, failing_since=None)
+    elif watch.failing_since is None:
+        watch = replace(watch, failing_since=now)
+    if progress is not None and (progress.stage, progress.step) != watch.last_seen:
+        watch = replace(watch, last_seen=(progress.stage, progress.step), last_activity=now)
+    return watch
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """keep (status None), ended (the call's own result), or stop (cancel, confirm, end with status)."""
+
+    status: CallStatus | None = None
+    stop: bool = False
+
+
+KEEP = Verdict()
+
+
+def verdict(record: JobRecord, number: int, status: CallStatus | None, watch: Watch, now: float, bounds: Bounds) -> Verdict:
+    """After one poll (`status` None: the poll failed): does the attempt go on?"""
+    if status is not None and not status.running:
+        return Verdict(status)
+    if status is None and watch.failing_since is not None and now - watch.failing_since >= bounds.poll_failure_s:
+        return Verdict(CallStatus(Outcome.lost, f"no answer from the backend for {now - watch.failing_since:.0f}s"), stop=True)
+    if record.cancel_requested:
+        return Verdict(CallStatus(Outcome.cancelled, "cancelled by request"), stop=True)
+    started = record.attempts[number - 1].started_at
+    if now - started > record.spec.attempt_timeout_s:
+        return Verdict(CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout"), stop=True)
+    if now - watch.last_activity > bounds.stall_s:
+        return Verdict(CallStatus(Outcome.stalled, f"no progress for {bounds.stall_s:.0f}s"), stop=True)
+    return KEEP
+
+
+def note_progress(record: JobRecord, number: int, progress: Progress | None) -> None:
+    """Copy what the runner reported into the record (inside a Store.update)."""
+    if progress is None:
+        return
+    record.progress = progress
+    current = record.attempts[number - 1]
+    if progress.resumed_from_step is not None:
+        current.resumed_from_step = progress.resumed_from_step
+    if progress.reached_before_resume is not None and number > 1:
+        before = record.attempts[number - 2]
+        before.final_step = max(before.final_step or 0, progress.reached_before_resume)
+    if progress.stage == BASE_TRAIN_STAGE and progress.step is not None:
+        current.final_step = progress.step

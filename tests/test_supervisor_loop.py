@@ -1,0 +1,188 @@
+"""The worker's loop around the decisions, in-process against a real Redis, with a scripted
+backend that fails the way issue 10 lists: poll errors, a launch whose answer is lost, a cancel
+that takes a while, a lease taken over during backoff. Each call the loop makes is recorded, so
+the tests check the order a GPU bill depends on (a cancel confirmed before the next launch)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from speedq import worker
+from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
+from speedq.schemas import JobRecord, JobSpec, LogPointer, Outcome
+from speedq.store import Keys, Store
+from tests.conftest import RedisServer, wait_for
+
+
+@dataclass
+class Scripted:
+    """A backend whose calls follow the test's script; `calls` records what the loop did."""
+
+    name: str = "sim"
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    launch_script: list[Callable[[int], str]] = field(default_factory=list)
+    poll_script: Callable[[str, int], CallStatus] = lambda call_id, n: CallStatus(Outcome.succeeded)
+    announce_script: Callable[[int, int], str | None] = lambda attempt, n: None
+    ended: set[str] = field(default_factory=set)
+
+    def count(self, kind: str) -> int:
+        return sum(1 for c in self.calls if c[0] == kind)
+
+    def resolve_ref(self, ref: str) -> str:
+        return "c" * 40
+
+    def run_dir(self, record: JobRecord) -> str:
+        return "/nowhere/run"
+
+    def log_pointer(self, record: JobRecord) -> LogPointer:
+        return LogPointer(location="local", path="/nowhere/log.txt", command="true")
+
+    def prepare(self, record: JobRecord) -> None:
+        self.calls.append(("prepare",))
+
+    def launch(self, record: JobRecord, attempt: int) -> str:
+        self.calls.append(("launch", str(attempt)))
+        return self.launch_script.pop(0)(attempt) if self.launch_script else f"call-{attempt}"
+
+    def announced(self, record: JobRecord, attempt: int) -> str | None:
+        self.calls.append(("announced", str(attempt)))
+        return self.announce_script(attempt, self.count("announced"))
+
+    def poll(self, record: JobRecord, call_id: str) -> CallStatus:
+        self.calls.append(("poll", call_id))
+        if call_id in self.ended:
+            return CallStatus(Outcome.cancelled, "ended by cancel")
+        return self.poll_script(call_id, self.count("poll"))
+
+    def cancel(self, call_id: str) -> None:
+        self.calls.append(("cancel", call_id))
+        self.ended.add(call_id)
+
+    def read_progress(self, record: JobRecord):  # noqa: ANN201
+        return None
+
+
+@pytest.fixture
+def store(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Store:
+    redis_server.client().flushall()
+    for name, value in {"SPEEDQ_POLL_INTERVAL": "0.02", "SPEEDQ_RETRY_BACKOFF": "0.05", "SPEEDQ_HEARTBEAT_TTL": "5",
+                        "SPEEDQ_POLL_FAILURE_BOUND": "0.3", "SPEEDQ_STOP_CONFIRM_TIMEOUT": "0.3",
+                        "SPEEDQ_ANNOUNCE_TIMEOUT": "0.3"}.items():
+        monkeypatch.setenv(name, value)
+    return Store(redis_server.client())
+
+
+def supervise(store: Store, backend: Scripted, monkeypatch: pytest.MonkeyPatch, **spec: object) -> JobRecord:
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", **spec))
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    worker.Supervisor(store, record.id, "w1").run()
+    return store.get(record.id)
+
+
+def test_poll_errors_keep_watching_and_only_the_result_ends_it(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def poll(call_id: str, n: int) -> CallStatus:
+        if n <= 5:
+            raise BackendError("StatusCode.UNAVAILABLE")
+        return CallStatus(Outcome.succeeded)
+
+    backend = Scripted(poll_script=poll)
+    record = supervise(store, backend, monkeypatch)
+    assert record.state.value == "succeeded"
+    assert backend.count("launch") == 1 and backend.count("cancel") == 0
+
+
+def test_a_call_silent_past_the_bound_is_cancelled_and_confirmed_before_the_next_launch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def poll(call_id: str, n: int) -> CallStatus:
+        if call_id == "call-1":
+            raise BackendError("StatusCode.INTERNAL")
+        return CallStatus(Outcome.succeeded)
+
+    backend = Scripted(poll_script=poll)
+    record = supervise(store, backend, monkeypatch)
+    assert record.state.value == "succeeded"
+    assert [a.outcome for a in record.attempts] == [Outcome.lost, Outcome.succeeded]
+    assert backend.calls.index(("cancel", "call-1")) < backend.calls.index(("launch", "2"))
+    confirmed = backend.calls.index(("poll", "call-1"), backend.calls.index(("cancel", "call-1")))
+    assert confirmed < backend.calls.index(("launch", "2"))  # a poll saw it ended first
+
+
+def test_a_stop_that_is_never_confirmed_waits_out_its_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Stubborn(Scripted):
+        def cancel(self, call_id: str) -> None:
+            self.calls.append(("cancel", call_id))  # requested, never takes effect
+
+    def poll(call_id: str, n: int) -> CallStatus:
+        return CallStatus() if call_id == "call-1" else CallStatus(Outcome.succeeded)
+
+    backend = Stubborn(poll_script=poll)
+    record = supervise(store, backend, monkeypatch, attempt_timeout_s=1)
+    assert [a.outcome for a in record.attempts][:1] == [Outcome.timed_out]
+    assert "not confirmed ended" in (record.attempts[0].error or "")
+    assert backend.calls.index(("cancel", "call-1")) < backend.calls.index(("launch", "2"))
+
+
+def test_a_launch_with_an_unknown_outcome_is_adopted_from_its_announcement(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lost_answer(attempt: int) -> str:
+        raise LaunchUnknown("spawn timed out")
+
+    backend = Scripted(launch_script=[lost_answer], announce_script=lambda attempt, n: "fc-real" if n >= 3 else None)
+    record = supervise(store, backend, monkeypatch)
+    assert record.state.value == "succeeded"
+    assert backend.count("launch") == 1
+    assert [a.call_id for a in record.attempts] == ["fc-real"]
+
+
+def test_a_launch_never_announced_is_fenced_off_then_relaunched(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def lost_answer(attempt: int) -> str:
+        raise LaunchUnknown("spawn timed out")
+
+    backend = Scripted(launch_script=[lost_answer])
+    record = supervise(store, backend, monkeypatch)
+    assert record.state.value == "succeeded"
+    assert [a.outcome for a in record.attempts] == [Outcome.lost, Outcome.succeeded]
+    assert "fenced off" in record.attempts[0].error
+    last_look = max(i for i, c in enumerate(backend.calls) if c == ("announced", "1"))
+    assert last_look < backend.calls.index(("launch", "2"))  # looked again right before relaunching
+
+
+def test_a_lease_lost_during_backoff_stops_at_once(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPEEDQ_RETRY_BACKOFF", "120")  # far longer than the test waits for it
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+
+    def take_over_in_backoff() -> None:
+        wait_for(lambda: store.get(record.id).state.value == "retrying", timeout=10, what="the backoff")
+        store.conn.set(Keys.supervisor(record.id), "w2", px=60_000)  # another worker took the job
+
+    thief = threading.Thread(target=take_over_in_backoff)
+    thief.start()
+    backend = Scripted(poll_script=lambda call_id, n: CallStatus(Outcome.preempted, "gone"))
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    supervisor = threading.Thread(target=worker.Supervisor(store, record.id, "w1").run, daemon=True)
+    supervisor.start()
+    thief.join()
+    supervisor.join(timeout=30)
+    assert not supervisor.is_alive()  # it stopped in its backoff instead of sleeping it out
+    assert backend.count("launch") == 1  # w1 never launched again
+    assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
+
+
+def test_prepare_runs_before_every_launch_under_the_data_lock(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[bool] = []
+
+    class Watching(Scripted):
+        def prepare(self, record: JobRecord) -> None:
+            super().prepare(record)
+            seen.append(bool(store.conn.keys(Keys.data_prep("*", 0).rsplit(":", 2)[0] + ":*")))
+
+    backend = Watching()
+    supervise(store, backend, monkeypatch)
+    assert backend.calls.index(("prepare",)) < backend.calls.index(("launch", "1"))
+    assert seen == [True]
