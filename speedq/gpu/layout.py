@@ -12,6 +12,7 @@ PROGRESS = "progress.json"
 LEDGER = "ledger.json"
 FORCE_MARKER = ".force-restart-done"  # holds the job id whose force restart already wiped the run
 PID = "runner.pid"
+CLAIM = "claim.json"  # the newest attempt number that claimed the run dir (speedq/gpu/fence.py)
 
 # In the shared data directory (dataset shards and tokenizer, reused by every run).
 DATA_LEDGER = ".speedq-data-ledger.json"  # shared stages done there, so no run repeats them
@@ -20,6 +21,16 @@ DATA_LOG = "prepare-log.txt"  # output of data preparation run on its own (runne
 
 # In the cache directory.
 CHECKOUTS = "nanochat"  # <cache>/nanochat/<commit>/: one nanochat checkout per pinned commit
+
+
+def announce_name(attempt: int) -> str:
+    """{attempt, call_id, host, pid, started_at}: written by an attempt's runner as its first act."""
+    return f"attempt-{attempt}.json"
+
+
+def prepared_marker_name(commit: str) -> str:
+    """In the shared data dir: {commit, shards} once data for `commit` is prepared (Modal)."""
+    return f".speedq-prepared-{commit}.json"
 
 
 def result_name(attempt: int) -> str:
