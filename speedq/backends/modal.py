@@ -139,8 +139,8 @@ def _is_transport(exc: BaseException) -> bool:
     import grpclib.exceptions
     import modal.exception as mexc
 
-    if isinstance(exc, (mexc.NotFoundError, mexc.OutputExpiredError)):
-        return False
+    if isinstance(exc, (mexc.NotFoundError, mexc.OutputExpiredError, FileNotFoundError)):
+        return False  # answers: the thing is not there
     return isinstance(
         exc,
         (

@@ -40,8 +40,9 @@ class Faults:
     map_count: int = 0                 # how many FunctionMap requests the fault hits (client retries included)
     cancel_delay_s: float = 0.0        # a cancelled call keeps running this long before it is terminated
 
-    def blip(self, status, seconds):
-        self.outputs_status, self.outputs_until = Status[status].name, time.monotonic() + seconds
+    def blip(self, status, seconds):  # a grpclib Status name, or "RESET" (connection reset)
+        self.outputs_status = status if status == "RESET" else Status[status].name
+        self.outputs_until = time.monotonic() + seconds
 
 
 def _norm(path):
@@ -174,6 +175,9 @@ class FakeModal(api_grpc.ModalClientBase):
         req = await stream.recv_message()
         with self.lock:
             blip = self.faults.outputs_status if time.monotonic() < self.faults.outputs_until else None
+        if blip == "RESET":  # the connection drops mid-poll
+            stream._stream._transport.abort()
+            return
         if blip:
             raise GRPCError(Status[blip], f"stand-in blip: {blip}")
         deadline = time.monotonic() + max(0.0, req.timeout)
