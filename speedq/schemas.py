@@ -202,6 +202,13 @@ class Progress(BaseModel):
     checkpoint_step: int | None = None  # newest complete checkpoint
     resumed_from_step: int | None = None
     reached_before_resume: int | None = None  # the last step the attempt before this one printed
+    # Modal only (speedq/gpu/offload.py): checkpoints saved locally, copied to the Volume behind
+    save_blocked_s: list[float] = Field(default_factory=list)  # training time each save took
+    offloaded_step: int | None = None  # newest checkpoint on the Volume
+    commit_failures: int = 0
+    reload_failures: int = 0
+    last_commit_error: str | None = None
+    last_reload_error: str | None = None
     updated_at: float = Field(default_factory=time.time)
 
 
