@@ -183,7 +183,7 @@ class Offloader:
             except OSError:
                 pass
 
-    def tail_once(self) -> None:
+    def tail_once(self, now: float | None = None) -> None:
         """Read the new part of the local log; time each save from the step lines around it."""
         path = self.local_run / layout.LOG
         try:
@@ -194,7 +194,7 @@ class Offloader:
             return
         end = chunk.rfind(b"\n") + 1
         self._log_pos += end
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         for line in chunk[:end].decode(errors="replace").splitlines():
             match = STEP_LINE.match(line)
             if not match:
