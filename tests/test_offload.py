@@ -128,10 +128,10 @@ def test_commit_and_reload_failures_are_reported_apart(dirs) -> None:
     off = offload.Offloader(local_run=local, volume_run=volume, ckpt_rel=CKPT, world_size=2, attempt=1,
                             commit=lambda: None, reload=boom)
     off.sync_once()
-    assert (off.reload_failures, off.commit_failures) == (1, 0)
+    assert (off.reloads.count, off.commits.count) == (1, 0)
     off.reload, off.commit = (lambda: None), boom
     off.sync_once()
-    assert (off.reload_failures, off.commit_failures) == (1, 1)
+    assert (off.reloads.count, off.commits.count) == (1, 1)
     progress = json.loads((volume / layout.PROGRESS).read_text())
     assert progress["reload_failures"] == 1 and "open files" in progress["last_reload_error"]
 

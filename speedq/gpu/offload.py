@@ -116,6 +116,23 @@ def save_blocked_s(before: tuple[float, int], after: tuple[float, int, float]) -
 
 
 @dataclass
+class Failures:
+    """One Volume operation's failures: how many, and the last one's words."""
+
+    what: str
+    count: int = 0
+    last: str | None = None
+
+    def run(self, op: Callable[[], None]) -> None:
+        try:
+            op()
+        except Exception as exc:  # noqa: BLE001 - counted and shown; training goes on
+            self.count += 1
+            self.last = f"{type(exc).__name__}: {exc}"
+            log.warning("volume %s failed: %s", self.what, exc)
+
+
+@dataclass
 class Offloader:
     """Copies a local run dir to its Volume twin on a thread of its own; see the module doc."""
 
@@ -128,10 +145,8 @@ class Offloader:
     reload: Callable[[], None]
     save_every: int | None = None
     saves: list[float] = field(default_factory=list)  # seconds each save blocked training
-    commit_failures: int = 0
-    reload_failures: int = 0
-    last_commit_error: str | None = None
-    last_reload_error: str | None = None
+    commits: Failures = field(default_factory=lambda: Failures("commit"))
+    reloads: Failures = field(default_factory=lambda: Failures("reload"))
     offloaded_step: int | None = None
     superseded_by: int | None = None
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -208,12 +223,7 @@ class Offloader:
 
     def sync_once(self) -> None:
         """Reload, check the fence, copy what is new, commit."""
-        try:
-            self.reload()
-        except Exception as exc:  # noqa: BLE001
-            self.reload_failures += 1
-            self.last_reload_error = f"{type(exc).__name__}: {exc}"
-            log.warning("volume reload failed: %s", exc)
+        self.reloads.run(self.reload)
         claim = read_claim(self.volume_run)
         if claim is not None and claim > self.attempt:
             if self.superseded_by is None:
@@ -226,12 +236,7 @@ class Offloader:
             if src.name != layout.PROGRESS:
                 copy_file(src, self.volume_run / src.name)
         self._write_progress()
-        try:
-            self.commit()
-        except Exception as exc:  # noqa: BLE001
-            self.commit_failures += 1
-            self.last_commit_error = f"{type(exc).__name__}: {exc}"
-            log.warning("volume commit failed: %s", exc)
+        self.commits.run(self.commit)
 
     def _copy_checkpoints(self) -> None:
         from speedq.gpu import runner
@@ -266,8 +271,8 @@ class Offloader:
         return {
             "save_blocked_s": list(self.saves),
             "offloaded_step": self.offloaded_step,
-            "commit_failures": self.commit_failures,
-            "reload_failures": self.reload_failures,
-            "last_commit_error": self.last_commit_error,
-            "last_reload_error": self.last_reload_error,
+            "commit_failures": self.commits.count,
+            "reload_failures": self.reloads.count,
+            "last_commit_error": self.commits.last,
+            "last_reload_error": self.reloads.last,
         }
