@@ -30,6 +30,14 @@ from typing import Any, TypeVar
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.modal_outcomes import (
+    is_transport,
+    one_line,
+    raised_by_the_call,
+    status_from_error,
+    status_from_value,
+)
+from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.gpu import layout
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
 
@@ -111,83 +119,6 @@ def attempt_timeout_for(mode: str, job_timeout_s: int) -> int:
     return min(job_timeout_s, SMOKE_TIMEOUT_S) if mode == "smoke" else job_timeout_s
 
 
-def data_marker_relpath(commit: str) -> PurePosixPath:
-    """The Volume's record of prepared data for one nanochat commit (JSON: commit, shards)."""
-    return PurePosixPath("data") / layout.prepared_marker_name(commit)
-
-
-def shards_for(record: JobRecord) -> int:
-    from speedq.gpu import runner
-    from speedq.schemas import depth_of
-
-    return runner.shards_needed(depth_of(record.spec.model), record.spec.mode)
-
-
-def marker_covers(raw: bytes | None, commit: str, shards: int) -> bool:
-    """Does a data marker say `commit` is prepared with at least `shards` shards?"""
-    if not raw:
-        return False
-    try:
-        marker = json.loads(raw)
-        return marker["commit"] == commit and int(marker["shards"]) >= shards
-    except (ValueError, KeyError, TypeError):
-        return False
-
-
-def _is_transport(exc: BaseException) -> bool:
-    """An error on the way to Modal's API or back, which says nothing about the call itself."""
-    import grpclib.exceptions
-    import modal.exception as mexc
-
-    if isinstance(exc, (mexc.NotFoundError, mexc.OutputExpiredError, FileNotFoundError)):
-        return False  # answers: the thing is not there
-    return isinstance(
-        exc,
-        (
-            grpclib.exceptions.GRPCError,  # ServiceError, InternalError, ResourceExhaustedError, ...
-            mexc.ConnectionError,
-            mexc.ClientClosed,
-            grpclib.exceptions.StreamTerminatedError,
-            grpclib.exceptions.ProtocolError,
-            OSError,  # ConnectionResetError, BrokenPipeError, ...
-            asyncio.TimeoutError,
-        ),
-    )
-
-
-def _raised_by_the_call(exc: BaseException) -> bool:
-    """Was `exc` re-raised from the call's own result (the client's _process_result), rather than
-    met on the way? The function's own ConnectionResetError is an outcome; ours is not."""
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "_process_result":
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def status_from_error(exc: BaseException, call_id: str) -> CallStatus | None:
-    """What a poll's exception says about the call; None: nothing (a transport error)."""
-    import modal.exception as mexc
-
-    if isinstance(exc, (mexc.OutputExpiredError, mexc.NotFoundError)):
-        return CallStatus(Outcome.lost, f"Modal no longer knows call {call_id}: {_one_line(exc)}")
-    if isinstance(exc, mexc.FunctionTimeoutError):
-        return CallStatus(Outcome.timed_out, _one_line(exc) or "the function ran past its timeout")
-    if isinstance(exc, mexc.InternalFailure):
-        return CallStatus(Outcome.preempted, _one_line(exc) or "Modal lost the input")
-    if _is_transport(exc) and not _raised_by_the_call(exc):
-        return None
-    if isinstance(exc, mexc.RemoteError):
-        # A cancelled call ends with status TERMINATED, which the client raises as a bare
-        # RemoteError carrying the server's message.
-        if any(word in str(exc).lower() for word in ("cancel", "terminat")):
-            return CallStatus(Outcome.cancelled, _one_line(exc))
-        return CallStatus(Outcome.crashed, _one_line(exc))
-    # ExecutionError, or the function's own exception re-raised
-    return CallStatus(Outcome.crashed, f"{type(exc).__name__}: {_one_line(exc)}")
-
-
 class ModalBackend:
     """Launch attempts as calls of the deployed Modal app; see speedq/backends/base.py."""
 
@@ -222,11 +153,11 @@ class ModalBackend:
                 f"Modal did not answer {what} within {self.timeout_s:g}s (no route to Modal's API?)"
             ) from exc
         except mexc.AuthError as exc:
-            raise BackendError(f"Modal rejected the credentials during {what}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal rejected the credentials during {what}: {one_line(exc)}") from exc
         except Exception as exc:
-            if _is_transport(exc) and not _raised_by_the_call(exc):
+            if is_transport(exc) and not raised_by_the_call(exc):
                 raise BackendError(
-                    f"Modal's API failed during {what} ({type(exc).__name__}): {_one_line(exc)}"
+                    f"Modal's API failed during {what} ({type(exc).__name__}): {one_line(exc)}"
                 ) from exc
             raise
 
@@ -261,7 +192,7 @@ class ModalBackend:
                 f"{self._env_words()}: run `modal deploy speedq/gpu/modal_app.py`"
             ) from exc
         except mexc.Error as exc:
-            raise BackendError(f"Modal deployment check failed: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal deployment check failed: {one_line(exc)}") from exc
 
     def resolve_ref(self, ref: str) -> str:
         """Pin a ref with `git ls-remote` here when git exists (no container, no cost, ~1 s);
@@ -276,9 +207,9 @@ class ModalBackend:
                 "resolving the ref", lambda: fn.remote.aio(config.NANOCHAT_REPO_URL, ref)
             )
         except mexc.Error as exc:
-            raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {one_line(exc)}") from exc
         except Exception as exc:  # the function's own error, e.g. unknown ref
-            raise BackendError(f"cannot resolve nanochat ref {ref!r}: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(exc)}") from exc
 
     def run_dir(self, record: JobRecord) -> str:
         return str(PurePosixPath(config.MODAL_VOLUME_MOUNT) / volume_relpath(record))
@@ -319,7 +250,7 @@ class ModalBackend:
                 f"{self._env_words()}: run `modal deploy speedq/gpu/modal_app.py`"
             ) from exc
         except mexc.Error as exc:
-            raise BackendError(f"Modal refused {function_name}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal refused {function_name}: {one_line(exc)}") from exc
         return fn
 
     def _spawn(self, fn: Any, what: str, **kwargs: Any) -> str:
@@ -331,7 +262,7 @@ class ModalBackend:
         try:
             call = _run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
         except refused as exc:  # the server said no: nothing was created
-            raise BackendError(f"Modal refused {what}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal refused {what}: {one_line(exc)}") from exc
         except Exception as exc:  # no answer, a reset, UNAVAILABLE after retries: a call may exist
             raise LaunchUnknown(
                 f"the answer to {what} was lost ({self._why(exc)}); the call may be running"
@@ -380,7 +311,7 @@ class ModalBackend:
         except (mexc.NotFoundError, mexc.OutputExpiredError):
             return  # nothing left to stop
         except mexc.Error as exc:
-            raise BackendError(f"Modal refused to cancel {call_id}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal refused to cancel {call_id}: {one_line(exc)}") from exc
 
     def announced(self, record: JobRecord, attempt: int) -> str | None:
         """The call id the container of `attempt` wrote into the run directory as its first act."""
@@ -453,7 +384,7 @@ class ModalBackend:
         except (FileNotFoundError, mexc.NotFoundError):
             return None
         except mexc.Error as exc:
-            raise BackendError(f"cannot read {relpath} from the Modal volume: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot read {relpath} from the Modal volume: {one_line(exc)}") from exc
 
     def read_progress(self, record: JobRecord) -> Progress | None:
         """None when there is no progress.json yet or it cannot be read now (never raises)."""
@@ -493,30 +424,13 @@ class ModalBackend:
     def _why(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError) and not str(exc):
             return f"no answer within {self.timeout_s:g}s"
-        return f"{type(exc).__name__}: {_one_line(exc)}"
+        return f"{type(exc).__name__}: {one_line(exc)}"
 
     def _env_words(self) -> str:
         return f" in environment {self.environment_name!r}" if self.environment_name else ""
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def status_from_value(value: Any) -> CallStatus:
-    """What a finished call returned: a RunResult (as a dict, JSON or model) decides the outcome."""
-    result: RunResult | None = None
-    try:
-        if isinstance(value, RunResult):
-            result = value
-        elif isinstance(value, dict):
-            result = RunResult.model_validate(value)
-        elif isinstance(value, (str, bytes)):
-            result = RunResult.model_validate_json(value)
-    except ValueError:
-        result = None
-    if result is None:
-        return CallStatus(Outcome.succeeded)
-    return CallStatus(result.outcome, result.error, result)
 
 
 def has_credentials() -> bool:
@@ -547,12 +461,7 @@ def _resolve_locally(repo: str, ref: str) -> str:
     thread.start()
     thread.join(GIT_TIMEOUT_S)
     if "error" in box:
-        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {_one_line(box['error'])}")
+        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(box['error'])}")
     if "value" not in box:
         raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s")
     return box["value"]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

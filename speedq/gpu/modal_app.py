@@ -47,7 +47,8 @@ from pathlib import Path, PurePosixPath
 import modal
 
 from speedq import config
-from speedq.backends.modal import PREPARE_TIMEOUT_S, SMOKE_TIMEOUT_S, marker_covers
+from speedq.backends.modal import PREPARE_TIMEOUT_S, SMOKE_TIMEOUT_S
+from speedq.backends.modal_data import marker_covers
 from speedq.gpu import layout, offload
 from speedq.schemas import JobSpec, Mode, Outcome, RunRequest, RunResult, depth_of
 
