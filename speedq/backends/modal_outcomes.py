@@ -37,11 +37,13 @@ def is_transport(exc: BaseException) -> bool:
 
 def raised_by_the_call(exc: BaseException) -> bool:
     """Was `exc` re-raised from the call's own result (the client's _process_result), rather than
-    met on the way? The function's own ConnectionResetError is an outcome; ours is not."""
+    met on the way? The function's own ConnectionResetError is an outcome; ours is not. A large
+    result's download (blob_download, under _process_result) failing is ours."""
     tb = exc.__traceback__
     while tb is not None:
         if tb.tb_frame.f_code.co_name == "_process_result":
-            return True
+            deeper = tb.tb_next
+            return deeper is None or "blob" not in deeper.tb_frame.f_code.co_name
         tb = tb.tb_next
     return False
 

@@ -482,3 +482,56 @@ def test_resolve_ref_falls_back_to_the_cpu_function_without_git(standin, backend
     answer("unknown ref 'nope'", "failure")
     with pytest.raises(BackendError, match="nope"):
         backend.resolve_ref("nope")
+
+
+# -- bounds and the stand-in as its own process ----------------------------------------------------
+
+
+def test_waiting_gives_up_after_the_blind_limit_and_leaves_the_call_alone(standin) -> None:
+    """prepare's wait: transport errors past the bound are a BackendError, never a cancel."""
+    backend = mb.ModalBackend(timeout_s=2.0)
+    rec = record()
+    call_id = backend.launch(rec, 1)
+    standin.fault(outputs_status="UNAVAILABLE", seconds=30)
+    with pytest.raises(BackendError, match="no good poll"):
+        backend.wait(rec, call_id, limit_s=60, every_s=0.1, blind_limit_s=0.5)
+    [call] = standin.calls()
+    assert not call["cancelled"] and standin.live() == [call_id]
+
+
+def test_the_stand_in_runs_as_its_own_process(monkeypatch) -> None:
+    """serve_fake.py, driven over HTTP like any outside tool would (POST /faults, GET /live)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from tests.modalstandin.conftest import OPENER
+
+    script = Path(__file__).with_name("serve_fake.py")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        ready = proc.stdout.readline().split()  # type: ignore[union-attr]
+        assert ready[0] == "READY", ready
+        grpc_url, control = ready[1].removeprefix("grpc="), ready[2].removeprefix("control=")
+        for key, value in {"MODAL_SERVER_URL": grpc_url, "MODAL_TOKEN_ID": "ak-t", "MODAL_TOKEN_SECRET": "as-t",
+                           "MODAL_DISABLE_API_PROXY": "1"}.items():
+            monkeypatch.setenv(key, value)
+        modal.Client._set_env_client(None)
+
+        def http(path: str, body: object = None) -> object:
+            data = None if body is None else json.dumps(body).encode()
+            with OPENER.open(f"{control}{path}", data, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        backend = mb.ModalBackend(timeout_s=3.0)
+        rec = record()
+        call_id = backend.launch(rec, 1)
+        http("/faults", {"outputs_status": "INTERNAL", "seconds": 5})
+        with pytest.raises(BackendError, match="InternalError"):
+            backend.poll(rec, call_id)
+        assert http("/live") == [call_id]
+    finally:
+        modal.Client._set_env_client(None)
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]
