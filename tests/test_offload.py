@@ -71,14 +71,40 @@ def test_complete_checkpoints_and_run_files_reach_the_volume_torn_ones_do_not(di
     assert not list(volume.rglob("*.part"))
 
 
+def test_later_stage_outputs_reach_the_volume_but_not_the_shared_data_links(dirs, tmp_path: Path) -> None:
+    local, volume = dirs
+    shared = tmp_path / "data" / "base_data_climbmix"
+    shared.mkdir(parents=True)
+    (shared / "shard_00000.parquet").write_bytes(b"x" * 10)
+    (local / "base_data_climbmix").symlink_to(shared, target_is_directory=True)
+    sft = local / "chatsft_checkpoints" / "d4"
+    sft.mkdir(parents=True)
+    (sft / "model_000100.pt").write_bytes(b"weights")
+    (local / "report").mkdir()
+    (local / "report" / "report.md").write_text("# done")
+    (local / layout.LEDGER).write_text(json.dumps({"chat_sft": {}}))
+    off = offloader(local, volume, Vol())
+    off.sync_once()
+    assert (volume / "chatsft_checkpoints" / "d4" / "model_000100.pt").read_bytes() == b"weights"
+    assert (volume / "report" / "report.md").read_text() == "# done"
+    assert (volume / layout.LEDGER).exists()
+    assert not (volume / "base_data_climbmix").exists()
+    (local / "report" / "report.md").write_text("# done, with more")
+    off.sync_once()
+    assert (volume / "report" / "report.md").read_text() == "# done, with more"
+
+
 def test_a_resume_fetches_the_newest_complete_checkpoint(dirs, tmp_path: Path) -> None:
     _, volume = dirs
     write_checkpoint(volume, 5)
     write_checkpoint(volume, 10)
     write_checkpoint(volume, 15, torn=True)
     (volume / layout.LEDGER).write_text("{}")
+    (volume / "chatsft_checkpoints" / "d4").mkdir(parents=True)
+    (volume / "chatsft_checkpoints" / "d4" / "model_000100.pt").write_bytes(b"sft")
     fresh = tmp_path / "fresh"
     assert offload.fetch(volume, fresh, CKPT, 2) == 10
+    assert (fresh / "chatsft_checkpoints" / "d4" / "model_000100.pt").read_bytes() == b"sft"  # chat_eval needs it
     assert sorted(p.name for p in (fresh / CKPT).iterdir()) == [
         "meta_000010.json", "model_000010.pt", "optim_000010_rank0.pt", "optim_000010_rank1.pt"]
     assert (fresh / layout.LEDGER).exists()

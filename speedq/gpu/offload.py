@@ -6,8 +6,9 @@ or working directory is inside the Volume; and because writing GBs of checkpoint
 would stall the GPUs. This module:
 - `fetch` brings the Volume's run files and its newest complete checkpoint to local disk before
   the runner starts (a resume starts from there), and `fetch_data` the prepared shards and tokenizer;
-- `Offloader` copies each new complete checkpoint (and the log, progress, ledger, result, claim and
-  announcement files) to the Volume and commits, on its own thread: the runner's on_checkpoint
+- `Offloader` copies each new complete checkpoint, every other stage output (SFT checkpoints,
+  eval results, reports), and then the log, progress, ledger, result, claim and announcement files
+  to the Volume and commits, on its own thread: the runner's on_checkpoint
   only wakes it. Before it copies it reloads the Volume and reads the run's claim there: if a newer
   attempt holds it, it copies nothing more and puts that claim into the local run dir, where the
   runner's own fence check sees it and stops;
@@ -51,6 +52,23 @@ def run_files(run_dir: Path) -> list[Path]:
     return found
 
 
+def stage_outputs(run_dir: Path, skip: Path) -> list[Path]:
+    """Every other file the stages wrote (eval results, SFT checkpoints, reports), relative to the
+    run dir: not the small run files, not `skip` (base checkpoints, copied whole per step), not
+    the links to shared data, not half-copied files."""
+    small = {p.name for p in run_files(run_dir)}
+    found = []
+    for root, dirs, files in os.walk(run_dir):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if not (here / d).is_symlink() and here / d != run_dir / skip]
+        for name in files:
+            path = here / name
+            if path.is_symlink() or name.endswith(".part") or (here == run_dir and name in small):
+                continue
+            found.append(path.relative_to(run_dir))
+    return sorted(found)
+
+
 def read_claim(run_dir: Path) -> int | None:
     """The attempt number in a run dir's claim file (a bare number or {"attempt": n})."""
     try:
@@ -78,12 +96,16 @@ def complete_steps(ckpt_dir: Path, world_size: int) -> list[int]:
 
 
 def fetch(volume_run: Path, local_run: Path, ckpt_rel: Path, world_size: int) -> int | None:
-    """The Volume's run files and newest complete checkpoint onto local disk; its step or None."""
+    """The Volume's run files, stage outputs and newest complete base checkpoint onto local disk;
+    that checkpoint's step, or None."""
     from speedq.gpu import runner
 
     local_run.mkdir(parents=True, exist_ok=True)
     for src in run_files(volume_run):
         copy_file(src, local_run / src.name)
+    if volume_run.is_dir():  # what later stages need when the ledger skips the ones before them
+        for rel in stage_outputs(volume_run, ckpt_rel):
+            copy_file(volume_run / rel, local_run / rel)
     step = runner.newest_complete_checkpoint(volume_run / ckpt_rel, world_size)
     if step is not None:
         for src in runner.checkpoint_files(volume_run / ckpt_rel, step, world_size):
@@ -232,6 +254,12 @@ class Offloader:
             self.superseded_by = claim
             return
         self._copy_checkpoints()
+        for rel in stage_outputs(self.local_run, self.ckpt_rel):
+            src, dest = self.local_run / rel, self.volume_run / rel
+            st = src.stat()
+            if not dest.exists() or dest.stat().st_size != st.st_size or dest.stat().st_mtime < st.st_mtime:
+                copy_file(src, dest)
+        # the ledger last: the Volume never says a stage is done before its outputs are there
         for src in run_files(self.local_run):
             if src.name != layout.PROGRESS:
                 copy_file(src, self.volume_run / src.name)
