@@ -7,6 +7,7 @@ stands in for /vol, with the simulated nanochat (launcher "sim") in place of the
 from __future__ import annotations
 
 import inspect
+import time
 import json
 import os
 from pathlib import Path
@@ -358,3 +359,37 @@ def test_body_commits_the_volume_even_when_the_runner_raises(vol: Path, fake_run
         run(req, volume, vol)
     assert volume.commits >= 3
     assert fake_runner.calls[-1][:2] == ("run", "a" * 40)  # a commit id is used as is
+
+
+def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
+    vol: Path, sim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client retried a spawn whose answer was lost and two calls of attempt 1 exist: the
+    latest claim wins; the other container copies nothing more and kills its stages."""
+    import threading
+
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.05")
+    req = prepared(sim_request(vol, sim, mode="full"))
+    run_dir = Path(req.run_dir)
+    ckpt = run_dir / layout.checkpoint_dir("d4", "full")
+    box: dict = {}
+    body = threading.Thread(target=lambda: box.update(run(req, Volume(), vol, call_id="fc-first")))
+    body.start()
+    from speedq.gpu import offload
+
+    deadline = time.monotonic() + 60
+    while not (ckpt.is_dir() and offload.complete_steps(ckpt, req.nproc)):
+        assert time.monotonic() < deadline and body.is_alive(), "no checkpoint reached the Volume"
+        time.sleep(0.05)
+    m.claim(run_dir, 1, "fc-second")  # the other container of attempt 1 starts
+    taken_over_at = max(offload.complete_steps(ckpt, req.nproc))
+    body.join(60)
+    assert not body.is_alive()
+    assert box["outcome"] in ("fenced", "cancelled") and "another call" in box["error"], box
+    assert offload.claim_holder(run_dir) == (1, "fc-second")
+    assert not (run_dir / layout.result_name(1)).exists()  # its end never reached the Volume
+    # at most the checkpoint being copied when the claim changed got through after it
+    from speedq.gpu import runner
+
+    assert max(offload.complete_steps(ckpt, req.nproc)) <= taken_over_at + runner.save_every_for(req)
+    assert max(offload.complete_steps(ckpt, req.nproc)) < runner.estimate_total_steps(4, "full")

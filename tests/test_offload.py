@@ -181,3 +181,18 @@ def test_on_checkpoint_only_wakes_the_copier(dirs) -> None:
     finally:
         release.set()
         off.close()
+
+
+def test_another_call_of_the_same_attempt_supersedes_this_one(dirs) -> None:
+    local, volume = dirs
+    stopped: list[bool] = []
+    (volume / layout.CLAIM).write_text(json.dumps({"attempt": 2, "call_id": "fc-b"}))
+    write_checkpoint(local, 5)
+    off = offloader(local, volume, Vol(), call_id="fc-a", on_superseded=lambda: stopped.append(True))
+    off.sync_once()
+    off.sync_once()
+    assert stopped == [True] and off.superseded_by == 2 and not (volume / CKPT).exists()
+    assert offload.superseded((2, "fc-a"), 2, "fc-a") is False  # Modal restarting the same call
+    assert offload.superseded((2, None), 2, "fc-a") is False  # a claimer that gave no call id
+    assert offload.superseded((1, "fc-x"), 2, "fc-a") is False
+    assert offload.superseded((3, None), 2, "fc-a") is True

@@ -225,15 +225,44 @@ def announce(run_dir: Path, attempt: int, call_id: str | None) -> None:
     runner.write_json_atomic(run_dir / layout.announce_name(attempt), json.dumps(body))
 
 
-def claim(run_dir: Path, attempt: int) -> int | None:
-    """Claim the Volume's run dir for `attempt`; the newer attempt holding it, if one does."""
+def claim(run_dir: Path, attempt: int, call_id: str | None) -> int | None:
+    """Claim the Volume's run dir for `attempt` (and this call); the newer attempt holding it, if
+    one does. Another call of the same attempt is overtaken: the latest claim of an attempt wins,
+    so the call the worker was told about outlives one the client's retried spawn left behind."""
     from speedq.gpu import runner
 
     held = offload.read_claim(run_dir)
     if held is not None and held > attempt:
         return held
-    runner.write_json_atomic(run_dir / layout.CLAIM, json.dumps({"attempt": attempt}))
+    runner.write_json_atomic(run_dir / layout.CLAIM, json.dumps({"attempt": attempt, "call_id": call_id}))
     return None
+
+
+def stop_stages(local_root: Path) -> None:
+    """End this process's descendants working in `local_root` (the runner's stages, torchrun and
+    its ranks): a superseded container must not keep its GPUs busy. The runner then sees its stage
+    fail and ends; nothing more is copied to the Volume."""
+    import signal
+
+    own, children = os.getpid(), {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
+    found, todo = [], list(children.get(own, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += children.get(pid, [])
+    for pid in found:
+        try:
+            if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(local_root):
+                os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone already
+            pass
 
 
 def local_request(req: RunRequest, local_root: Path) -> RunRequest:
@@ -245,7 +274,8 @@ def local_request(req: RunRequest, local_root: Path) -> RunRequest:
 
 def _fenced(req: RunRequest, held: int) -> dict:
     outcome = Outcome("fenced") if "fenced" in Outcome.__members__ else Outcome.cancelled
-    error = f"attempt {held} holds the run directory; attempt {req.attempt} stopped without writing"
+    error = (f"attempt {held} (another call) holds the run directory" if held == req.attempt else
+             f"attempt {held} holds the run directory") + f"; attempt {req.attempt} stopped without writing"
     log.warning(error)
     return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=outcome, error=error).model_dump(mode="json")
 
@@ -283,7 +313,7 @@ def execute(
     req = pin_commit(req)
     if runner.force_restart(req):  # wiped the Volume's run dir (once per job): announce again
         announce(volume_run, req.attempt, call_id)
-    held = claim(volume_run, req.attempt)
+    held = claim(volume_run, req.attempt, call_id)
     commit()
     if held is not None:
         return _fenced(req, held)
@@ -299,11 +329,14 @@ def execute(
     offloader = offload.Offloader(
         local_run=Path(local.run_dir), volume_run=volume_run, ckpt_rel=ckpt_rel, world_size=req.nproc,
         attempt=req.attempt, commit=commit_volume, reload=reload_volume, save_every=runner.save_every_for(req),
+        call_id=call_id, on_superseded=lambda: stop_stages(Path(local_root)),
     ).start()
     try:
         result = _run(local, offloader.request, call_id)
     finally:
         offloader.close()
+    if offloader.superseded_by is not None:  # its stages were stopped: say why, not "crashed"
+        return _fenced(req, offloader.superseded_by)
     if not isinstance(result, RunResult):  # be liberal about what the runner hands back
         result = RunResult.model_validate(result)
     if result.outcome is not Outcome.succeeded:

@@ -70,13 +70,30 @@ def stage_outputs(run_dir: Path, skip: Path) -> list[Path]:
 
 
 def read_claim(run_dir: Path) -> int | None:
-    """The attempt number in a run dir's claim file (a bare number or {"attempt": n})."""
+    """The attempt number in a run dir's claim file (a bare number or {"attempt": n, ...})."""
+    return claim_holder(run_dir)[0]
+
+
+def claim_holder(run_dir: Path) -> tuple[int | None, str | None]:
+    """(attempt, call id) of a run dir's claim; the call id is None where the claimer gave none."""
     try:
         raw = json.loads((run_dir / layout.CLAIM).read_text())
     except (OSError, ValueError):
-        return None
-    value = raw.get("attempt") if isinstance(raw, dict) else raw
-    return value if isinstance(value, int) else None
+        return None, None
+    attempt = raw.get("attempt") if isinstance(raw, dict) else raw
+    call_id = raw.get("call_id") if isinstance(raw, dict) else None
+    return (attempt if isinstance(attempt, int) else None), (call_id if isinstance(call_id, str) else None)
+
+
+def superseded(holder: tuple[int | None, str | None], attempt: int, call_id: str | None) -> bool:
+    """Does the claim belong to someone newer: a later attempt, or another call of this attempt
+    (a spawn retried by the client after its answer was lost: the latest claim wins)?"""
+    held_attempt, held_call = holder
+    if held_attempt is None:
+        return False
+    if held_attempt != attempt:
+        return held_attempt > attempt
+    return bool(held_call and call_id and held_call != call_id)
 
 
 def copy_file(src: Path, dest: Path) -> None:
@@ -166,6 +183,8 @@ class Offloader:
     commit: Callable[[], None]
     reload: Callable[[], None]
     save_every: int | None = None
+    call_id: str | None = None
+    on_superseded: Callable[[], None] = lambda: None  # stop the local work (the runner's stages)
     saves: list[float] = field(default_factory=list)  # seconds each save blocked training
     commits: Failures = field(default_factory=lambda: Failures("commit"))
     reloads: Failures = field(default_factory=lambda: Failures("reload"))
@@ -246,12 +265,14 @@ class Offloader:
     def sync_once(self) -> None:
         """Reload, check the fence, copy what is new, commit."""
         self.reloads.run(self.reload)
-        claim = read_claim(self.volume_run)
-        if claim is not None and claim > self.attempt:
+        holder = claim_holder(self.volume_run)
+        if superseded(holder, self.attempt, self.call_id):
             if self.superseded_by is None:
-                log.warning("attempt %d superseded by attempt %d: nothing more goes to the Volume", self.attempt, claim)
+                log.warning("attempt %d (%s) superseded by attempt %s (%s): nothing more goes to the Volume",
+                            self.attempt, self.call_id, *holder)
                 copy_file(self.volume_run / layout.CLAIM, self.local_run / layout.CLAIM)  # the runner's fence sees it
-            self.superseded_by = claim
+                self.superseded_by = holder[0]
+                self.on_superseded()
             return
         self._copy_checkpoints()
         for rel in stage_outputs(self.local_run, self.ckpt_rel):

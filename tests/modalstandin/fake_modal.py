@@ -39,6 +39,7 @@ class Faults:
     map_fault: str | None = None       # "hang": never answer; "drop": reset the connection; after the call exists
     map_count: int = 0                 # how many FunctionMap requests the fault hits (client retries included)
     cancel_delay_s: float = 0.0        # a cancelled call keeps running this long before it is terminated
+    dedupe: bool = True                # False: a retried FunctionMap (same idempotency key) makes a new call
 
     def blip(self, status, seconds):  # a grpclib Status name, or "RESET" (connection reset)
         self.outputs_status = status if status == "RESET" else Status[status].name
@@ -139,8 +140,8 @@ class FakeModal(api_grpc.ModalClientBase):
         name = name or req.function_id
         item = req.pipelined_inputs[0]  # spawn sends one input; .map() and blob-uploaded (>2 MiB) args unsupported
         args, kwargs = pickle.loads(item.input.args)
-        key = stream.metadata.get("x-idempotency-key")
         with self.lock:
+            key = stream.metadata.get("x-idempotency-key") if self.faults.dedupe else None
             fc_id = self.by_key.get(key) if key else None
             if fc_id is None:
                 fc_id = self._new_call(req, name, args, kwargs)

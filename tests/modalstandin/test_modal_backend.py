@@ -237,6 +237,18 @@ def test_a_dropped_answer_that_the_client_retries_launches_once(standin, backend
     assert standin.http("/rpc_log").count("FunctionMap") == 2  # type: ignore[union-attr]
 
 
+def test_without_server_side_dedupe_a_retried_spawn_would_leave_a_second_call(standin, backend) -> None:
+    """What the stand-in assumes of Modal (retries of one spawn carry one x-idempotency-key and make
+    one call) does not hold here: the client's retry then creates a second call and the worker
+    learns only of the second. The first container's claim is overtaken by the second's and it
+    stops (tests/test_modal_app.py::test_a_second_call_of_the_same_attempt_takes_over...)."""
+    standin.fault(map_fault="drop", map_count=1, dedupe=False)
+    call_id = backend.launch(record(), 1)
+    calls = standin.calls()
+    assert [c["id"] for c in calls] == ["fc-0001", "fc-0002"] and call_id == "fc-0002"
+    assert standin.live() == ["fc-0001", "fc-0002"]
+
+
 def test_a_half_written_announcement_is_not_one(standin, backend) -> None:
     standin.put(f"{RUN}/{layout.announce_name(1)}", '{"attempt": 1, "call_')
     assert backend.announced(record(), 1) is None
