@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from speedq.connection import redis_server_binary
+from speedq.gpu import proctree
 
 REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
 
@@ -160,16 +161,7 @@ class Speedq:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return proctree.children_of(pid)
 
 
 def kill_runners_under(home: Path) -> None:

@@ -244,19 +244,9 @@ def stop_stages(local_root: Path) -> None:
     fail and ends; nothing more is copied to the Volume."""
     import signal
 
-    own, children = os.getpid(), {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
-    found, todo = [], list(children.get(own, []))
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo += children.get(pid, [])
+    from speedq.gpu import proctree
+
+    found = proctree.descendants(os.getpid())
     for pid in found:
         try:
             if Path(os.readlink(f"/proc/{pid}/cwd")).is_relative_to(local_root):
