@@ -39,7 +39,7 @@ from speedq.backends.modal_outcomes import (
 )
 from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.gpu import layout
-from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
+from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
 
 log = logging.getLogger(__name__)
 
