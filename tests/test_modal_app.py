@@ -306,9 +306,15 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
 
     calls: list[tuple] = []
 
-    def prepare_data(req: RunRequest) -> None:
+    def prepare_data(req: RunRequest) -> None:  # the files nanochat's data and tokenizer stages leave
         calls.append(("prepare_data", req.commit, req.data_dir))
-        Path(req.data_dir).mkdir(parents=True, exist_ok=True)
+        data = Path(req.data_dir)
+        (data / real.TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+        (data / real.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.pkl", "token_bytes.pt"):
+            (data / real.TOKENIZER_DIR / name).write_bytes(b"t")
+        for i in range(m.shards_needed(req)):
+            (data / real.SHARDS_DIR / f"shard_{i:05d}.parquet").write_bytes(b"s")
 
     def run(req: RunRequest, on_checkpoint=None, call_id=None) -> RunResult:
         announced = sorted(p.name for p in Path(fake.volume_run).glob("attempt-*.json"))
@@ -346,6 +352,17 @@ def test_body_announces_first_pins_runs_on_local_disk_and_commits(vol: Path, fak
     for path in (run_dir, data_dir, cache_dir):
         assert not Path(path).is_relative_to(vol), path  # cwd, log and checkpoints: local disk
     assert volume.commits >= 3
+
+
+def test_data_marked_prepared_but_missing_on_the_volume_ends_the_attempt_clearly(vol: Path, fake_runner) -> None:
+    req = m.request_for(mode="smoke", model="d12", repo_ref="a" * 40, force_restart=False, team="alpha",
+                        run_name="", job_id="sq-1", root=str(vol))
+    fake_runner.volume_run = req.run_dir
+    m.prepare(req)
+    (Path(req.data_dir) / "base_data_climbmix" / "shard_00003.parquet").unlink()
+    result = run(req, Volume(), vol)
+    assert result["outcome"] == "crashed" and "files are missing" in result["error"]
+    assert [c[0] for c in fake_runner.calls] == ["prepare_data"]  # the runner never started
 
 
 def test_body_commits_the_volume_even_when_the_runner_raises(vol: Path, fake_runner) -> None:

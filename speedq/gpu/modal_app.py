@@ -303,6 +303,10 @@ def execute(
     req = pin_commit(req)
     if runner.force_restart(req):  # wiped the Volume's run dir (once per job): announce again
         announce(volume_run, req.attempt, call_id)
+    try:
+        reload_volume()  # the newest claim another container committed
+    except Exception as exc:  # noqa: BLE001
+        log.warning("volume reload failed: %s", exc)
     held = claim(volume_run, req.attempt, call_id)
     commit()
     if held is not None:
@@ -315,7 +319,10 @@ def execute(
         log.warning("data for %s is not prepared on the Volume: preparing it here, on the GPU box", req.commit)
         prepare(req, commit)
     if not offload.fetch_data(Path(req.data_dir), Path(local.data_dir), shards_needed(req)):
-        log.warning("the Volume lacks some prepared data files; the runner will fetch what is missing")
+        error = (f"the Volume's data for {req.commit} is marked prepared with {shards_needed(req)} shards, "
+                 f"but files are missing under {req.data_dir}: run prepare_data again")
+        log.error(error)
+        return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error).model_dump(mode="json")
     offloader = offload.Offloader(
         local_run=Path(local.run_dir), volume_run=volume_run, ckpt_rel=ckpt_rel, world_size=req.nproc,
         attempt=req.attempt, commit=commit_volume, reload=reload_volume, save_every=runner.save_every_for(req),
