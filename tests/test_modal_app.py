@@ -232,10 +232,10 @@ def test_the_data_marker_names_the_commit_and_the_shard_count(vol: Path, sim: st
     assert m.prepare(smoke) is True  # pins the ref first
     pinned = m.pin_commit(smoke)
     marker = json.loads(m.prepared_marker(pinned).read_text())
-    assert marker == {"commit": pinned.commit, "shards": m.shards_needed(smoke)}
+    assert marker == {"commit": pinned.commit, "shards": m.shards_for(smoke)}
     assert m.prepare(pinned) is False  # covered
     full = m.pin_commit(sim_request(vol, sim, mode="full"))
-    if m.shards_needed(full) > m.shards_needed(smoke):
+    if m.shards_for(full) > m.shards_for(smoke):
         assert not m.data_ready(full)  # a full run after a smoke run needs more shards
 
 
@@ -313,7 +313,7 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
         (data / real.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
         for name in ("tokenizer.pkl", "token_bytes.pt"):
             (data / real.TOKENIZER_DIR / name).write_bytes(b"t")
-        for i in range(m.shards_needed(req)):
+        for i in range(m.shards_for(req)):
             (data / real.SHARDS_DIR / f"shard_{i:05d}.parquet").write_bytes(b"s")
 
     def run(req: RunRequest, on_checkpoint=None, call_id=None) -> RunResult:
@@ -404,8 +404,8 @@ def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
     assert box["outcome"] in ("fenced", "cancelled") and "another call" in box["error"], box
     assert offload.claim_holder(run_dir) == (1, "fc-second")
     assert not (run_dir / layout.result_name(1)).exists()  # its end never reached the Volume
-    # at most the checkpoint being copied when the claim changed got through after it
+    # a sync already past its claim check may still land what it was copying, but the run stopped
+    # long before its end
     from speedq.gpu import runner
 
-    assert max(offload.complete_steps(ckpt, req.nproc)) <= taken_over_at + runner.save_every_for(req)
-    assert max(offload.complete_steps(ckpt, req.nproc)) < runner.estimate_total_steps(4, "full")
+    assert taken_over_at <= max(offload.complete_steps(ckpt, req.nproc)) < runner.estimate_total_steps(4, "full")

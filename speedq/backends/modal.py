@@ -331,11 +331,11 @@ class ModalBackend:
         The supervisor holds a Redis lock keyed by (commit, shards) around this, so one worker
         prepares while the others wait.
         """
-        commit = record.nanochat_commit or record.spec.repo_ref
-        shards = shards_for(record)
+        req = self.request(record, 1)
+        commit, shards = req.commit, shards_for(req)
         if marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
             return
-        payload = self.request(record, 1).model_dump_json()
+        payload = req.model_dump_json()
         fn = self._bound_function(PREPARE_FUNCTION)
         call_id = self._spawn(fn, f"data preparation for {commit[:12]}", request=payload)
         log.info("preparing data for %s (%d shards) on Modal: call %s", commit[:12], shards, call_id)

@@ -11,7 +11,7 @@ import json
 from pathlib import PurePosixPath
 
 from speedq.gpu import layout
-from speedq.schemas import JobRecord, depth_of
+from speedq.schemas import RunRequest, depth_of
 
 
 def data_marker_relpath(commit: str) -> PurePosixPath:
@@ -19,11 +19,11 @@ def data_marker_relpath(commit: str) -> PurePosixPath:
     return PurePosixPath("data") / layout.prepared_marker_name(commit)
 
 
-def shards_for(record: JobRecord) -> int:
-    """How many shards the job's run needs (the runner's rule)."""
+def shards_for(req: RunRequest) -> int:
+    """How many training shards the run needs: the runner's rule, the one place it is asked."""
     from speedq.gpu import runner
 
-    return runner.shards_needed(depth_of(record.spec.model), record.spec.mode)
+    return runner.shards_needed(depth_of(req.model), req.mode)
 
 
 def marker_covers(raw: bytes | None, commit: str, shards: int) -> bool:

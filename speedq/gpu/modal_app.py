@@ -48,9 +48,9 @@ import modal
 
 from speedq import config
 from speedq.backends.modal import PREPARE_TIMEOUT_S, SMOKE_TIMEOUT_S
-from speedq.backends.modal_data import marker_covers
+from speedq.backends.modal_data import marker_covers, shards_for
 from speedq.gpu import layout, offload
-from speedq.schemas import JobSpec, Mode, Outcome, RunRequest, RunResult, depth_of
+from speedq.schemas import JobSpec, Mode, Outcome, RunRequest, RunResult
 
 log = logging.getLogger("speedq.modal_app")
 
@@ -170,12 +170,6 @@ def parse_request(request: str | dict | RunRequest) -> RunRequest:
     return RunRequest.model_validate_json(request)
 
 
-def shards_needed(req: RunRequest) -> int:
-    from speedq.gpu import runner
-
-    return runner.shards_needed(depth_of(req.model), req.mode)
-
-
 def prepared_marker(req: RunRequest) -> Path:
     return Path(req.data_dir) / layout.prepared_marker_name(req.commit)
 
@@ -186,7 +180,7 @@ def data_ready(req: RunRequest) -> bool:
         raw = prepared_marker(req).read_bytes()
     except OSError:
         return False
-    return marker_covers(raw, req.commit, shards_needed(req))
+    return marker_covers(raw, req.commit, shards_for(req))
 
 
 def pin_commit(req: RunRequest) -> RunRequest:
@@ -209,7 +203,7 @@ def prepare(req: RunRequest, commit_volume: Callable[[], None] = lambda: None) -
         runner.prepare_data(req)
         marker = prepared_marker(req)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        runner.write_json_atomic(marker, json.dumps({"commit": req.commit, "shards": shards_needed(req)}))
+        runner.write_json_atomic(marker, json.dumps({"commit": req.commit, "shards": shards_for(req)}))
     finally:
         commit_volume()
     return True
@@ -318,8 +312,8 @@ def execute(
     if not data_ready(req):  # a worker prepares first; `modal run` from the command line may not
         log.warning("data for %s is not prepared on the Volume: preparing it here, on the GPU box", req.commit)
         prepare(req, commit)
-    if not offload.fetch_data(Path(req.data_dir), Path(local.data_dir), shards_needed(req)):
-        error = (f"the Volume's data for {req.commit} is marked prepared with {shards_needed(req)} shards, "
+    if not offload.fetch_data(Path(req.data_dir), Path(local.data_dir), shards_for(req)):
+        error = (f"the Volume's data for {req.commit} is marked prepared with {shards_for(req)} shards, "
                  f"but files are missing under {req.data_dir}: run prepare_data again")
         log.error(error)
         return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error).model_dump(mode="json")

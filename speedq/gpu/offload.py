@@ -130,13 +130,19 @@ def fetch(volume_run: Path, local_run: Path, ckpt_rel: Path, world_size: int) ->
     return step
 
 
+def data_files(shards: int) -> list[Path]:
+    """What a run reads from the shared data dir: the tokenizer and its training shards (the
+    runner's names for them)."""
+    from speedq.gpu import runner
+
+    return [Path(runner.TOKENIZER_DIR, name) for name in ("tokenizer.pkl", "token_bytes.pt")] + [
+        Path(runner.SHARDS_DIR, f"shard_{i:05d}.parquet") for i in range(shards)]
+
+
 def fetch_data(volume_data: Path, local_data: Path, shards: int) -> bool:
     """The tokenizer and the first `shards` shards onto local disk (training reads them for hours:
     open files on the Volume would block every commit). False if the Volume lacks any of them."""
-    from speedq.gpu import runner
-
-    wanted = [volume_data / runner.TOKENIZER_DIR / name for name in ("tokenizer.pkl", "token_bytes.pt")]
-    wanted += [volume_data / runner.SHARDS_DIR / f"shard_{i:05d}.parquet" for i in range(shards)]
+    wanted = [volume_data / rel for rel in data_files(shards)]
     if not all(p.is_file() for p in wanted):
         return False
     for src in wanted:

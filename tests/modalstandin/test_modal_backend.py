@@ -373,7 +373,7 @@ def test_prepare_runs_the_cpu_function_to_completion_through_a_blip(standin, mon
     monkeypatch.setattr(mb, "PREPARE_POLL_EVERY_S", 0.1)
     backend = mb.ModalBackend(timeout_s=2.0)
     rec = record()
-    needed = mb.shards_for(rec)
+    needed = mb.shards_for(mb.ModalBackend().request(rec, 1))
     player = _play_prepare(standin, needed, blip="UNAVAILABLE")
     backend.prepare(rec)
     player.join()
@@ -389,11 +389,11 @@ def test_a_full_run_after_a_smoke_run_prepares_the_missing_shards_on_the_cpu(sta
     monkeypatch.setattr(mb, "PREPARE_POLL_EVERY_S", 0.1)
     backend = mb.ModalBackend(timeout_s=2.0)
     smoke, full = record(mode="smoke"), record()
-    assert mb.shards_for(smoke) < mb.shards_for(full)
-    standin.put(f"data/{layout.prepared_marker_name(COMMIT)}", _marker(mb.shards_for(smoke)))
+    assert mb.shards_for(backend.request(smoke, 1)) < mb.shards_for(backend.request(full, 1))
+    standin.put(f"data/{layout.prepared_marker_name(COMMIT)}", _marker(mb.shards_for(backend.request(smoke, 1))))
     backend.prepare(smoke)
     assert standin.calls() == []  # the smoke run's shards are there
-    player = _play_prepare(standin, mb.shards_for(full))
+    player = _play_prepare(standin, mb.shards_for(backend.request(full, 1)))
     backend.prepare(full)
     player.join()
     assert [c["function"] for c in standin.calls()] == ["prepare_data"]
