@@ -270,6 +270,13 @@ class Progress(BaseModel):
     min_val_bpb: float | None = None  # `Minimum validation bpb` at the end of base training
     core_metric: float | None = None  # the latest `CORE metric`
     training_time_s: float | None = None  # `Total training time` (the speedrun metric)
+    # Modal only (speedq/gpu/offload.py): checkpoints saved locally, copied to the Volume behind
+    save_blocked_s: list[float] = Field(default_factory=list)  # training time each save took
+    offloaded_step: int | None = None  # newest checkpoint on the Volume
+    commit_failures: int = 0
+    reload_failures: int = 0
+    last_commit_error: str | None = None
+    last_reload_error: str | None = None
     updated_at: float = Field(default_factory=time.time)
 
 

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from speedq.connection import redis_server_binary
-from speedq.gpu.proctree import MARK_ENV, environ_of
+from speedq.gpu import proctree
 
 REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
 
@@ -161,16 +161,7 @@ class Speedq:
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    return proctree.children_of(pid)
 
 
 def kill_runners_under(home: Path) -> None:
@@ -190,7 +181,7 @@ def kill_runners_under(home: Path) -> None:
                 pass
     # Their training runs in sessions of its own (as under torchrun): found by the run-dir mark.
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and environ_of(int(entry.name)).get(MARK_ENV, "").startswith(str(home)):
+        if entry.name.isdigit() and proctree.environ_of(int(entry.name)).get(proctree.MARK_ENV, "").startswith(str(home)):
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

@@ -7,8 +7,8 @@ stands in for /vol, with the simulated nanochat (launcher "sim") in place of the
 from __future__ import annotations
 
 import inspect
+import time
 import json
-import os
 from pathlib import Path
 
 import modal
@@ -49,9 +49,50 @@ def test_function_options(name: str, gpus: list, timeout: int) -> None:
     assert mount.name == config.MODAL_VOLUME_NAME and not mount.read_only
 
 
-def test_image_carries_nanochat_dependencies_and_the_volume_is_at_vol() -> None:
-    assert isinstance(m.image, modal.Image)
-    assert any(p.startswith("torch==") for p in m.NANOCHAT_PACKAGES)
+def build_steps(image: modal.Image) -> list[list[str]]:
+    """The Dockerfile commands of each layer, base first, as the installed modal builds them."""
+    import typing
+
+    import modal._image
+
+    version = max(v for v in typing.get_args(modal._image.ImageBuilderVersion) if v[0].isdigit())
+    inner = modal.Image._sync_synchronizer._translate_in(image)  # private: the layers' loaders
+    layers = []
+    while inner is not None:
+        scope = inspect.getclosurevars(inner._load).nonlocals
+        if "mount" in scope:  # add_local_python_source: files, no build step
+            inner = scope["base_image"]
+            continue
+        make = scope["dockerfile_function"]
+        layers.append(make(version).commands if make else [])
+        inner = scope["base_images"].get("base")
+    return layers[::-1]
+
+
+def test_image_takes_torch_only_from_the_cuda_index_and_the_rest_of_nanochat_from_pypi() -> None:
+    import shlex
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parent / "data" / "modal" / "nanochat-pyproject.toml").read_text())
+    declared = pyproject["project"]["dependencies"]
+    [torch_pin] = [d for d in declared if d.startswith("torch")]
+    installs = [shlex.split(c.replace("$(command -v python)", "python"))
+                for layer in build_steps(m.image) for c in layer if "uv pip install" in c]
+    assert installs, "no uv pip install step"
+    packages = [[a for a in argv[argv.index("install") + 1:] if not a.startswith("-") and a != "python"
+                 and not a.startswith("https://")] for argv in installs]
+    with_torch = [i for i, pkgs in enumerate(packages) if any(p.startswith("torch") for p in pkgs)]
+    assert len(with_torch) == 1, packages
+    torch_step = installs[with_torch[0]]
+    assert packages[with_torch[0]] == [torch_pin]  # alone: nothing else is looked up on that index
+    assert torch_step[torch_step.index("--index-url") + 1] == "https://download.pytorch.org/whl/cu128"
+    for i, argv in enumerate(installs):
+        assert "--extra-index-url" not in argv
+        if i != with_torch[0]:
+            assert "--index-url" not in argv and "--index-strategy" not in argv  # PyPI
+    rest = {p for i, pkgs in enumerate(packages) if i != with_torch[0] for p in pkgs}
+    assert {d for d in declared if d != torch_pin} <= rest
+    assert any(p.startswith("pydantic") for p in rest)
     assert config.MODAL_VOLUME_MOUNT == "/vol"
 
 
@@ -132,75 +173,123 @@ def sim_request(vol: Path, sim: str, *, mode: str = "smoke", job_id: str = "sq-1
 
 
 class Volume:
-    """Counts what the body asks of the Volume."""
+    """Counts what the body asks of the Volume; fails commits or reloads when told to."""
 
-    def __init__(self) -> None:
+    def __init__(self, fail_commit: bool = False, fail_reload: bool = False) -> None:
         self.commits = 0
         self.reloads = 0
+        self.fail_commit, self.fail_reload = fail_commit, fail_reload
 
     def commit(self) -> None:
         self.commits += 1
+        if self.fail_commit:
+            raise RuntimeError("commit refused (test)")
 
     def reload(self) -> None:
         self.reloads += 1
+        if self.fail_reload:
+            raise RuntimeError("there are open files preventing the operation (test)")
 
 
-def run(req: RunRequest, volume: Volume, prepare_remote=None) -> dict:
-    return m.execute(
-        req.model_dump_json(), commit_volume=volume.commit, reload_volume=volume.reload, prepare_remote=prepare_remote
-    )
+_roots = iter(range(10**6))
 
 
-def test_smoke_body(vol: Path, sim: str) -> None:
+def run(req: RunRequest, volume: Volume, vol: Path, call_id: str | None = "fc-test") -> dict:
+    """One container: a fresh local disk each time, as on Modal."""
+    local = vol.parent / f"local-{next(_roots)}"
+    return m.execute(req.model_dump_json(), commit_volume=volume.commit, reload_volume=volume.reload,
+                     call_id=call_id, local_root=str(local))
+
+
+def prepared(req: RunRequest) -> RunRequest:
+    """What the CPU function does before the worker spawns the GPU one."""
+    m.prepare(req)
+    return req
+
+
+def test_smoke_body_works_locally_and_offloads_to_the_volume(vol: Path, sim: str) -> None:
     volume = Volume()
-    req = sim_request(vol, sim)
-    result = run(req, volume)
+    req = prepared(sim_request(vol, sim))
+    result = run(req, volume, vol)
     assert result["outcome"] == Outcome.succeeded.value, result
     run_dir = Path(req.run_dir)
-    assert (run_dir / layout.LOG).exists() and (run_dir / layout.PROGRESS).exists()
-    assert (run_dir / layout.result_name(1)).exists()
-    assert volume.commits >= 1
     assert run_dir.is_relative_to(vol / "runs" / "alpha")
+    for name in (layout.LOG, layout.PROGRESS, layout.result_name(1), layout.CLAIM, layout.announce_name(1)):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / layout.announce_name(1)).read_text())["call_id"] == "fc-test"
+    assert json.loads((run_dir / layout.CLAIM).read_text())["attempt"] == 1
+    ckpt = run_dir / layout.checkpoint_dir("d4", "smoke")
+    assert any(ckpt.glob("model_*.pt")), "no checkpoint reached the Volume"
+    progress = json.loads((run_dir / layout.PROGRESS).read_text())
+    assert progress["stage"] == "done" and progress["commit_failures"] == 0 and progress["reload_failures"] == 0
+    assert progress["offloaded_step"] is not None
+    assert volume.commits >= 3  # announcement, claim, the last sync
+    assert not list(vol.rglob("*.part"))  # every copy whole
 
 
-def test_full_body_prepares_data_on_the_cpu_function_once(vol: Path, sim: str) -> None:
-    volume = Volume()
-    prepared: list[RunRequest] = []
-
-    def prepare_remote(req: RunRequest) -> None:  # what the CPU container would do
-        prepared.append(req)
-        m.prepare(req)
-
-    first = run(sim_request(vol, sim, mode="full"), volume, prepare_remote)
-    assert first["outcome"] == Outcome.succeeded.value, first
-    assert len(prepared) == 1 and volume.reloads == 1
-    assert m.data_ready(prepared[0])
-    run(sim_request(vol, sim, mode="full", job_id="sq-2"), volume, prepare_remote)
-    assert len(prepared) == 1  # the data is there now
+def test_the_data_marker_names_the_commit_and_the_shard_count(vol: Path, sim: str) -> None:
+    smoke = sim_request(vol, sim)
+    assert m.prepare(smoke) is True  # pins the ref first
+    pinned = m.pin_commit(smoke)
+    marker = json.loads(m.prepared_marker(pinned).read_text())
+    assert marker == {"commit": pinned.commit, "shards": m.shards_for(smoke)}
+    assert m.prepare(pinned) is False  # covered
+    full = m.pin_commit(sim_request(vol, sim, mode="full"))
+    if m.shards_for(full) > m.shards_for(smoke):
+        assert not m.data_ready(full)  # a full run after a smoke run needs more shards
 
 
-def test_resume_after_a_crash(vol: Path, sim: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_a_crash_fetches_the_newest_checkpoint_from_the_volume(
+    vol: Path, sim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     volume = Volume()
     monkeypatch.setenv("SPEEDQ_SIM_FAULTS", "crash@10")  # d4 saves every 7 of its 352 steps
-    first = run(sim_request(vol, sim, mode="full"), volume)
+    first = run(prepared(sim_request(vol, sim, mode="full")), volume, vol)
     assert first["outcome"] == Outcome.crashed.value
     assert "base_train" in first["error"]
     monkeypatch.delenv("SPEEDQ_SIM_FAULTS")
-    second = run(sim_request(vol, sim, mode="full", attempt=2), volume)
+    second = run(sim_request(vol, sim, mode="full", attempt=2), volume, vol)  # another container, empty disk
     assert second["outcome"] == Outcome.succeeded.value, second
     assert 0 < second["resumed_from_step"] < 10  # the newest checkpoint before the crash at step 10
 
 
+def test_a_newer_claim_on_the_volume_fences_the_attempt_before_it_runs(vol: Path, sim: str) -> None:
+    volume = Volume()
+    req = sim_request(vol, sim, attempt=2)
+    run_dir = Path(req.run_dir)
+    run_dir.mkdir(parents=True)
+    (run_dir / layout.CLAIM).write_text(json.dumps({"attempt": 3}))
+    result = run(req, volume, vol)
+    assert result["outcome"] in ("fenced", "cancelled") and "attempt 3" in result["error"]
+    assert json.loads((run_dir / layout.CLAIM).read_text())["attempt"] == 3
+    assert (run_dir / layout.announce_name(2)).exists()  # it did say who it was
+    assert not (run_dir / layout.LOG).exists()  # and wrote nothing else
+
+
 def test_force_restart_wipes_once_per_job(vol: Path, sim: str) -> None:
     volume = Volume()
-    assert run(sim_request(vol, sim, mode="full", job_id="sq-1"), volume)["outcome"] == "succeeded"
-    again = run(sim_request(vol, sim, mode="full", job_id="sq-2", force_restart=True), volume)
+    assert run(prepared(sim_request(vol, sim, mode="full", job_id="sq-1")), volume, vol)["outcome"] == "succeeded"
+    again = run(sim_request(vol, sim, mode="full", job_id="sq-2", force_restart=True), volume, vol)
     assert again["outcome"] == "succeeded" and not again.get("resumed_from_step")
+    assert (Path(sim_request(vol, sim, mode="full").run_dir) / layout.announce_name(1)).exists()
     # Modal restarting the same input: the same job id must not wipe the run a second time
     stray = Path(sim_request(vol, sim, mode="full").run_dir) / "kept.txt"
     stray.write_text("x")
-    run(sim_request(vol, sim, mode="full", job_id="sq-2", force_restart=True), volume)
+    run(sim_request(vol, sim, mode="full", job_id="sq-2", force_restart=True), volume, vol)
     assert stray.exists()
+
+
+def test_commit_and_reload_failures_are_counted_apart(vol: Path, sim: str) -> None:
+    req = prepared(sim_request(vol, sim))
+    result = run(req, Volume(fail_commit=True), vol)
+    assert result["outcome"] == "succeeded"  # a failed commit never ends the attempt
+    progress = json.loads((Path(req.run_dir) / layout.PROGRESS).read_text())
+    assert progress["commit_failures"] >= 1 and progress["reload_failures"] == 0
+    assert "commit refused" in progress["last_commit_error"]
+    run(sim_request(vol, sim, attempt=2), Volume(fail_reload=True), vol)
+    progress = json.loads((Path(req.run_dir) / layout.PROGRESS).read_text())
+    assert progress["reload_failures"] >= 1 and progress["commit_failures"] == 0
+    assert "open files" in progress["last_reload_error"]
 
 
 # -- the body's order of things, against a stand-in runner (runs whether or not the runner exists) --
@@ -212,16 +301,24 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
     import types
 
     import speedq.gpu
+    from speedq.gpu import runner as real
     from speedq.schemas import RunResult
 
     calls: list[tuple] = []
 
-    def prepare_data(req: RunRequest) -> None:
-        calls.append(("prepare_data", req.commit))
-        Path(req.data_dir).mkdir(parents=True, exist_ok=True)
+    def prepare_data(req: RunRequest) -> None:  # the files nanochat's data and tokenizer stages leave
+        calls.append(("prepare_data", req.commit, req.data_dir))
+        data = Path(req.data_dir)
+        (data / real.TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+        (data / real.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        for name in ("tokenizer.pkl", "token_bytes.pt"):
+            (data / real.TOKENIZER_DIR / name).write_bytes(b"t")
+        for i in range(m.shards_for(req)):
+            (data / real.SHARDS_DIR / f"shard_{i:05d}.parquet").write_bytes(b"s")
 
-    def run(req: RunRequest, on_checkpoint=None) -> RunResult:
-        calls.append(("run", req.commit))
+    def run(req: RunRequest, on_checkpoint=None, call_id=None) -> RunResult:
+        announced = sorted(p.name for p in Path(fake.volume_run).glob("attempt-*.json"))
+        calls.append(("run", req.commit, req.run_dir, req.data_dir, req.cache_dir, call_id, announced))
         for _ in range(2):
             on_checkpoint()
         if req.env.get("BOOM"):
@@ -229,38 +326,86 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
         return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.succeeded, final_step=10)
 
     fake = types.SimpleNamespace(
-        prepare_data=prepare_data, run=run, resolve_commit=lambda repo, ref: "c" * 40, calls=calls
+        prepare_data=prepare_data, run=run, resolve_commit=lambda repo, ref: "c" * 40, calls=calls,
+        volume_run="", **{name: getattr(real, name) for name in (
+            "force_restart", "write_json_atomic", "shards_needed", "save_every_for", "checkpoint_steps",
+            "checkpoint_files", "newest_complete_checkpoint", "prune_checkpoints", "_readable",
+            "TOKENIZER_DIR", "SHARDS_DIR")},
     )
     monkeypatch.setitem(sys.modules, "speedq.gpu.runner", fake)
     monkeypatch.setattr(speedq.gpu, "runner", fake, raising=False)
     return fake
 
 
-def test_body_pins_prepares_once_runs_and_commits(vol: Path, fake_runner) -> None:
+def test_body_announces_first_pins_runs_on_local_disk_and_commits(vol: Path, fake_runner) -> None:
     volume = Volume()
-    remote: list[str] = []
     req = m.request_for(mode="smoke", model="d12", repo_ref="master", force_restart=False, team="alpha",
                         run_name="", job_id="sq-1", root=str(vol))
-
-    def prepare_remote(r: RunRequest) -> None:
-        remote.append(r.commit)
-        m.prepare(r)
-
-    result = run(req, volume, prepare_remote)
+    fake_runner.volume_run = req.run_dir
+    m.prepare(m.pin_commit(req))  # the CPU function, before the spawn
+    prepared_calls = list(fake_runner.calls)
+    result = run(req, volume, vol, call_id="fc-42")
     assert result["outcome"] == "succeeded" and result["final_step"] == 10
-    assert remote == ["c" * 40]  # the ref was pinned before anything ran
-    assert fake_runner.calls == [("prepare_data", "c" * 40), ("run", "c" * 40)]
-    assert volume.reloads == 1 and volume.commits == 3  # two checkpoints and the end
-    run(req, volume, prepare_remote)
-    assert remote == ["c" * 40]  # prepared data is reused
+    [(what, commit, run_dir, data_dir, cache_dir, call_id, announced)] = fake_runner.calls[len(prepared_calls):]
+    assert (what, commit, call_id) == ("run", "c" * 40, "fc-42")  # the ref was pinned; the call id passed on
+    assert announced == [layout.announce_name(1)]  # on the Volume before the runner started
+    for path in (run_dir, data_dir, cache_dir):
+        assert not Path(path).is_relative_to(vol), path  # cwd, log and checkpoints: local disk
+    assert volume.commits >= 3
+
+
+def test_data_marked_prepared_but_missing_on_the_volume_ends_the_attempt_clearly(vol: Path, fake_runner) -> None:
+    req = m.request_for(mode="smoke", model="d12", repo_ref="a" * 40, force_restart=False, team="alpha",
+                        run_name="", job_id="sq-1", root=str(vol))
+    fake_runner.volume_run = req.run_dir
+    m.prepare(req)
+    (Path(req.data_dir) / "base_data_climbmix" / "shard_00003.parquet").unlink()
+    result = run(req, Volume(), vol)
+    assert result["outcome"] == "crashed" and "files are missing" in result["error"]
+    assert [c[0] for c in fake_runner.calls] == ["prepare_data"]  # the runner never started
 
 
 def test_body_commits_the_volume_even_when_the_runner_raises(vol: Path, fake_runner) -> None:
     volume = Volume()
     req = m.request_for(mode="full", model="d12", repo_ref="a" * 40, force_restart=False, team="alpha",
                         run_name="", job_id="sq-1", root=str(vol))
+    fake_runner.volume_run = req.run_dir
     req = req.model_copy(update={"env": {"BOOM": "1"}})
     with pytest.raises(RuntimeError, match="boom"):
-        run(req, volume)
+        run(req, volume, vol)
     assert volume.commits >= 3
-    assert fake_runner.calls[-1] == ("run", "a" * 40)  # a commit id is used as is
+    assert fake_runner.calls[-1][:2] == ("run", "a" * 40)  # a commit id is used as is
+
+
+def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
+    vol: Path, sim: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client retried a spawn whose answer was lost and two calls of attempt 1 exist: the
+    latest claim wins; the other container copies nothing more and kills its stages."""
+    import threading
+
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.05")
+    req = prepared(sim_request(vol, sim, mode="full"))
+    run_dir = Path(req.run_dir)
+    ckpt = run_dir / layout.checkpoint_dir("d4", "full")
+    box: dict = {}
+    body = threading.Thread(target=lambda: box.update(run(req, Volume(), vol, call_id="fc-first")))
+    body.start()
+    from speedq.gpu import offload
+
+    deadline = time.monotonic() + 60
+    while not (ckpt.is_dir() and offload.complete_steps(ckpt, req.nproc)):
+        assert time.monotonic() < deadline and body.is_alive(), "no checkpoint reached the Volume"
+        time.sleep(0.05)
+    m.claim(run_dir, 1, "fc-second")  # the other container of attempt 1 starts
+    taken_over_at = max(offload.complete_steps(ckpt, req.nproc))
+    body.join(60)
+    assert not body.is_alive()
+    assert box["outcome"] in ("fenced", "cancelled") and "another call" in box["error"], box
+    assert offload.claim_holder(run_dir) == (1, "fc-second")
+    assert not (run_dir / layout.result_name(1)).exists()  # its end never reached the Volume
+    # a sync already past its claim check may still land what it was copying, but the run stopped
+    # long before its end
+    from speedq.gpu import runner
+
+    assert taken_over_at <= max(offload.complete_steps(ckpt, req.nproc)) < runner.estimate_total_steps(4, "full")

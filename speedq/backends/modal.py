@@ -6,24 +6,40 @@ inside the methods below, never at module import: `speedq status` and `speedq ls
 Every call that may touch the network goes through `_bounded`, which awaits the SDK's `.aio` twin
 under `asyncio.wait_for`: a Modal client with no route to the service otherwise hangs for about a
 minute (see /work/shared/modal-facts.md). A call that runs past the bound raises BackendError.
+
+Only a call's own result is an outcome. A poll that fails on the way (any gRPC status the client
+raises, a timeout, a reset connection) says nothing about the call, which may still run: poll then
+raises BackendError and the supervisor keeps watching (it bounds how long). A spawn whose answer
+never came raises LaunchUnknown: the call may exist, and the supervisor reconciles it through the
+container's announcement in the run directory (`announced`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import shlex
 import shutil
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.modal_outcomes import (
+    is_transport,
+    one_line,
+    raised_by_the_call,
+    status_from_error,
+    status_from_value,
+)
+from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.gpu import layout
-from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
+from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +49,15 @@ T = TypeVar("T")
 FULL_FUNCTION = "run_speedrun"
 SMOKE_FUNCTION = "test_10_steps"
 RESOLVE_FUNCTION = "resolve_ref"
+PREPARE_FUNCTION = "prepare_data"
+
+# The deployed functions' own timeouts (speedq/gpu/modal_app.py uses these): with_options replaces
+# a function's timeout, so a smoke job never gets more than the smoke function's own.
+SMOKE_TIMEOUT_S = 2 * 3600  # compile and first data download included
+PREPARE_TIMEOUT_S = 4 * 3600
+PREPARE_POLL_EVERY_S = 5.0
+# How long prepare keeps polling through transport errors before it gives up (the call runs on).
+PREPARE_BLIND_LIMIT_S = 600.0
 
 DEFAULT_CALL_TIMEOUT_S = 15.0
 GIT_TIMEOUT_S = 30.0
@@ -81,6 +106,19 @@ def _run_sync(make: Callable[[], Awaitable[T]], timeout: float) -> T:
     return box["value"]
 
 
+class LaunchUnknown(BackendError):
+    """The spawn was sent but its answer never came: a call may exist and run, unwatched.
+
+    Not a launch failure: the supervisor asks `announced(record, attempt)` for the call id the
+    container wrote into the run directory, and adopts or fences that call before any new launch.
+    """
+
+
+def attempt_timeout_for(mode: str, job_timeout_s: int) -> int:
+    """The timeout the GPU call gets: the job's, but never more than a smoke function's own."""
+    return min(job_timeout_s, SMOKE_TIMEOUT_S) if mode == "smoke" else job_timeout_s
+
+
 class ModalBackend:
     """Launch attempts as calls of the deployed Modal app; see speedq/backends/base.py."""
 
@@ -101,7 +139,7 @@ class ModalBackend:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _bounded(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
-        """Await one SDK call within the bound; Modal's transport and auth errors -> BackendError.
+        """Await one SDK call within the bound; transport and auth errors -> BackendError.
 
         Other exceptions (the called function's own, NotFoundError, ...) pass through to the caller,
         which knows what they mean there.
@@ -115,9 +153,13 @@ class ModalBackend:
                 f"Modal did not answer {what} within {self.timeout_s:g}s (no route to Modal's API?)"
             ) from exc
         except mexc.AuthError as exc:
-            raise BackendError(f"Modal rejected the credentials during {what}: {_one_line(exc)}") from exc
-        except mexc.ConnectionError as exc:
-            raise BackendError(f"cannot reach Modal's API during {what}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal rejected the credentials during {what}: {one_line(exc)}") from exc
+        except Exception as exc:
+            if is_transport(exc) and not raised_by_the_call(exc):
+                raise BackendError(
+                    f"Modal's API failed during {what} ({type(exc).__name__}): {one_line(exc)}"
+                ) from exc
+            raise
 
     def _function(self, function_name: str) -> Any:
         import modal
@@ -150,7 +192,7 @@ class ModalBackend:
                 f"{self._env_words()}: run `modal deploy speedq/gpu/modal_app.py`"
             ) from exc
         except mexc.Error as exc:
-            raise BackendError(f"Modal deployment check failed: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal deployment check failed: {one_line(exc)}") from exc
 
     def resolve_ref(self, ref: str) -> str:
         """Pin a ref with `git ls-remote` here when git exists (no container, no cost, ~1 s);
@@ -165,9 +207,9 @@ class ModalBackend:
                 "resolving the ref", lambda: fn.remote.aio(config.NANOCHAT_REPO_URL, ref)
             )
         except mexc.Error as exc:
-            raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {one_line(exc)}") from exc
         except Exception as exc:  # the function's own error, e.g. unknown ref
-            raise BackendError(f"cannot resolve nanochat ref {ref!r}: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(exc)}") from exc
 
     def run_dir(self, record: JobRecord) -> str:
         return str(PurePosixPath(config.MODAL_VOLUME_MOUNT) / volume_relpath(record))
@@ -194,28 +236,50 @@ class ModalBackend:
             train_args=dict(spec.train_args),
         )
 
-    def launch(self, record: JobRecord, attempt: int) -> str:
+    def _bound_function(self, function_name: str, **options: Any) -> Any:
+        """The function with per-call options, bound now: a failure here launched nothing."""
         import modal.exception as mexc
 
-        spec = record.spec
-        payload = self.request(record, attempt).model_dump_json()
-        fn = self._function(function_for(spec.mode)).with_options(
-            gpu=str(spec.gpu), timeout=spec.attempt_timeout_s
-        )
+        fn = self._function(function_name)
+        if options:
+            fn = fn.with_options(**options)
         try:
-            call = self._bounded("launching the attempt", lambda: fn.spawn.aio(request=payload))
+            self._bounded(f"looking up {function_name}", lambda: fn.hydrate.aio())
         except mexc.NotFoundError as exc:
             raise BackendError(
-                f"Modal app {self.app_name!r} has no function {function_for(spec.mode)!r}"
+                f"Modal app {self.app_name!r} has no function {function_name!r}"
                 f"{self._env_words()}: run `modal deploy speedq/gpu/modal_app.py`"
             ) from exc
         except mexc.Error as exc:
-            raise BackendError(f"Modal refused the launch: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal refused {function_name}: {one_line(exc)}") from exc
+        return fn
+
+    def _spawn(self, fn: Any, what: str, **kwargs: Any) -> str:
+        """Spawn and return the call id. Once the request is sent, a lost answer is LaunchUnknown."""
+        import modal.exception as mexc
+
+        refused = (mexc.InvalidError, mexc.AuthError, mexc.PermissionDeniedError, mexc.NotFoundError,
+                   mexc.SerializationError, mexc.RequestSizeError, mexc.UnimplementedError)
+        try:
+            call = _run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
+        except refused as exc:  # the server said no: nothing was created
+            raise BackendError(f"Modal refused {what}: {one_line(exc)}") from exc
+        except Exception as exc:  # no answer, a reset, UNAVAILABLE after retries: a call may exist
+            raise LaunchUnknown(
+                f"the answer to {what} was lost ({self._why(exc)}); the call may be running"
+            ) from exc
         return call.object_id
 
+    def launch(self, record: JobRecord, attempt: int) -> str:
+        spec = record.spec
+        payload = self.request(record, attempt).model_dump_json()
+        timeout = attempt_timeout_for(spec.mode, spec.attempt_timeout_s)
+        fn = self._bound_function(function_for(spec.mode), gpu=str(spec.gpu), timeout=timeout)
+        return self._spawn(fn, f"the launch of attempt {attempt}", request=payload)
+
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
+        """The call's own result, or running; BackendError when the poll itself failed."""
         import modal
-        import modal.exception as mexc
 
         fc = modal.FunctionCall.from_id(call_id)
         running = object()
@@ -223,32 +287,22 @@ class ModalBackend:
         async def get() -> Any:
             try:
                 return await fc.get.aio(timeout=0)
-            except TimeoutError:  # the built-in one: not finished yet
+            except TimeoutError:  # the built-in one: not finished yet (Modal's are not built-in)
                 return running
 
         try:
-            value = self._bounded("polling the call", get)
-        except BackendError:
-            raise
-        except (mexc.OutputExpiredError, mexc.NotFoundError) as exc:
-            return CallStatus(Outcome.lost, f"Modal no longer knows call {call_id}: {_one_line(exc)}")
-        except mexc.FunctionTimeoutError as exc:
-            return CallStatus(Outcome.timed_out, _one_line(exc) or "the function ran past its timeout")
-        except mexc.InternalFailure as exc:
-            return CallStatus(Outcome.preempted, _one_line(exc) or "Modal lost the input")
-        except mexc.RemoteError as exc:
-            # A cancelled call ends with status TERMINATED, which the client raises as a bare
-            # RemoteError carrying the server's message.
-            if any(word in str(exc).lower() for word in ("cancel", "terminat")):
-                return CallStatus(Outcome.cancelled, _one_line(exc))
-            return CallStatus(Outcome.crashed, _one_line(exc))
-        except Exception as exc:  # ExecutionError, or the function's own exception re-raised
-            return CallStatus(Outcome.crashed, f"{type(exc).__name__}: {_one_line(exc)}")
+            value = _run_sync(get, self.timeout_s)
+        except Exception as exc:
+            status = status_from_error(exc, call_id)
+            if status is None:
+                raise BackendError(f"poll of {call_id} failed ({self._why(exc)}); the call may still run") from exc
+            return status
         if value is running:
             return CallStatus()
         return status_from_value(value)
 
     def cancel(self, call_id: str) -> None:
+        """Ask Modal to end the call and kill its containers. A request: poll says when it ended."""
         import modal
         import modal.exception as mexc
 
@@ -258,7 +312,63 @@ class ModalBackend:
         except (mexc.NotFoundError, mexc.OutputExpiredError):
             return  # nothing left to stop
         except mexc.Error as exc:
-            raise BackendError(f"Modal refused to cancel {call_id}: {_one_line(exc)}") from exc
+            raise BackendError(f"Modal refused to cancel {call_id}: {one_line(exc)}") from exc
+
+    def announced(self, record: JobRecord, attempt: int) -> str | None:
+        """The call id the container of `attempt` wrote into the run directory as its first act."""
+        raw = self._read(str(volume_relpath(record) / layout.announce_name(attempt)))
+        if not raw:
+            return None
+        try:
+            call_id = json.loads(raw).get("call_id")
+        except (ValueError, AttributeError):
+            return None  # half-written: not announced yet, as far as we can tell
+        return call_id if isinstance(call_id, str) and call_id else None
+
+    def prepare(self, record: JobRecord) -> None:
+        """Dataset shards and tokenizer for the job's commit onto the Volume, on a CPU container,
+        before any GPU is spawned. Returns when the data marker covers the job; BackendError if not.
+
+        The supervisor holds a Redis lock keyed by (commit, shards) around this, so one worker
+        prepares while the others wait.
+        """
+        req = self.request(record, 1)
+        commit, shards = req.commit, shards_for(req)
+        if marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
+            return
+        payload = req.model_dump_json()
+        fn = self._bound_function(PREPARE_FUNCTION)
+        call_id = self._spawn(fn, f"data preparation for {commit[:12]}", request=payload)
+        log.info("preparing data for %s (%d shards) on Modal: call %s", commit[:12], shards, call_id)
+        status = self.wait(record, call_id, PREPARE_TIMEOUT_S + 600)
+        if status.outcome is not Outcome.succeeded:
+            raise BackendError(f"data preparation {call_id} ended {status.outcome.value}: {status.error}")
+        if not marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
+            raise BackendError(f"data preparation {call_id} succeeded but the Volume's marker does not cover "
+                               f"{shards} shards of {commit[:12]}")
+
+    def wait(self, record: JobRecord, call_id: str, limit_s: float,
+             every_s: float | None = None, blind_limit_s: float | None = None) -> CallStatus:
+        """Poll until the call ends. Transport errors are waited out up to `blind_limit_s` without a
+        good poll (then BackendError; the call may run on). Past `limit_s` it is cancelled."""
+        every = PREPARE_POLL_EVERY_S if every_s is None else every_s
+        blind = PREPARE_BLIND_LIMIT_S if blind_limit_s is None else blind_limit_s
+        started = last_good = time.monotonic()
+        while True:
+            try:
+                status = self.poll(record, call_id)
+                last_good = time.monotonic()
+            except BackendError as exc:
+                if time.monotonic() - last_good > blind:
+                    raise BackendError(f"no good poll of {call_id} for {blind:g}s: {exc}") from exc
+                log.warning("%s (waiting it out)", exc)
+                status = CallStatus()
+            if not status.running:
+                return status
+            if time.monotonic() - started > limit_s:
+                self.cancel(call_id)
+                raise BackendError(f"{call_id} ran past {limit_s:g}s; cancelled")
+            time.sleep(every)
 
     def _read(self, relpath: str) -> bytes | None:
         """A file of the Volume, or None if it (or the Volume) does not exist."""
@@ -275,7 +385,7 @@ class ModalBackend:
         except (FileNotFoundError, mexc.NotFoundError):
             return None
         except mexc.Error as exc:
-            raise BackendError(f"cannot read {relpath} from the Modal volume: {_one_line(exc)}") from exc
+            raise BackendError(f"cannot read {relpath} from the Modal volume: {one_line(exc)}") from exc
 
     def read_progress(self, record: JobRecord) -> Progress | None:
         """None when there is no progress.json yet or it cannot be read now (never raises)."""
@@ -312,28 +422,16 @@ class ModalBackend:
             command=f"modal volume get{env} {shlex.quote(self.volume_name)} {shlex.quote(path)} -",
         )
 
+    def _why(self, exc: BaseException) -> str:
+        if isinstance(exc, TimeoutError) and not str(exc):
+            return f"no answer within {self.timeout_s:g}s"
+        return f"{type(exc).__name__}: {one_line(exc)}"
+
     def _env_words(self) -> str:
         return f" in environment {self.environment_name!r}" if self.environment_name else ""
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def status_from_value(value: Any) -> CallStatus:
-    """What a finished call returned: a RunResult (as a dict, JSON or model) decides the outcome."""
-    result: RunResult | None = None
-    try:
-        if isinstance(value, RunResult):
-            result = value
-        elif isinstance(value, dict):
-            result = RunResult.model_validate(value)
-        elif isinstance(value, (str, bytes)):
-            result = RunResult.model_validate_json(value)
-    except ValueError:
-        result = None
-    if result is None:
-        return CallStatus(Outcome.succeeded)
-    return CallStatus(result.outcome, result.error, result)
 
 
 def has_credentials() -> bool:
@@ -364,12 +462,7 @@ def _resolve_locally(repo: str, ref: str) -> str:
     thread.start()
     thread.join(GIT_TIMEOUT_S)
     if "error" in box:
-        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {_one_line(box['error'])}")
+        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(box['error'])}")
     if "value" not in box:
         raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s")
     return box["value"]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

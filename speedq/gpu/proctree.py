@@ -17,16 +17,46 @@ MARK_ENV = "SPEEDQ_RUN_MARK"  # the run directory every process of an attempt ca
 ATTEMPT_ENV = "SPEEDQ_RUN_ATTEMPT"  # the attempt number the process works for
 
 
-def start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] in ("Z", "X"):
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone or a zombie."""
+    fields = _stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def parents() -> dict[int, int]:
+    """pid -> parent pid for every process visible now."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            found[int(entry.name)] = int(fields[1])
+    return found
+
+
+def children_of(pid: int) -> list[int]:
+    return [child for child, parent in parents().items() if parent == pid]
+
+
+def descendants(pid: int) -> list[int]:
+    """Children, their children and so on."""
+    table = parents()
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        kids = [child for child, parent in table.items() if parent == here]
+        found += kids
+        todo += kids
+    return found
 
 
 def environ_of(pid: int) -> dict[str, str]:
