@@ -301,6 +301,7 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
     import types
 
     import speedq.gpu
+    from speedq.gpu import nanochat
     from speedq.gpu import runner as real
     from speedq.schemas import RunResult
 
@@ -309,12 +310,12 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
     def prepare_data(req: RunRequest) -> None:  # the files nanochat's data and tokenizer stages leave
         calls.append(("prepare_data", req.commit, req.data_dir))
         data = Path(req.data_dir)
-        (data / real.TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
-        (data / real.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
-        for name in ("tokenizer.pkl", "token_bytes.pt"):
-            (data / real.TOKENIZER_DIR / name).write_bytes(b"t")
-        for i in range(m.shards_for(req)):
-            (data / real.SHARDS_DIR / f"shard_{i:05d}.parquet").write_bytes(b"s")
+        (data / nanochat.TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+        (data / nanochat.SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+        for name in nanochat.TOKENIZER_FILES:
+            (data / nanochat.TOKENIZER_DIR / name).write_bytes(b"t")
+        for i in [*range(m.shards_for(req)), nanochat.VAL_SHARD]:
+            (data / nanochat.SHARDS_DIR / nanochat.shard_name(i)).write_bytes(b"s")
 
     def run(req: RunRequest, on_checkpoint=None, call_id=None) -> RunResult:
         announced = sorted(p.name for p in Path(fake.volume_run).glob("attempt-*.json"))
@@ -329,8 +330,7 @@ def fake_runner(monkeypatch: pytest.MonkeyPatch):
         prepare_data=prepare_data, run=run, resolve_commit=lambda repo, ref: "c" * 40, calls=calls,
         volume_run="", **{name: getattr(real, name) for name in (
             "force_restart", "write_json_atomic", "shards_needed", "save_every_for", "checkpoint_steps",
-            "checkpoint_files", "newest_complete_checkpoint", "prune_checkpoints", "_readable",
-            "TOKENIZER_DIR", "SHARDS_DIR")},
+            "checkpoint_files", "newest_complete_checkpoint", "prune_checkpoints", "_readable")},
     )
     monkeypatch.setitem(sys.modules, "speedq.gpu.runner", fake)
     monkeypatch.setattr(speedq.gpu, "runner", fake, raising=False)
@@ -408,4 +408,4 @@ def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
     # long before its end
     from speedq.gpu import runner
 
-    assert taken_over_at <= max(offload.complete_steps(ckpt, req.nproc)) < runner.estimate_total_steps(4, "full")
+    assert taken_over_at <= max(offload.complete_steps(ckpt, req.nproc)) < runner.sizing(req).num_iterations

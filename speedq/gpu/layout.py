@@ -53,3 +53,8 @@ def checkpoint_dir(model: str, mode: str = "full") -> PurePosixPath:
 def run_relpath(team: str, run_name: str) -> PurePosixPath:
     """A run's directory under a runs root; team and run name are validated slugs."""
     return PurePosixPath(team) / run_name
+
+
+def prepared_marker_name(commit: str) -> str:
+    """In the shared data dir: {commit, shards} once data for `commit` is prepared (Modal)."""
+    return f".speedq-prepared-{commit}.json"

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from speedq.schemas import Outcome, RunResult
+from speedq import config
+from speedq.backends import modal_data
+from speedq.schemas import Outcome, RunRequest, RunResult
 from tests.conftest import Speedq, wait_for
 from tests.modalstandin.conftest import OPENER
 
@@ -59,10 +61,19 @@ def modal_env(standin: StandInProcess) -> dict[str, str]:
             "MODAL_DISABLE_API_PROXY": "1", "SPEEDQ_MODAL_CALL_TIMEOUT": "3", "PATH": "/nonexistent"}
 
 
-def answer_resolve_ref(standin: StandInProcess) -> None:
+def answer_cpu_calls(standin: StandInProcess) -> None:
+    """The CPU functions a worker calls before any GPU spawn: pin the ref; prepare the data, which
+    leaves the Volume's marker (commit and shard count) as the real function does."""
     for call in standin.calls("resolve_ref"):
         if call["state"] == "running":
             standin.http(f"/calls/{call['id']}", {"state": "success", "value": COMMIT})
+    for call in standin.calls("prepare_data"):
+        if call["state"] == "running":
+            req = RunRequest.model_validate_json((call["args"] or [call["kwargs"].get("request")])[0])
+            marker = {"commit": req.commit, "shards": modal_data.shards_for(req)}
+            standin.http(f"/volumes/{config.MODAL_VOLUME_NAME}/files",
+                         {"path": str(modal_data.data_marker_relpath(req.commit)), "content": json.dumps(marker)})
+            standin.http(f"/calls/{call['id']}", {"state": "success", "value": True})
 
 
 @pytest.mark.parametrize("status", ["UNAVAILABLE", "PERMISSION_DENIED"])
@@ -72,10 +83,12 @@ def test_a_worker_rides_out_an_api_blip_with_one_call(speedq: Speedq, modal_stan
     speedq.start_worker(backend="modal", env=modal_env(modal_standin))
 
     def spawned() -> list[dict]:
-        answer_resolve_ref(modal_standin)
+        answer_cpu_calls(modal_standin)
         return modal_standin.calls("run_speedrun")
 
     [call] = wait_for(spawned, timeout=60, what="the GPU function's spawn")  # type: ignore[misc]
+    [prepared] = modal_standin.calls("prepare_data")  # data before GPUs: prepared, and only once
+    assert prepared["state"] == "success"
     most, shown = 0, set()
     modal_standin.http("/faults", {"outputs_status": status, "seconds": 3})
     deadline = time.monotonic() + 4
