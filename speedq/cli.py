@@ -61,7 +61,7 @@ def _get(store, job_id: str) -> JobRecord:  # type: ignore[no-untyped-def]
     try:
         return store.get(_job_id(job_id))
     except JobNotFound:
-        raise Failure(f"no job {job_id}") from None
+        raise Failure(f"no job {job_id}", EXIT_INVALID) from None
 
 
 def _print_json(data: BaseModel | list[BaseModel], exclude: set[str] | None = None) -> None:

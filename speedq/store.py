@@ -29,6 +29,12 @@ class JobNotFound(KeyError):
     pass
 
 
+# Writes another module adds to a store transaction (called after MULTI, so they are queued
+# with the record's): takes the pipeline and the record about to be written, returns the record
+# to write.
+Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
+
+
 class Keys:
     seq = f"{PREFIX}:seq"
 
@@ -145,8 +151,9 @@ class Store:
 
     # -- ids and records -------------------------------------------------------------------------
 
-    def new_id(self) -> str:
-        return f"sq-{self.conn.incr(Keys.seq)}"
+    @staticmethod
+    def job_id_for(number: int) -> str:
+        return f"sq-{number}"
 
     def get(self, job_id: str) -> JobRecord:
         raw = self.conn.get(Keys.job(job_id))
@@ -162,16 +169,17 @@ class Store:
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
     def create_claiming_run(
-        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None
+        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None, also: Also | None = None
     ) -> tuple[JobRecord, bool]:
         """Store a new job for `spec` and claim its run; if an active job holds the run, return
         that one instead. Returns the record and whether it is new.
 
         Two submits racing for a team's last queued place make one job: `guard` sees the team's
-        usage as of the transaction and raises to refuse. The id is taken only once both checks
-        pass, so a refused submit writes nothing at all.
+        usage as of the transaction and raises to refuse. The id is taken inside the transaction,
+        once both checks pass, so a refused submit writes nothing at all (the sequence counter
+        included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
-        holder, record = self._claim_run(spec, None, guard)
+        holder, record = self._claim_run(spec, None, guard, also)
         return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
@@ -184,10 +192,10 @@ class Store:
 
     def reclaim_run(self, record: JobRecord) -> JobRecord | None:
         """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        return self._claim_run(record.spec, record, None)[0]
+        return self._claim_run(record.spec, record, None, None)[0]
 
     def _claim_run(
-        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None
+        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None, also: Also | None
     ) -> tuple[JobRecord | None, JobRecord | None]:
         """(the active job holding the run, None) or (None, the job now holding it): `own`, or
         a new record stored for `spec`. One optimistic transaction, so two submits racing for
@@ -197,7 +205,7 @@ class Store:
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"))
+                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq)
                     holder = pipe.get(claim)
                     if holder is not None and (own is None or holder.decode() != own.id):
                         existing = self._get_active(pipe, holder.decode())
@@ -210,9 +218,17 @@ class Store:
                         except Exception:
                             pipe.unwatch()
                             raise
-                    record = own if own is not None else JobRecord(id=self.new_id(), spec=spec)
+                    if own is None:
+                        number = int(pipe.get(Keys.seq) or 0) + 1
+                        record = JobRecord(id=self.job_id_for(number), spec=spec)
+                    else:
+                        record = own
                     pipe.multi()
+                    if own is None:
+                        pipe.set(Keys.seq, number)
                     pipe.set(claim, record.id)
+                    if also is not None:
+                        record = also(pipe, record)
                     if own is None:
                         self._write(pipe, record, previous=None)
                     pipe.execute()
@@ -227,10 +243,11 @@ class Store:
         record = JobRecord.model_validate_json(raw)
         return None if record.state.terminal else record
 
-    def update(self, job_id: str, change: Callable[[JobRecord], object]) -> JobRecord:
+    def update(self, job_id: str, change: Callable[[JobRecord], object], also: Also | None = None) -> JobRecord:
         """Apply `change` to the stored record atomically (retrying if someone else wrote it).
 
-        Keeps the listing indexes and the run claim in step with the state.
+        Keeps the listing indexes and the run claim in step with the state. `also` adds its own
+        writes to the same MULTI/EXEC and may change the record once more (the RQ job id).
         """
         key = Keys.job(job_id)
         with self.conn.pipeline() as pipe:
@@ -245,6 +262,8 @@ class Store:
                     change(after)
                     after.updated_at = time.time()
                     pipe.multi()
+                    if also is not None:
+                        after = also(pipe, after)
                     self._write(pipe, after, previous=before)
                     self._account(pipe, before, after)
                     if after.state.terminal and not before.state.terminal:
