@@ -497,6 +497,9 @@ def _webhook_url(value: str) -> str:
         raise ValueError("must name a host")
     if "@" in parts.netloc:
         raise ValueError("must not hold credentials (user:password@); put a token in the path")
+    from speedq.webhook_target import check_host
+
+    check_host(parts.hostname)  # PrivateTarget is a ValueError: one line, like any rule here
     return value
 
 
@@ -519,6 +522,9 @@ class TeamSettings(TeamLimits):
     without older workers failing to parse the record."""
 
     model_config = ConfigDict(extra="ignore")
+    # A stored webhook was checked when it was set; reading it back must not fail if the
+    # operator's SPEEDQ_WEBHOOK_ALLOW_PRIVATE changed since (delivery checks again anyway).
+    webhook_url: Annotated[str | None, BeforeValidator(_limit)] = None
 
     name: Slug
     token_hash: str | None = None  # sha256 hex of the team's API token; the token itself is never stored
