@@ -56,27 +56,12 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...], after: str | None) ->
     return result
 
 
-def release_stale_slots(store: Store) -> list[str]:
-    """Free the slots of jobs that ended or vanished without freeing their own (a worker killed
-    between the job's end and the release). Returns the job ids freed."""
-    freed = []
-    for team in store.team_names():
-        for job_id in store.slot_holders(team):
-            try:
-                ended = store.get(job_id).state.terminal
-            except JobNotFound:
-                ended = True
-            if ended:
-                store.release_slot(team, job_id)
-                freed.append(job_id)
-    return freed
-
-
 class FairDequeue(Worker):
     """RQ's worker with a dequeue that reads the team registry before every pop, so teams added
     or first seen after the worker started are served without a restart."""
 
     speedq_backends: tuple[str, ...] = ()
+    speedq_lease_s: float = 30.0
     _last_team: str | None = None
 
     def dequeue_job_and_maintain_ttl(
@@ -140,6 +125,10 @@ class FairDequeue(Worker):
             team = team_of[queue_key]
             speedq_id = job.args[0] if job.args else None
             if team is None or speedq_id is None or store.take_slot(team, str(speedq_id)):
+                if speedq_id is not None and team is not None:
+                    # Held from the pop on: if this worker dies before its work horse starts,
+                    # the lease expires and the reaper re-queues the job.
+                    store.acquire_supervision(str(speedq_id), self.name, self.speedq_lease_s)
                 self._last_team = team or self._last_team
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
                 return job, queue

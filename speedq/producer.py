@@ -33,7 +33,7 @@ def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     if not team.added and not config.open_teams():
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
     record, created = store.create_claiming_run(
-        spec, guard=lambda usage: check_quota(team, usage), also=_enqueue_in(conn)
+        spec, guard=lambda usage: check_quota(team, usage), also=enqueue_in(conn)
     )
     return Submitted(record, created=created)
 
@@ -53,7 +53,7 @@ def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
         )
 
 
-def _enqueue_in(conn: redis.Redis) -> Also:
+def enqueue_in(conn: redis.Redis) -> Also:
     """The RQ enqueue as writes queued on a store transaction's pipeline, so the record and its
     RQ job are stored together or not at all."""
 
@@ -79,7 +79,7 @@ def _enqueue_in(conn: redis.Redis) -> Also:
 def enqueue_supervisor(conn: redis.Redis, record: JobRecord, change: Callable[[JobRecord], object] | None = None) -> JobRecord:
     """Hand the job to RQ under a new RQ job id, in the transaction that applies `change` to its
     record: a retry, or re-homing a job whose worker died."""
-    return Store(conn).update(record.id, change or (lambda r: None), also=_enqueue_in(conn))
+    return Store(conn).update(record.id, change or (lambda r: None), also=enqueue_in(conn))
 
 
 def _rq_generation(record: JobRecord) -> int:

@@ -65,6 +65,9 @@ class Keys:
         """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
 
+    # Job id -> when its supervision lease expires (ms): every job a live worker holds.
+    held = f"{PREFIX}:held"
+
     # Every team with a queue: added ones and ones seen only through a submit. Workers read it
     # before each dequeue to find new teams' queues.
     teams = f"{PREFIX}:teams"
@@ -122,6 +125,30 @@ if limit >= 0 and redis.call('scard', KEYS[1]) >= limit then return 0 end
 redis.call('sadd', KEYS[1], ARGV[1])
 return 1
 """
+
+# Take or renew a job's lease for ARGV[1] (ARGV[2] ms) and index its expiry; returns the other
+# live worker holding it, if one does.
+_ACQUIRE = """
+local h = redis.call('get', KEYS[1])
+if h and h ~= ARGV[1] then return h end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+local t = redis.call('time')
+redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
+return false
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('zrem', KEYS[2], ARGV[2])
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
 
 # Append a loss point if it is at least ARGV[3] steps past the last one kept (the final step,
 # ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed attempt replays
@@ -307,37 +334,67 @@ class Store:
         )
 
     # -- supervision: one worker per job, proven by a heartbeat ----------------------------------
+    # The lease key proves a worker is alive; `Keys.held` indexes every lease by its expiry, so
+    # the reaper finds the jobs of dead workers in one range read, however many jobs are active.
 
     def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
         """Take the job for `worker`; returns the holder's name if another live worker has it."""
-        key = Keys.supervisor(job_id)
-        if self.conn.set(key, worker, nx=True, px=int(ttl_s * 1000)):
-            return None
-        holder = self.conn.get(key)
-        if holder is None:  # expired between the two calls
-            return self.acquire_supervision(job_id, worker, ttl_s)
-        if holder.decode() == worker:
-            self.conn.pexpire(key, int(ttl_s * 1000))
-            return None
-        return holder.decode()
+        holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id)
+        return None if holder is None else holder.decode()
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
-        script = (
-            "local h = redis.call('get', KEYS[1]) "
-            "if h == ARGV[1] or not h then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 1 end "
-            "return 0"
-        )
-        return bool(self.conn.eval(script, 1, Keys.supervisor(job_id), worker, int(ttl_s * 1000)))
+        return self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id) is None
 
     def release_supervision(self, job_id: str, worker: str) -> None:
-        self.conn.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-            1, Keys.supervisor(job_id), worker,
-        )
+        self.conn.eval(_RELEASE, 2, Keys.supervisor(job_id), Keys.held, worker, job_id)
 
     def supervised(self, job_id: str) -> bool:
         return bool(self.conn.exists(Keys.supervisor(job_id)))
+
+    def now(self) -> float:
+        """Redis's clock: lease expiries are written in it, so every worker compares against it."""
+        seconds, micros = self.conn.time()
+        return seconds + micros / 1e6
+
+    def expired_holds(self, now: float, limit: int) -> list[str]:
+        """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
+        return [i.decode() for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+
+    def take_over_expired(self, job_id: str, now: float, also: Also) -> JobRecord | None:
+        """The job of a dead worker, re-checked in one transaction: if its lease is still gone and
+        its hold still expired, drop the hold and free its running slot; if it has not ended,
+        apply `also` (a re-enqueue) too. Returns the record re-homed, or None (renewed by a live
+        worker, ended, or handled by another reaper)."""
+        key, lease = Keys.job(job_id), Keys.supervisor(job_id)
+        with self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, lease)  # any acquire or renew rewrites the lease key
+                    expiry = pipe.zscore(Keys.held, job_id)
+                    if expiry is None or expiry > now * 1000 or pipe.exists(lease):
+                        pipe.unwatch()
+                        return None
+                    raw = pipe.get(key)
+                    before = JobRecord.model_validate_json(raw) if raw is not None else None
+                    pipe.multi()
+                    pipe.zrem(Keys.held, job_id)
+                    if before is None:
+                        pipe.execute()
+                        return None
+                    # Its supervision ended with its worker: the slot goes back, and the worker
+                    # that picks the job up takes one again.
+                    pipe.srem(Keys.team(before.spec.team, "running"), job_id)
+                    after = None
+                    if not before.state.terminal:
+                        after = before.model_copy(deep=True)
+                        after.updated_at = time.time()
+                        after = also(pipe, after)
+                        self._write(pipe, after, previous=before)
+                    pipe.execute()
+                    return after
+                except redis.WatchError:
+                    continue
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -355,14 +412,6 @@ class Store:
             for state in JobState:
                 pipe.zcard(Keys.index(team, state))
             return {state: int(n) for state, n in zip(JobState, pipe.execute())}
-
-    def active_ids(self) -> list[str]:
-        """Every job not yet finished, for the worker's reaper."""
-        ids: list[str] = []
-        for state in JobState:
-            if not state.terminal:
-                ids.extend(i.decode() for i in self.conn.zrange(Keys.index(state=state), 0, -1))
-        return ids
 
     # -- teams -----------------------------------------------------------------------------------
 

@@ -17,15 +17,13 @@ from functools import cache
 
 import redis
 from rq import Queue, get_current_job
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
 
 from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
-from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq.fair_share import FairDequeue, plan, release_stale_slots
+from speedq import reaper
+from speedq.fair_share import FairDequeue, plan
 from speedq.store import JobNotFound, Store
 
 log = logging.getLogger("speedq.worker")
@@ -98,8 +96,10 @@ class Supervisor:
         except _Done:
             return self.store.get(self.job_id).state.value
         finally:
-            self.store.release_supervision(self.job_id, self.worker)
+            # The slot first: a worker dying in between leaves a lease that expires, and the
+            # reaper frees the slot of a job that ended.
             self._free_running_slot()
+            self.store.release_supervision(self.job_id, self.worker)
 
     def _free_running_slot(self) -> None:
         """The team's running slot (taken at dequeue) goes back once the job has ended; a job
@@ -314,47 +314,6 @@ def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
     return [Queue(name, connection=conn) for name in current.names]
 
 
-def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
-    """Re-home jobs whose supervising worker died: they go back on their queue, and the worker
-    that picks them up reattaches to the running call. Returns the ids re-homed."""
-    store = Store(conn)
-    wanted = set(backends)
-    rehomed = []
-    for job_id in store.active_ids():
-        try:
-            record = store.get(job_id)
-        except JobNotFound:
-            continue
-        if record.spec.backend not in wanted:
-            continue
-        if record.state == JobState.queued:
-            if _waiting_in_rq(conn, record):
-                continue
-        elif store.supervised(job_id):
-            continue
-        if not conn.set(f"speedq:reaping:{job_id}", "1", nx=True, ex=int(heartbeat_ttl_s()) + 5):
-            continue  # another worker is re-homing it right now
-        enqueue_supervisor(conn, record)
-        # Its supervision ended with its worker: the slot goes back, and the worker that picks
-        # the job up takes one again (meanwhile the call runs on, briefly over the team's limit).
-        store.release_slot(record.spec.team, job_id)
-        rehomed.append(job_id)
-        log.warning("job %s lost its worker; re-queued to reattach", job_id)
-    return rehomed
-
-
-def _waiting_in_rq(conn: redis.Redis, record: JobRecord) -> bool:
-    """A queued record whose RQ job is gone (lost with a Redis that kept no file, or a producer
-    that died between the two writes) would wait forever; anything else is still on its way."""
-    if record.rq_job_id is None:
-        return time.time() - record.created_at < heartbeat_ttl_s()
-    try:
-        status = Job.fetch(record.rq_job_id, connection=conn).get_status()
-    except NoSuchJobError:
-        return False
-    return status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
-
-
 class SpeedqWorker(FairDequeue):
     """An RQ worker that takes teams' jobs in turn (fair_share) and also re-homes jobs orphaned
     by dead workers, between jobs."""
@@ -362,8 +321,7 @@ class SpeedqWorker(FairDequeue):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:
-            reap(self.connection, self.speedq_backends)
-            release_stale_slots(Store(self.connection))
+            reaper.reap(self.connection)
         except redis.RedisError as exc:
             self.log.warning("reaper skipped: %s", exc)
 
@@ -380,5 +338,6 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
         maintenance_interval=int(reap_every),
     )
     worker.speedq_backends = tuple(backends)
+    worker.speedq_lease_s = heartbeat_ttl_s()
     # The scheduler (a child process) puts notification retries back on their queue when due.
     return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"), with_scheduler=True)
