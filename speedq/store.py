@@ -68,6 +68,11 @@ class Keys:
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"
 
+    # Fair share shared by every worker: team -> the number of its last turn (a job started),
+    # numbered by `turn_counter`.
+    turns = f"{PREFIX}:turns"
+    turn_counter = f"{PREFIX}:turns:seq"
+
     # Every team with a queue: added ones and ones seen only through a submit. Workers read it
     # before each dequeue to find new teams' queues.
     teams = f"{PREFIX}:teams"
@@ -473,6 +478,10 @@ class Store:
 
     def team_names(self) -> list[str]:
         return sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+
+    def note_turn(self, team: str) -> None:
+        """The team just had a turn (see fair_share)."""
+        self.conn.zadd(Keys.turns, {team: self.conn.incr(Keys.turn_counter)})
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""

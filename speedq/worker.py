@@ -22,7 +22,7 @@ from speedq import config
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq import reaper
+from speedq import reaper, worker_name
 from speedq.fair_share import FairDequeue, plan
 from speedq.store import JobNotFound, Store
 
@@ -310,7 +310,7 @@ def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
     """The notify queue and every known team's queues; the worker refreshes this list before each
     dequeue (see fair_share.plan for the order it takes them in)."""
     store = Store(conn)
-    current = plan(store.team_loads(store.team_names()), tuple(backends), None)
+    current = plan(store.team_loads(store.team_names()), tuple(backends))
     return [Queue(name, connection=conn) for name in current.names]
 
 
@@ -330,10 +330,12 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     for backend in backends:
         backend_named(backend).check()  # fail at start, in one line, not on the first job
     reap_every = float(os.environ.get("SPEEDQ_REAP_INTERVAL", "20"))
+    name = name or worker_name.default_name()  # readable in `status` and `rq info`
+    worker_name.free_name(conn, name, say=log.warning)
     worker = SpeedqWorker(
         worker_queues(conn, backends),
         connection=conn,
-        name=name or f"{socket.gethostname()}.{os.getpid()}",  # readable in `status` and `rq info`
+        name=name,
         worker_ttl=int(reap_every) + 15,  # RQ blocks on the queue for worker_ttl - 15 s
         maintenance_interval=int(reap_every),
     )
