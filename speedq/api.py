@@ -18,7 +18,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 
 from speedq import accounting, producer
-from speedq.backends import BackendError, job_log
+from speedq import logs as run_logs
+from speedq.backends import BackendError
 from speedq.connection import RedisUnavailable, connect_for_requests
 from speedq.schemas import (
     JobId,
@@ -135,7 +136,7 @@ def list_jobs(query: Annotated[ListQuery, Query()], team: Team, store: StoreDep)
 @router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=WRITE_ERRORS)
 def logs(job_id: JobId, query: Annotated[LogQuery, Query()], team: Team, store: StoreDep) -> str:
     """Your team's job's log ('' before its run starts)."""
-    return job_log(_own(_job(store, job_id), team), query.tail)
+    return run_logs.read(_own(_job(store, job_id), team), query.tail)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobRecord, responses=WRITE_ERRORS)
