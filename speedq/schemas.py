@@ -672,6 +672,16 @@ class Board(BaseModel):
 _TRANSPORT_LOCS = {"body", "query", "path", "header"}
 
 
+def _shown(value: object) -> str:
+    """The refused value as the line quotes it: short, and never a number too long to print."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f" (a number of about {int(value.bit_length() * 0.30103) + 1} digits)"
+    text = repr(value)
+    return f" {text[:77]}..." if len(text) > 80 else f" {text}"
+
+
 def describe(exc: ValidationError | list) -> str:  # type: ignore[type-arg]
     """One line for the user: the first invalid field, the value and the rule.
 
@@ -684,8 +694,7 @@ def describe(exc: ValidationError | list) -> str:  # type: ignore[type-arg]
     field = "-".join(str(p) for p in loc).replace("_", "-") or "value"
     field = field.split("-function-")[0].replace("-[key]", "")
     msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    shown = f" {value!r}" if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    shown = _shown(err.get("input"))
     extra = len(errors) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
     line = f"invalid {field}{shown}: {msg}{more}"
