@@ -166,7 +166,7 @@ def logs(
     store = _store()
     record = _get(store, job)
     if record.log is None and not follow:
-        raise Failure(f"job {record.id} is {record.state.value} and has no log yet")
+        raise Failure(f"job {record.id} is {record.state.value} and has no log yet", EXIT_INVALID)
     follower = run_logs.Follower()
     if query.tail is not None or not follow:
         sys.stdout.write(run_logs.read(record, query.tail))
