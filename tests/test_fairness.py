@@ -45,7 +45,7 @@ def test_three_workers_share_one_rotation_over_five_teams(speedq: Speedq) -> Non
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.1"  # each job holds its worker for about a second
     workers = [speedq.start_worker("--burst") for _ in range(3)]
     for worker in workers:
-        wait_for(lambda: worker.poll() is not None, timeout=180, what="the burst workers to drain the queues")
+        wait_for(lambda w=worker: w.poll() is not None, timeout=180, what="the burst workers to drain the queues")
 
     started = sorted(records(speedq), key=lambda r: r["attempts"][0]["started_at"])
     assert all(r["state"] == "succeeded" for r in started), [(r["id"], r["error"]) for r in started]

@@ -121,7 +121,7 @@ def test_a_deep_queue_drains_with_no_requeue(speedq: Speedq, redis_server: Redis
     ]
     speedq.workers.extend(workers)
     for worker in workers:
-        wait_for(lambda: worker.poll() is not None, timeout=600, every=0.5, what="the workers to drain the queue")
+        wait_for(lambda w=worker: w.poll() is not None, timeout=600, every=0.5, what="the workers to drain the queue")
 
     store = Store(conn)
     records = store.get_many(Store.job_id_for(n) for n in range(1, count + 1))
