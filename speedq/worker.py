@@ -87,6 +87,7 @@ class Supervisor:
             return "missing"
         if record.state.terminal:
             self._free_running_slot()  # e.g. cancelled while this worker was taking it
+            self.store.release_supervision(self.job_id, self.worker)  # the lease taken at the pop
             return record.state.value
         holder = self.store.acquire_supervision(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
