@@ -135,7 +135,10 @@ def list_jobs(query: Annotated[ListQuery, Query()], team: Team, store: StoreDep)
     return [_view(r, team) for r in store.list(query)]
 
 
-@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=WRITE_ERRORS)
+LOG_ERRORS = {**WRITE_ERRORS, 502: {"model": Problem, "description": "The backend keeping the log (Modal) cannot be reached"}}
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=LOG_ERRORS)
 def logs(job_id: JobId, query: Annotated[LogQuery, Query()], team: Team, store: StoreDep) -> str:
     """Your team's job's log ('' before its run starts)."""
     return run_logs.read(_own(_job(store, job_id), team), query.tail)
