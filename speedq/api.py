@@ -15,10 +15,12 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ValidationError
 
 from speedq import accounting, producer
-from speedq.backends import BackendError, job_log
+from speedq import logs as run_logs
+from speedq.backends import BackendError
 from speedq.connection import RedisUnavailable, connect_for_requests
 from speedq.schemas import (
     JobId,
@@ -56,7 +58,8 @@ class Submitted(BaseModel):
 
 ERRORS = {
     401: {"model": Problem, "description": "Missing or wrong bearer token"},
-    422: {"model": Problem, "description": "Invalid input"},
+    405: {"model": Problem, "description": "Method not allowed on this path (the Allow header lists those it takes)"},
+    422: {"model": Problem, "description": "Invalid input, a body that is not JSON (UTF-8) included"},
     503: {"model": Problem, "description": "Redis unavailable"},
 }
 JOB_ERRORS = {**ERRORS, 404: {"model": Problem, "description": "No such job"}}
@@ -132,10 +135,13 @@ def list_jobs(query: Annotated[ListQuery, Query()], team: Team, store: StoreDep)
     return [_view(r, team) for r in store.list(query)]
 
 
-@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=WRITE_ERRORS)
+LOG_ERRORS = {**WRITE_ERRORS, 502: {"model": Problem, "description": "The backend keeping the log (Modal) cannot be reached"}}
+
+
+@router.get("/jobs/{job_id}/logs", response_class=PlainTextResponse, responses=LOG_ERRORS)
 def logs(job_id: JobId, query: Annotated[LogQuery, Query()], team: Team, store: StoreDep) -> str:
     """Your team's job's log ('' before its run starts)."""
-    return job_log(_own(_job(store, job_id), team), query.tail)
+    return run_logs.read(_own(_job(store, job_id), team), query.tail)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobRecord, responses=WRITE_ERRORS)
@@ -184,6 +190,16 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _problem(exc.status_code, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Starlette answers 400 for a body it cannot parse (not UTF-8, nested too deep): that is
+        # invalid input like any other, so it is the documented 422.
+        if exc.status_code == 400:
+            return _problem(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid body: not a JSON document in UTF-8")
+        response = _problem(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

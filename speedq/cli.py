@@ -61,7 +61,7 @@ def _get(store, job_id: str) -> JobRecord:  # type: ignore[no-untyped-def]
     try:
         return store.get(_job_id(job_id))
     except JobNotFound:
-        raise Failure(f"no job {job_id}") from None
+        raise Failure(f"no job {job_id}", EXIT_INVALID) from None
 
 
 def _print_json(data: BaseModel | list[BaseModel], exclude: set[str] | None = None) -> None:
@@ -161,30 +161,28 @@ def logs(
     tail: Annotated[Optional[str], typer.Option(help="Only the last N lines.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
 ) -> None:
-    """Print a run's log, from wherever its backend keeps it."""
-    from speedq.backends import get_backend, job_log
+    """Print a run's log, from where its record says it is."""
+    from speedq import logs as run_logs
     from speedq.schemas import LogQuery
 
     query = LogQuery(tail=tail)  # type: ignore[arg-type]
     store = _store()
     record = _get(store, job)
-    if record.run_dir is None and not follow:
-        raise Failure(f"job {record.id} is {record.state.value} and has no log yet")
-    sys.stdout.write(job_log(record, query.tail))
-    if not follow:
-        return
-    backend = get_backend(record.spec.backend)
-    shown = len(backend.read_log(record, None)) if record.run_dir else 0
+    if record.log is None and not follow:
+        raise Failure(f"job {record.id} is {record.state.value} and has no log yet", EXIT_INVALID)
+    follower = run_logs.Follower()
+    if query.tail is not None or not follow:
+        sys.stdout.write(run_logs.read(record, query.tail))
+        if not follow:
+            return
+        follower.skip_to_end(record)
     with err.status(f"following {record.id} ({record.state.value})") as spinner:
         while True:
             record = store.get(record.id)
-            if record.run_dir:
-                full = backend.read_log(record, None)
-                sys.stdout.write(full[shown:])
-                sys.stdout.flush()
-                shown = len(full)
+            sys.stdout.write(follower.new(record))
+            sys.stdout.flush()
             spinner.update(f"following {record.id} ({record.state.value})")
-            if record.state.terminal:
+            if record.state.terminal:  # read after the state: the log is whole
                 break
             time.sleep(config.poll_interval_s())
     err.print(f"job {record.id} {record.state.value}")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 
 class ProducerError(Exception):
-    """A request the queue refuses; the message is one line for the user."""
+    """A request the queue refuses (not possible in the job's or team's state); the message is
+    one line for the user. Exit codes: 2 refused, 3 over a team quota (1 is for the system
+    failing: Redis unreachable, a backend error)."""
 
-    exit_code = 1
+    exit_code = 2
 
 
 class NotYourJob(ProducerError):
-    exit_code = 1
+    exit_code = 2
 
 
 class QuotaExceeded(ProducerError):

@@ -2,9 +2,11 @@
 team already running its `max_running`.
 
 RQ's own `round_robin` dequeue strategy rotates over queues, not teams: with a queue per team
-and priority, a team with jobs in two priorities would get two turns in a row. So the worker
-rotates over teams itself and hands RQ's pop an ordered list of queue keys: one turn per team
-per job started, whatever the priorities and however long each team's queue is.
+and priority, a team with jobs in two priorities would get two turns in a row. And it rotates per
+worker: N idle workers would all start with the same team. So the rotation lives in Redis
+(`Keys.turns`: each team's last turn, shared by every worker), and one script both picks the team
+whose turn is oldest and pops its job, so two workers popping at once take two teams in turn:
+one turn per team per job started, whatever the priorities and however long each queue is.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from speedq import config
-from speedq.store import NOTIFY_QUEUE, JobNotFound, Store, TeamLoad, queue_name
+from speedq.store import NOTIFY_QUEUE, Keys, Store, TeamLoad, queue_name
 
 log = logging.getLogger("speedq.fair_share")
 
@@ -39,12 +41,10 @@ class Plan:
         return [name for _, name in self.open] + self.capped
 
 
-def plan(loads: list[TeamLoad], backends: tuple[str, ...], after: str | None) -> Plan:
-    """Teams from the one after `after` (the team served last) round to it, by name; within a
-    team, priority first, then backend."""
+def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
+    """Teams by name (the pop script reorders them by their last turn); within a team, priority
+    first, then backend."""
     ordered = sorted(loads, key=lambda load: load.name)
-    if after is not None:
-        ordered = [t for t in ordered if t.name > after] + [t for t in ordered if t.name <= after]
     # Webhook deliveries first: each takes milliseconds and must not wait behind hours of training.
     result = Plan(open=[(None, NOTIFY_QUEUE)])
     for load in ordered:
@@ -56,20 +56,37 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...], after: str | None) ->
     return result
 
 
-def release_stale_slots(store: Store) -> list[str]:
-    """Free the slots of jobs that ended or vanished without freeing their own (a worker killed
-    between the job's end and the release). Returns the job ids freed."""
-    freed = []
-    for team in store.team_names():
-        for job_id in store.slot_holders(team):
-            try:
-                ended = store.get(job_id).state.terminal
-            except JobNotFound:
-                ended = True
-            if ended:
-                store.release_slot(team, job_id)
-                freed.append(job_id)
-    return freed
+# KEYS: the turns zset, the turn counter, then queue keys in plan order; ARGV[i]: the team of
+# KEYS[i + 2] ('' for the notify queue, which always goes first and takes no turn). Tries the
+# teams in order of their last turn (never served first; ties in plan order), pops the first
+# queued job, and gives its team the newest turn.
+_POP_IN_TURN = """
+local order = {}
+for i = 3, #KEYS do
+  local team = ARGV[i - 2]
+  local turn = -2
+  if team ~= '' then turn = tonumber(redis.call('zscore', KEYS[1], team) or '-1') end
+  order[#order + 1] = {turn, i}
+end
+table.sort(order, function(a, b) if a[1] ~= b[1] then return a[1] < b[1] end return a[2] < b[2] end)
+for _, entry in ipairs(order) do
+  local id = redis.call('lpop', KEYS[entry[2]])
+  if id then
+    local team = ARGV[entry[2] - 2]
+    if team ~= '' then redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), team) end
+    return {KEYS[entry[2]], id}
+  end
+end
+return false
+"""
+
+
+def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[bytes, bytes] | None:
+    """Pop the next job from the queue keys `team_of` maps to their teams (in plan order): the
+    team whose turn is oldest across all workers goes first. None if every queue is empty."""
+    keys = list(team_of)
+    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *(team_of[k] or "" for k in keys))
+    return (popped[0], popped[1]) if popped else None
 
 
 class FairDequeue(Worker):
@@ -77,7 +94,7 @@ class FairDequeue(Worker):
     or first seen after the worker started are served without a restart."""
 
     speedq_backends: tuple[str, ...] = ()
-    _last_team: str | None = None
+    speedq_lease_s: float = 30.0
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
@@ -92,7 +109,7 @@ class FairDequeue(Worker):
                 self.heartbeat()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
-                current = plan(store.team_loads(store.team_names()), self.speedq_backends, self._last_team)
+                current = plan(store.team_loads(store.team_names()), self.speedq_backends)
                 self._listen_on(current.names)
                 # Burst pops without blocking; otherwise block briefly, then look again for new
                 # teams and freed slots.
@@ -123,12 +140,15 @@ class FairDequeue(Worker):
             if not candidates:
                 return None
             team_of = {Queue(name, connection=self.connection).key: team for team, name in candidates}
-            try:
-                # RQ's pop over several keys: LPOP in order, or one BLPOP that takes the first
-                # non-empty key in order.
-                popped = Queue.lpop(list(team_of), block, connection=self.connection)
-            except DequeueTimeout:
-                return None
+            popped = pop_in_turn(self.connection, team_of)
+            if popped is None and block:
+                # Nothing queued: wait on every key (RQ's BLPOP) for the next job, whoever's.
+                try:
+                    popped = Queue.lpop(list(team_of), block, connection=self.connection)
+                except DequeueTimeout:
+                    return None
+                if popped is not None and team_of[as_text(popped[0])] is not None:
+                    store.note_turn(team_of[as_text(popped[0])])
             if popped is None:
                 return None
             queue_key, job_id = map(as_text, popped)
@@ -140,7 +160,10 @@ class FairDequeue(Worker):
             team = team_of[queue_key]
             speedq_id = job.args[0] if job.args else None
             if team is None or speedq_id is None or store.take_slot(team, str(speedq_id)):
-                self._last_team = team or self._last_team
+                if speedq_id is not None and team is not None:
+                    # Held from the pop on: if this worker dies before its work horse starts,
+                    # the lease expires and the reaper re-queues the job.
+                    store.acquire_supervision(str(speedq_id), self.name, self.speedq_lease_s)
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
                 return job, queue
             queue.push_job_id(job.id, at_front=True)

@@ -8,6 +8,7 @@ scheduler (`work(with_scheduler=True)`), which moves due retries back onto the q
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import urllib.error
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 from rq import Queue, Retry
 from rq.job import Job
 
-from speedq import config
+from speedq import config, webhook_target
 from speedq.schemas import JobRecord, JobState
 from speedq.store import NOTIFY_QUEUE, Store
 
@@ -103,7 +104,30 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class _PublicHTTP(http.client.HTTPConnection):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._create_connection = webhook_target.connect_public  # http.client's hook for the socket
+
+
+class _PublicHTTPS(http.client.HTTPSConnection):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._create_connection = webhook_target.connect_public
+
+
+class _PublicHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Connects only to public addresses, checked on the DNS answer the socket uses (see
+    webhook_target). No proxy: a proxy would resolve the name itself, past the check."""
+
+    def http_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_PublicHTTP, req)
+
+    def https_open(self, req):  # type: ignore[no-untyped-def]
+        return self.do_open(_PublicHTTPS, req, context=self._context)
+
+
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _PublicHandler, _NoRedirect)
 
 
 def deliver(url: str, payload: dict[str, str]) -> int:
@@ -120,6 +144,8 @@ def deliver(url: str, payload: dict[str, str]) -> int:
             status = response.status
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(f"webhook at {host} answered {exc.code}") from None
+    except webhook_target.PrivateTarget as exc:
+        raise DeliveryFailed(f"webhook at {host} refused: {exc}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DeliveryFailed(f"webhook at {host} unreachable: {reason}") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import time
@@ -13,7 +14,7 @@ from rq.job import Job
 from speedq import config
 from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
-from speedq.store import Store, TeamUsage, queue_name
+from speedq.store import Also, Store, TeamUsage, queue_name
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -31,10 +32,10 @@ def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     team = store.team(spec.team)
     if not team.added and not config.open_teams():
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
-    record, created = store.create_claiming_run(spec, guard=lambda usage: check_quota(team, usage))
-    if not created:
-        return Submitted(record, created=False)
-    return Submitted(enqueue_supervisor(conn, record), created=True)
+    record, created = store.create_claiming_run(
+        spec, guard=lambda usage: check_quota(team, usage), also=enqueue_in(conn)
+    )
+    return Submitted(record, created=created)
 
 
 def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
@@ -52,22 +53,33 @@ def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
         )
 
 
-def enqueue_supervisor(conn: redis.Redis, record: JobRecord) -> JobRecord:
-    """Hand the job to RQ. Also used to re-home a job whose worker died (a new RQ job id)."""
-    store = Store(conn)
-    rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
-    store.update(record.id, lambda r: setattr(r, "rq_job_id", rq_id))
-    queue = Queue(queue_name(record.spec.backend, record.spec.team, record.spec.priority), connection=conn)
-    queue.enqueue(
-        SUPERVISE,
-        record.id,
-        job_id=rq_id,
-        job_timeout=-1,  # the supervisor bounds each attempt itself; a run takes hours
-        result_ttl=WEEK_S,
-        failure_ttl=WEEK_S,
-        description=f"speedrun {record.id} {record.spec.run_key}",
-    )
-    return store.get(record.id)
+def enqueue_in(conn: redis.Redis) -> Also:
+    """The RQ enqueue as writes queued on a store transaction's pipeline, so the record and its
+    RQ job are stored together or not at all."""
+
+    def enqueue(pipe: redis.client.Pipeline, record: JobRecord) -> JobRecord:
+        rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
+        record = record.model_copy(update={"rq_job_id": rq_id})
+        queue = Queue(queue_name(record.spec.backend, record.spec.team, record.spec.priority), connection=conn)
+        queue.enqueue(
+            SUPERVISE,
+            record.id,
+            job_id=rq_id,
+            job_timeout=-1,  # the supervisor bounds each attempt itself; a run takes hours
+            result_ttl=WEEK_S,
+            failure_ttl=WEEK_S,
+            description=f"speedrun {record.id} {record.spec.run_key}",
+            pipeline=pipe,
+        )
+        return record
+
+    return enqueue
+
+
+def enqueue_supervisor(conn: redis.Redis, record: JobRecord, change: Callable[[JobRecord], object] | None = None) -> JobRecord:
+    """Hand the job to RQ under a new RQ job id, in the transaction that applies `change` to its
+    record: a retry, or re-homing a job whose worker died."""
+    return Store(conn).update(record.id, change or (lambda r: None), also=enqueue_in(conn))
 
 
 def _rq_generation(record: JobRecord) -> int:
@@ -125,5 +137,4 @@ def retry(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
         r.round_start = len(r.attempts)
         r.queued_at = time.time()
 
-    record = store.update(job_id, requeue)
-    return enqueue_supervisor(conn, record)
+    return enqueue_supervisor(conn, record, requeue)

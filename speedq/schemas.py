@@ -20,6 +20,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     computed_field,
+    field_validator,
     model_validator,
 )
 
@@ -80,6 +81,30 @@ def _git_ref(value: str) -> str:
     return value
 
 
+def _has_surrogate(value: object) -> bool:
+    """A lone surrogate is how Python carries a byte that is not UTF-8 (argv, `\\udcff` in JSON);
+    it cannot be stored or printed as text, so input holding one is refused at the door."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+class UserInput(BaseModel):
+    """Base of every model a user fills in (CLI options, API bodies and queries): each field's
+    text, at any depth, must be valid Unicode before any other rule looks at it."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_text(cls, value: object) -> object:
+        if _has_surrogate(value):
+            raise ValueError("must be valid UTF-8 text (it holds an undecodable byte)")
+        return value
+
+
 class GpuSpec(BaseModel):
     """`TYPE[:COUNT]`, e.g. H100:8."""
 
@@ -92,15 +117,24 @@ class GpuSpec(BaseModel):
 
 
 def _gpu(value: object) -> object:
-    if isinstance(value, (GpuSpec, dict)):
+    """`TYPE[:COUNT]` as text, or the same as an object (the API's JSON): one rule for both, so
+    an object cannot carry a count or type the text form refuses."""
+    if isinstance(value, GpuSpec):
         return value
+    if isinstance(value, dict):
+        if set(value) - {"type", "count"} or not isinstance(value.get("type"), str):
+            raise ValueError("must be TYPE[:COUNT] or {\"type\": TYPE, \"count\": COUNT}")
+        count = value.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"GPU count must be a whole number from 1 to {config.MAX_GPU_COUNT}")
+        value = f"{value['type']}:{count}"
     if not isinstance(value, str):
         raise ValueError("must be TYPE[:COUNT]")
     kind, _, count = value.partition(":")
     known = {t.upper(): t for t in config.GPU_TYPES}
     if kind.upper() not in known:
         raise ValueError(f"must be TYPE[:COUNT] with TYPE one of {', '.join(config.GPU_TYPES)}")
-    if count and not count.isdigit() or count and not 1 <= int(count) <= config.MAX_GPU_COUNT:
+    if count and not (count.isascii() and count.isdigit()) or count and not 1 <= int(count) <= config.MAX_GPU_COUNT:
         raise ValueError(f"GPU count must be a whole number from 1 to {config.MAX_GPU_COUNT}")
     return {"type": known[kind.upper()], "count": int(count or 1)}
 
@@ -163,7 +197,7 @@ TrainArgs = Annotated[dict[str, TrainArgValue], BeforeValidator(_train_args)]
 # What a user submits.
 
 
-class JobOptions(BaseModel):
+class JobOptions(UserInput):
     """Everything about a speedrun job but whose it is (the API takes the team from the token)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -452,23 +486,23 @@ class JobRecord(BaseModel):
 # Listing filters (CLI and API share them).
 
 
-class ListQuery(BaseModel):
+class ListQuery(UserInput):
     model_config = ConfigDict(extra="forbid")
     team: Slug | None = None
     state: JobState | None = None
     limit: int = Field(default=20, ge=1, le=1000)
 
 
-class LogQuery(BaseModel):
+class LogQuery(UserInput):
     tail: int | None = Field(default=None, ge=1, le=1_000_000)
 
 
-class ApiOptions(BaseModel):
+class ApiOptions(UserInput):
     host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
     port: int = Field(ge=1, le=65535)
 
 
-class WorkerOptions(BaseModel):
+class WorkerOptions(UserInput):
     backends: list[BackendName] = Field(default_factory=list)
     notify_only: bool = False  # a worker that only delivers webhooks, so none waits behind a run
 
@@ -494,7 +528,7 @@ def _job_id(value: str) -> str:
 JobId = Annotated[str, AfterValidator(_job_id), WithJsonSchema({"type": "string", "pattern": f"^{JOB_ID_RE.pattern}$"})]
 
 
-class JobRef(BaseModel):
+class JobRef(UserInput):
     """A job id as typed by a user."""
 
     id: JobId
@@ -541,13 +575,16 @@ def _webhook_url(value: str) -> str:
         raise ValueError("must name a host")
     if "@" in parts.netloc:
         raise ValueError("must not hold credentials (user:password@); put a token in the path")
+    from speedq.webhook_target import check_host
+
+    check_host(parts.hostname)  # PrivateTarget is a ValueError: one line, like any rule here
     return value
 
 
 WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 
 
-class TeamLimits(BaseModel):
+class TeamLimits(UserInput):
     """What `team add` and `team set` accept. None means unlimited."""
 
     model_config = ConfigDict(extra="forbid")
@@ -563,6 +600,9 @@ class TeamSettings(TeamLimits):
     without older workers failing to parse the record."""
 
     model_config = ConfigDict(extra="ignore")
+    # A stored webhook was checked when it was set; reading it back must not fail if the
+    # operator's SPEEDQ_WEBHOOK_ALLOW_PRIVATE changed since (delivery checks again anyway).
+    webhook_url: Annotated[str | None, BeforeValidator(_limit)] = None
 
     name: Slug
     token_hash: str | None = None  # sha256 hex of the team's API token; the token itself is never stored
@@ -575,7 +615,7 @@ class TeamSettings(TeamLimits):
         return cls(name=name, added=False, created_at=0.0)
 
 
-class TeamRef(BaseModel):
+class TeamRef(UserInput):
     team: Slug
 
 
@@ -635,7 +675,7 @@ class TeamStats(BaseModel):
     running: int = 0
 
 
-class StatsQuery(BaseModel):
+class StatsQuery(UserInput):
     model_config = ConfigDict(extra="forbid")
     team: Slug | None = None
 
@@ -710,6 +750,16 @@ class Board(BaseModel):
 _TRANSPORT_LOCS = {"body", "query", "path", "header"}
 
 
+def _shown(value: object) -> str:
+    """The refused value as the line quotes it: short, and never a number too long to print."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return ""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f" (a number of about {int(value.bit_length() * 0.30103) + 1} digits)"
+    text = repr(value)
+    return f" {text[:77]}..." if len(text) > 80 else f" {text}"
+
+
 def describe(exc: ValidationError | list) -> str:  # type: ignore[type-arg]
     """One line for the user: the first invalid field, the value and the rule.
 
@@ -722,8 +772,10 @@ def describe(exc: ValidationError | list) -> str:  # type: ignore[type-arg]
     field = "-".join(str(p) for p in loc).replace("_", "-") or "value"
     field = field.split("-function-")[0].replace("-[key]", "")
     msg = err["msg"].removeprefix("Value error, ")
-    value = err.get("input")
-    shown = f" {value!r}" if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+    shown = _shown(err.get("input"))
     extra = len(errors) - 1
     more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-    return f"invalid {field}{shown}: {msg}{more}"
+    line = f"invalid {field}{shown}: {msg}{more}"
+    # A field name or message may echo an undecodable byte: escape it so the line can be printed
+    # and sent as JSON.
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -29,6 +29,12 @@ class JobNotFound(KeyError):
     pass
 
 
+# Writes another module adds to a store transaction (called after MULTI, so they are queued
+# with the record's): takes the pipeline and the record about to be written, returns the record
+# to write.
+Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
+
+
 class Keys:
     seq = f"{PREFIX}:seq"
 
@@ -63,6 +69,14 @@ class Keys:
     def loss_history(job_id: str) -> str:
         """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
+
+    # Job id -> when its supervision lease expires (ms): every job a live worker holds.
+    held = f"{PREFIX}:held"
+
+    # Fair share shared by every worker: team -> the number of its last turn (a job started),
+    # numbered by `turn_counter`.
+    turns = f"{PREFIX}:turns"
+    turn_counter = f"{PREFIX}:turns:seq"
 
     # Every team with a queue: added ones and ones seen only through a submit. Workers read it
     # before each dequeue to find new teams' queues.
@@ -122,6 +136,30 @@ redis.call('sadd', KEYS[1], ARGV[1])
 return 1
 """
 
+# Take or renew a job's lease for ARGV[1] (ARGV[2] ms) and index its expiry; returns the other
+# live worker holding it, if one does.
+_ACQUIRE = """
+local h = redis.call('get', KEYS[1])
+if h and h ~= ARGV[1] then return h end
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+local t = redis.call('time')
+redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
+return false
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('zrem', KEYS[2], ARGV[2])
+end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 # Append a loss point if it is at least ARGV[3] steps past the last one kept (the final step,
 # ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed attempt replays
 # steps the curve already has: those are skipped, so each step appears once, the first time the
@@ -150,8 +188,9 @@ class Store:
 
     # -- ids and records -------------------------------------------------------------------------
 
-    def new_id(self) -> str:
-        return f"sq-{self.conn.incr(Keys.seq)}"
+    @staticmethod
+    def job_id_for(number: int) -> str:
+        return f"sq-{number}"
 
     def get(self, job_id: str) -> JobRecord:
         raw = self.conn.get(Keys.job(job_id))
@@ -167,16 +206,17 @@ class Store:
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
     def create_claiming_run(
-        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None
+        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None, also: Also | None = None
     ) -> tuple[JobRecord, bool]:
         """Store a new job for `spec` and claim its run; if an active job holds the run, return
         that one instead. Returns the record and whether it is new.
 
         Two submits racing for a team's last queued place make one job: `guard` sees the team's
-        usage as of the transaction and raises to refuse. The id is taken only once both checks
-        pass, so a refused submit writes nothing at all.
+        usage as of the transaction and raises to refuse. The id is taken inside the transaction,
+        once both checks pass, so a refused submit writes nothing at all (the sequence counter
+        included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
-        holder, record = self._claim_run(spec, None, guard)
+        holder, record = self._claim_run(spec, None, guard, also)
         return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
@@ -189,10 +229,10 @@ class Store:
 
     def reclaim_run(self, record: JobRecord) -> JobRecord | None:
         """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        return self._claim_run(record.spec, record, None)[0]
+        return self._claim_run(record.spec, record, None, None)[0]
 
     def _claim_run(
-        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None
+        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None, also: Also | None
     ) -> tuple[JobRecord | None, JobRecord | None]:
         """(the active job holding the run, None) or (None, the job now holding it): `own`, or
         a new record stored for `spec`. One optimistic transaction, so two submits racing for
@@ -202,7 +242,7 @@ class Store:
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"))
+                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq)
                     holder = pipe.get(claim)
                     if holder is not None and (own is None or holder.decode() != own.id):
                         existing = self._get_active(pipe, holder.decode())
@@ -215,9 +255,17 @@ class Store:
                         except Exception:
                             pipe.unwatch()
                             raise
-                    record = own if own is not None else JobRecord(id=self.new_id(), spec=spec)
+                    if own is None:
+                        number = int(pipe.get(Keys.seq) or 0) + 1
+                        record = JobRecord(id=self.job_id_for(number), spec=spec)
+                    else:
+                        record = own
                     pipe.multi()
+                    if own is None:
+                        pipe.set(Keys.seq, number)
                     pipe.set(claim, record.id)
+                    if also is not None:
+                        record = also(pipe, record)
                     if own is None:
                         self._write(pipe, record, previous=None)
                     pipe.execute()
@@ -232,10 +280,11 @@ class Store:
         record = JobRecord.model_validate_json(raw)
         return None if record.state.terminal else record
 
-    def update(self, job_id: str, change: Callable[[JobRecord], object]) -> JobRecord:
+    def update(self, job_id: str, change: Callable[[JobRecord], object], also: Also | None = None) -> JobRecord:
         """Apply `change` to the stored record atomically (retrying if someone else wrote it).
 
-        Keeps the listing indexes and the run claim in step with the state.
+        Keeps the listing indexes and the run claim in step with the state. `also` adds its own
+        writes to the same MULTI/EXEC and may change the record once more (the RQ job id).
         """
         key = Keys.job(job_id)
         with self.conn.pipeline() as pipe:
@@ -250,6 +299,8 @@ class Store:
                     change(after)
                     after.updated_at = time.time()
                     pipe.multi()
+                    if also is not None:
+                        after = also(pipe, after)
                     self._write(pipe, after, previous=before)
                     self._account(pipe, before, after)
                     if after.state.terminal and not before.state.terminal:
@@ -293,37 +344,67 @@ class Store:
         )
 
     # -- supervision: one worker per job, proven by a heartbeat ----------------------------------
+    # The lease key proves a worker is alive; `Keys.held` indexes every lease by its expiry, so
+    # the reaper finds the jobs of dead workers in one range read, however many jobs are active.
 
     def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
         """Take the job for `worker`; returns the holder's name if another live worker has it."""
-        key = Keys.supervisor(job_id)
-        if self.conn.set(key, worker, nx=True, px=int(ttl_s * 1000)):
-            return None
-        holder = self.conn.get(key)
-        if holder is None:  # expired between the two calls
-            return self.acquire_supervision(job_id, worker, ttl_s)
-        if holder.decode() == worker:
-            self.conn.pexpire(key, int(ttl_s * 1000))
-            return None
-        return holder.decode()
+        holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id)
+        return None if holder is None else holder.decode()
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
-        script = (
-            "local h = redis.call('get', KEYS[1]) "
-            "if h == ARGV[1] or not h then redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2]) return 1 end "
-            "return 0"
-        )
-        return bool(self.conn.eval(script, 1, Keys.supervisor(job_id), worker, int(ttl_s * 1000)))
+        return self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id) is None
 
     def release_supervision(self, job_id: str, worker: str) -> None:
-        self.conn.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-            1, Keys.supervisor(job_id), worker,
-        )
+        self.conn.eval(_RELEASE, 2, Keys.supervisor(job_id), Keys.held, worker, job_id)
 
     def supervised(self, job_id: str) -> bool:
         return bool(self.conn.exists(Keys.supervisor(job_id)))
+
+    def now(self) -> float:
+        """Redis's clock: lease expiries are written in it, so every worker compares against it."""
+        seconds, micros = self.conn.time()
+        return seconds + micros / 1e6
+
+    def expired_holds(self, now: float, limit: int) -> list[str]:
+        """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
+        return [i.decode() for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+
+    def take_over_expired(self, job_id: str, now: float, also: Also) -> JobRecord | None:
+        """The job of a dead worker, re-checked in one transaction: if its lease is still gone and
+        its hold still expired, drop the hold and free its running slot; if it has not ended,
+        apply `also` (a re-enqueue) too. Returns the record re-homed, or None (renewed by a live
+        worker, ended, or handled by another reaper)."""
+        key, lease = Keys.job(job_id), Keys.supervisor(job_id)
+        with self.conn.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key, lease)  # any acquire or renew rewrites the lease key
+                    expiry = pipe.zscore(Keys.held, job_id)
+                    if expiry is None or expiry > now * 1000 or pipe.exists(lease):
+                        pipe.unwatch()
+                        return None
+                    raw = pipe.get(key)
+                    before = JobRecord.model_validate_json(raw) if raw is not None else None
+                    pipe.multi()
+                    pipe.zrem(Keys.held, job_id)
+                    if before is None:
+                        pipe.execute()
+                        return None
+                    # Its supervision ended with its worker: the slot goes back, and the worker
+                    # that picks the job up takes one again.
+                    pipe.srem(Keys.team(before.spec.team, "running"), job_id)
+                    after = None
+                    if not before.state.terminal:
+                        after = before.model_copy(deep=True)
+                        after.updated_at = time.time()
+                        after = also(pipe, after)
+                        self._write(pipe, after, previous=before)
+                    pipe.execute()
+                    return after
+                except redis.WatchError:
+                    continue
 
     # -- listing ---------------------------------------------------------------------------------
 
@@ -341,14 +422,6 @@ class Store:
             for state in JobState:
                 pipe.zcard(Keys.index(team, state))
             return {state: int(n) for state, n in zip(JobState, pipe.execute())}
-
-    def active_ids(self) -> list[str]:
-        """Every job not yet finished, for the worker's reaper."""
-        ids: list[str] = []
-        for state in JobState:
-            if not state.terminal:
-                ids.extend(i.decode() for i in self.conn.zrange(Keys.index(state=state), 0, -1))
-        return ids
 
     # -- teams -----------------------------------------------------------------------------------
 
@@ -410,6 +483,10 @@ class Store:
 
     def team_names(self) -> list[str]:
         return sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+
+    def note_turn(self, team: str) -> None:
+        """The team just had a turn (see fair_share)."""
+        self.conn.zadd(Keys.turns, {team: self.conn.incr(Keys.turn_counter)})
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""

@@ -20,15 +20,13 @@ from functools import cache
 import redis
 from redis.exceptions import LockError
 from rq import Queue, get_current_job
-from rq.exceptions import NoSuchJobError
-from rq.job import Job, JobStatus
 
 from speedq import config, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.notify import notify
-from speedq.producer import enqueue_supervisor
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq.fair_share import FairDequeue, plan, release_stale_slots
+from speedq import reaper, worker_name
+from speedq.fair_share import FairDequeue, plan
 from speedq.store import JobNotFound, Keys, Store
 from speedq.supervision import Bounds, Kind, Watch
 
@@ -93,6 +91,7 @@ class Supervisor:
             return "missing"
         if record.state.terminal:
             self._free_running_slot()  # e.g. cancelled while this worker was taking it
+            self.store.release_supervision(self.job_id, self.worker)  # the lease taken at the pop
             return record.state.value
         holder = self.store.acquire_supervision(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
@@ -102,8 +101,10 @@ class Supervisor:
         except _Done:
             return self.store.get(self.job_id).state.value
         finally:
-            self.store.release_supervision(self.job_id, self.worker)
+            # The slot first: a worker dying in between leaves a lease that expires, and the
+            # reaper frees the slot of a job that ended.
             self._free_running_slot()
+            self.store.release_supervision(self.job_id, self.worker)
 
     def _free_running_slot(self) -> None:
         """The team's running slot (taken at dequeue) goes back once the job has ended; a job
@@ -414,49 +415,8 @@ def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
     """The notify queue and every known team's queues; the worker refreshes this list before each
     dequeue (see fair_share.plan for the order it takes them in)."""
     store = Store(conn)
-    current = plan(store.team_loads(store.team_names()), tuple(backends), None)
+    current = plan(store.team_loads(store.team_names()), tuple(backends))
     return [Queue(name, connection=conn) for name in current.names]
-
-
-def reap(conn: redis.Redis, backends: Iterable[str]) -> list[str]:
-    """Re-home jobs whose supervising worker died: they go back on their queue, and the worker
-    that picks them up reattaches to the running call. Returns the ids re-homed."""
-    store = Store(conn)
-    wanted = set(backends)
-    rehomed = []
-    for job_id in store.active_ids():
-        try:
-            record = store.get(job_id)
-        except JobNotFound:
-            continue
-        if record.spec.backend not in wanted:
-            continue
-        if record.state == JobState.queued:
-            if _waiting_in_rq(conn, record):
-                continue
-        elif store.supervised(job_id):
-            continue
-        if not conn.set(f"speedq:reaping:{job_id}", "1", nx=True, ex=int(heartbeat_ttl_s()) + 5):
-            continue  # another worker is re-homing it right now
-        enqueue_supervisor(conn, record)
-        # Its supervision ended with its worker: the slot goes back, and the worker that picks
-        # the job up takes one again (meanwhile the call runs on, briefly over the team's limit).
-        store.release_slot(record.spec.team, job_id)
-        rehomed.append(job_id)
-        log.warning("job %s lost its worker; re-queued to reattach", job_id)
-    return rehomed
-
-
-def _waiting_in_rq(conn: redis.Redis, record: JobRecord) -> bool:
-    """A queued record whose RQ job is gone (lost with a Redis that kept no file, or a producer
-    that died between the two writes) would wait forever; anything else is still on its way."""
-    if record.rq_job_id is None:
-        return time.time() - record.created_at < heartbeat_ttl_s()
-    try:
-        status = Job.fetch(record.rq_job_id, connection=conn).get_status()
-    except NoSuchJobError:
-        return False
-    return status not in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.FINISHED)
 
 
 class SpeedqWorker(FairDequeue):
@@ -466,8 +426,7 @@ class SpeedqWorker(FairDequeue):
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()
         try:
-            reap(self.connection, self.speedq_backends)
-            release_stale_slots(Store(self.connection))
+            reaper.reap(self.connection)
         except redis.RedisError as exc:
             self.log.warning("reaper skipped: %s", exc)
 
@@ -476,13 +435,16 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     for backend in backends:
         backend_named(backend).check()  # fail at start, in one line, not on the first job
     reap_every = float(os.environ.get("SPEEDQ_REAP_INTERVAL", "20"))
+    name = name or worker_name.default_name()  # readable in `status` and `rq info`
+    worker_name.free_name(conn, name, say=log.warning)
     worker = SpeedqWorker(
         worker_queues(conn, backends),
         connection=conn,
-        name=name or f"{socket.gethostname()}.{os.getpid()}",  # readable in `status` and `rq info`
+        name=name,
         worker_ttl=int(reap_every) + 15,  # RQ blocks on the queue for worker_ttl - 15 s
         maintenance_interval=int(reap_every),
     )
     worker.speedq_backends = tuple(backends)
+    worker.speedq_lease_s = heartbeat_ttl_s()
     # The scheduler (a child process) puts notification retries back on their queue when due.
     return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"), with_scheduler=True)

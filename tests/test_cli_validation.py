@@ -99,9 +99,12 @@ def test_other_commands_validate_too(speedq: Speedq, redis_server, args, field) 
     assert snapshot(redis_server.client()) == before
 
 
-def test_unknown_job_is_a_clear_error(speedq: Speedq) -> None:
-    done = speedq.run("status", "sq-999")
-    assert done.returncode == 1
+@pytest.mark.parametrize(
+    "args", [["status", "sq-999"], ["logs", "sq-999"], ["cancel", "sq-999", "--team", "a"], ["retry", "sq-999", "--team", "a"]]
+)
+def test_unknown_job_is_a_clear_error_exit_2(speedq: Speedq, args: list[str]) -> None:
+    done = speedq.run(*args)
+    assert done.returncode == 2
     assert done.stderr.strip() == "error: no job sq-999"
 
 

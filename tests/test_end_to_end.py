@@ -110,7 +110,7 @@ def test_cancel_running_job_stops_its_run(speedq: Speedq) -> None:
     assert record["attempts"][-1]["outcome"] == "cancelled"
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=10, what="runner to exit")
     again = speedq.run("cancel", job, "--team", "alpha")
-    assert again.returncode == 1 and "already ended" in again.stderr
+    assert again.returncode == 2 and "already ended" in again.stderr
 
 
 def _zombie(pid: int) -> bool:
@@ -130,7 +130,7 @@ def test_retry_a_cancelled_job_runs_it(speedq: Speedq) -> None:
 
     assert record["state"] == "succeeded"
     refused = speedq.run("retry", job, "--team", "alpha")
-    assert refused.returncode == 1 and "only failed or cancelled" in refused.stderr
+    assert refused.returncode == 2 and "only failed or cancelled" in refused.stderr
 
 
 def test_json_outputs_parse(speedq: Speedq) -> None:

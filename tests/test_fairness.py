@@ -33,3 +33,23 @@ def test_a_team_first_seen_after_the_worker_started_is_served(speedq: Speedq) ->
     late = speedq.submit("--team", "late-comer", "--smoke")
 
     assert speedq.wait_state(late, "succeeded", "failed", timeout=60)["state"] == "succeeded"
+
+
+def test_three_workers_share_one_rotation_over_five_teams(speedq: Speedq) -> None:
+    """The rotation lives in Redis: three idle workers starting together take three different
+    teams, and every team gets its turn before any gets a second."""
+    teams = ["a", "b", "c", "d", "e"]
+    for i in range(3):
+        for team in teams:
+            speedq.submit("--team", team, "--smoke", "--run-name", f"{team}{i}")
+    speedq.env["SPEEDQ_SIM_STEP_S"] = "0.1"  # each job holds its worker for about a second
+    workers = [speedq.start_worker("--burst") for _ in range(3)]
+    for worker in workers:
+        wait_for(lambda w=worker: w.poll() is not None, timeout=180, what="the burst workers to drain the queues")
+
+    started = sorted(records(speedq), key=lambda r: r["attempts"][0]["started_at"])
+    assert all(r["state"] == "succeeded" for r in started), [(r["id"], r["error"]) for r in started]
+    order = [r["spec"]["team"] for r in started]
+    assert len(set(order[:3])) == 3, order  # not every worker starting with team a
+    for turn in range(3):  # one job per team per round, whichever worker started it
+        assert sorted(order[5 * turn : 5 * turn + 5]) == teams, order

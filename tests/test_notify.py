@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
@@ -12,11 +13,29 @@ import pytest
 from pydantic import ValidationError
 from rq import Queue
 
+from speedq import webhook_target
 from speedq.notify import deliver, DeliveryFailed
 from speedq.schemas import TeamLimits
 from speedq.teams import add_team
 from speedq.store import NOTIFY_QUEUE, Store
+from speedq.webhook_target import ALLOW_PRIVATE_ENV
 from tests.conftest import RedisServer, Speedq, wait_for
+
+
+@pytest.fixture(autouse=True)
+def private_webhooks_allowed(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests post to a receiver on loopback, which only an operator's setting allows."""
+    if "public_only" in request.fixturenames:
+        return
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
+    if "speedq" in request.fixturenames:
+        request.getfixturevalue("speedq").env[ALLOW_PRIVATE_ENV] = "1"
+
+
+@pytest.fixture
+def public_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default: no operator setting, so only public targets."""
+    monkeypatch.delenv(ALLOW_PRIVATE_ENV, raising=False)
 
 
 @dataclass
@@ -166,12 +185,74 @@ def test_deliver_raises_on_refusal_and_on_no_answer(webhook: Webhook) -> None:
     "url",
     [
         "https://hooks.slack.com/services/T000/B000/XXXX",
-        "http://127.0.0.1:8080/hook",
+        "http://8.8.8.8:8080/hook",
+        "http://[2001:4860:4860::8888]/hook",
         "http://webhook-receiver/notify?team=alpha",
     ],
 )
-def test_webhook_urls_accepted(url: str) -> None:
+def test_webhook_urls_accepted(url: str, public_only: None) -> None:
     assert TeamLimits(webhook_url=url).webhook_url == url
+
+
+PRIVATE_TARGETS = [
+    "http://127.0.0.1:6379/",
+    "http://0x7f000001/",
+    "http://2130706433/",
+    "http://0177.0.0.1/",
+    "http://127.1/",
+    "http://0/",
+    "http://localhost:8080/",
+    "http://api.localhost/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://100.100.100.200/",
+    "http://10.1.2.3/",
+    "http://192.168.0.1/",
+    "http://172.16.5.4/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[fe80::1%25eth0]/",
+    "http://[fd00:ec2::254]/",
+    "http://[64:ff9b::a9fe:a9fe]/",
+    "http://[2002:7f00:1::]/",
+    "http://224.0.0.1/",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_TARGETS)
+def test_webhooks_to_private_addresses_are_refused_in_one_line(
+    url: str, public_only: None, speedq: Speedq, redis_server: RedisServer
+) -> None:
+    with pytest.raises(ValidationError, match="public address|local or metadata host"):
+        TeamLimits(webhook_url=url)
+    before = {key: redis_server.client().dump(key) for key in redis_server.client().keys("*")}
+    done = speedq.run("team", "add", "alpha", "--webhook", url)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "webhook" in done.stderr and "Traceback" not in done.stderr
+    assert {key: redis_server.client().dump(key) for key in redis_server.client().keys("*")} == before
+
+
+def test_the_operator_setting_allows_private_targets() -> None:
+    assert TeamLimits(webhook_url="http://127.0.0.1:6379/").webhook_url == "http://127.0.0.1:6379/"
+
+
+def test_delivery_checks_the_resolved_address(webhook: Webhook, public_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that passed validation but resolves to a private address (DNS rebinding, or a name
+    in /etc/hosts) is refused at delivery, before any byte is sent."""
+    import socket
+
+    name = socket.gethostname()
+    if all(webhook_target.is_public(ipaddress.ip_address(i[4][0])) for i in socket.getaddrinfo(name, 80)):
+        pytest.skip(f"{name} resolves to a public address here")
+    port = webhook.url.split(":")[2].split("/")[0]
+    url = f"http://{name}:{port}/hooks/team-token"
+    assert TeamLimits(webhook_url=url).webhook_url == url  # a name: only delivery can tell
+    with pytest.raises(DeliveryFailed, match="not a public address"):
+        deliver(url, {"text": "x"})
+    assert webhook.received == []
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")
+    assert deliver(url, {"text": "y"}) == 200  # the same receiver, allowed by the operator
 
 
 @pytest.mark.parametrize(

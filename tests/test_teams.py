@@ -26,7 +26,7 @@ def test_team_add_shows_the_token_once_and_stores_only_its_hash(speedq: Speedq, 
     assert "vision" in table and token not in table
 
     again = speedq.run("team", "add", "vision")
-    assert again.returncode == 1 and "already added" in again.stderr
+    assert again.returncode == 2 and "already added" in again.stderr
 
 
 def test_team_set_changes_limits_and_rotates_the_token(speedq: Speedq) -> None:
@@ -39,7 +39,7 @@ def test_team_set_changes_limits_and_rotates_the_token(speedq: Speedq) -> None:
     shown = json.loads(speedq.run("team", "ls", "--json", check=True).stdout)[0]
     assert (shown["max_queued"], shown["max_running"]) == (None, 3)
     unknown = speedq.run("team", "set", "nobody", "--max-queued", "1")
-    assert unknown.returncode == 1 and "has not been added" in unknown.stderr
+    assert unknown.returncode == 2 and "has not been added" in unknown.stderr
 
 
 def test_bad_team_input_is_one_line_exit_2(speedq: Speedq, redis_server) -> None:

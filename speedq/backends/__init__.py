@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from speedq.backends.base import Backend, BackendError, CallStatus, LaunchUnknown
-from speedq.schemas import JobRecord
 
-__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown", "get_backend", "job_log"]
+__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown", "get_backend"]
 
 
 def get_backend(name: str) -> Backend:
@@ -22,10 +21,3 @@ def get_backend(name: str) -> Backend:
 
         return ModalBackend()
     raise BackendError(f"unknown backend {name!r}")
-
-
-def job_log(record: JobRecord, tail: int | None = None) -> str:
-    """A job's log from wherever its backend keeps it; '' before the run has a directory."""
-    if record.run_dir is None:
-        return ""
-    return get_backend(record.spec.backend).read_log(record, tail)

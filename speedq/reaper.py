@@ -1,0 +1,38 @@
+"""Jobs of workers that died: found through their expired supervision leases, re-checked, and put
+back on their queue so the worker that picks one up reattaches to its running call.
+
+A live supervisor renews its lease every poll (`Store.renew_supervision`), and a worker takes the
+lease the moment it pops a job (fair_share), so a job without a live lease past its expiry has
+no worker. Each pass reads only the expired leases (one range read on `Keys.held`): its cost
+follows the number of dead workers' jobs, not the number of active jobs. Each job is re-checked
+inside the transaction that re-queues it: a lease renewed, a job ended or another reaper first
+means it is left alone. A finished job whose worker died before tidying up only has its hold
+dropped and its running slot freed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from speedq.producer import enqueue_in
+from speedq.store import Store
+
+log = logging.getLogger("speedq.reaper")
+
+# Expired leases handled per pass; the rest wait for the next pass.
+BATCH = 100
+
+
+def reap(conn: redis.Redis, batch: int = BATCH) -> list[str]:
+    """One pass; returns the ids of the jobs re-queued."""
+    store = Store(conn)
+    now = store.now()
+    rehomed = []
+    for job_id in store.expired_holds(now, batch):
+        record = store.take_over_expired(job_id, now, also=enqueue_in(conn))
+        if record is not None:
+            rehomed.append(job_id)
+            log.warning("job %s lost its worker; re-queued as %s to reattach", job_id, record.rq_job_id)
+    return rehomed

@@ -1,0 +1,250 @@
+"""Every way in, fed anything (hypothesis): any text (undecodable bytes, as Python carries them,
+included), numbers of any size and sign, nested objects. A refusal is one line with exit 2 or 3
+(CLI) or a status the OpenAPI document lists for that operation (API), and leaves Redis byte
+for byte as it was, the job sequence included. Never a traceback, never a 500.
+
+The CLI runs in this process (`speedq.cli.main`, the console script's entry) so hundreds of
+examples take seconds; `test_undecodable_argv_bytes` runs real processes with real bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from urllib.parse import quote
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from speedq.api import create_app
+from speedq.cli import main
+from speedq.producer import submit
+from speedq.schemas import JobSpec, TeamLimits
+from speedq.store import Store
+from speedq.teams import add_team
+from tests.conftest import RedisServer
+
+EXAMPLES = 150
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+)
+
+SURROGATES = ["\udcff", "\udc80", "\ud800", "\udfff"]
+text = st.lists(st.one_of(st.characters(), st.sampled_from(SURROGATES)), max_size=30).map("".join)
+number = st.one_of(
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=20, max_value=6000).map(lambda n: "-" * (n % 2) + "9" * n),  # too long to be an int
+)
+near_valid = st.sampled_from(
+    ["alpha", "sq-1", "sq-2", "sq-99999999999999999999", "H100:8", "H100:-1", "H100:999", "TPUv9", "d12", "d0", "24h",
+     "0", "-1", "none", "master", "http://127.0.0.1/", "http://0x7f000001/", "https://example.com/hook", ""]
+)
+value = st.one_of(text, number, near_valid)
+
+
+def snapshot(conn: redis.Redis) -> dict[bytes, bytes | None]:
+    return {key: conn.dump(key) for key in conn.keys("*")}
+
+
+@pytest.fixture
+def seeded(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> tuple[redis.Redis, str]:
+    """Two teams, one added with a token; three jobs (sq-1 .. sq-3), so generated ids sometimes
+    name real ones."""
+    conn = redis_server.client()
+    conn.flushall()
+    monkeypatch.setenv("SPEEDQ_REDIS_URL", redis_server.url)
+    monkeypatch.delenv("SPEEDQ_BACKEND", raising=False)
+    _, token = add_team(Store(conn), "alpha", TeamLimits(max_queued=100))
+    for team, run in [("alpha", "a"), ("beta", "b"), ("alpha", "c")]:
+        submit(conn, JobSpec(team=team, run_name=run, backend="sim"))
+    return conn, token
+
+
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def options(names: list[str], flags: list[str] = []) -> st.SearchStrategy[list[str]]:  # noqa: B006
+    pair = st.tuples(st.sampled_from(names + ["--" + "x"]), value).map(list)
+    flag = st.sampled_from(flags).map(lambda f: [f]) if flags else st.nothing()
+    return st.lists(st.one_of(pair, flag), max_size=6).map(lambda parts: [w for p in parts for w in p])
+
+
+SUBMIT = ["--team", "--model", "--repo-ref", "--gpu", "--run-name", "--priority", "--backend", "--max-attempts",
+          "--timeout", "--save-every"]
+TEAM = ["--max-queued", "--max-running", "--gpu-hours-budget", "--webhook"]
+commands = st.one_of(
+    options(SUBMIT, ["--smoke", "--force-restart", "--json"]).map(lambda o: ["submit", *o]),
+    st.tuples(value, options([], ["--json"])).map(lambda t: ["status", t[0], *t[1]]),
+    st.tuples(value, value).map(lambda t: ["cancel", t[0], "--team", t[1]]),
+    st.tuples(value, value).map(lambda t: ["retry", t[0], "--team", t[1]]),
+    st.tuples(value, options(["--tail"])).map(lambda t: ["logs", t[0], *t[1]]),
+    options(["--team", "--state", "--limit"], ["--json"]).map(lambda o: ["ls", *o]),
+    st.tuples(value, options(TEAM, ["--json"])).map(lambda t: ["team", "add", t[0], *t[1]]),
+    st.tuples(value, options(TEAM, ["--rotate-token"])).map(lambda t: ["team", "set", t[0], *t[1]]),
+    options(["--team"], ["--json"]).map(lambda o: ["stats", *o]),
+    st.lists(value, max_size=4),  # anything at all, unknown commands too
+)
+
+
+def test_every_cli_command_refuses_in_one_line_and_writes_nothing(seeded: tuple[redis.Redis, str]) -> None:
+    conn, _ = seeded
+
+    @SETTINGS
+    @given(argv=commands)
+    def check(argv: list[str]) -> None:
+        before = snapshot(conn)
+        code, _, err = run_cli(argv)
+        if code == 0:
+            return  # a valid command did what it says
+        lines = err.strip().splitlines()
+        assert code in (2, 3), (argv, code, err)
+        assert len(lines) == 1 and lines[0].startswith("error:"), (argv, err)
+        assert snapshot(conn) == before, argv
+
+    check()
+
+
+def test_gpu_and_text_rules_hold_for_the_cli(seeded: tuple[redis.Redis, str]) -> None:
+    conn, _ = seeded
+    seq = conn.get("speedq:seq")
+    for argv in (
+        ["submit", "--team", "alpha", "--gpu", "H100:-1000"],
+        ["submit", "--team", "alpha", "--gpu", "H100:999"],
+        ["submit", "--team", "alpha", "--gpu", "TPUv9"],
+        ["submit", "--team", "alpha", "--repo-ref", "ma\udcffster"],
+        ["submit", "--team", "al\udcffpha"],
+        ["team", "set", "alpha", "--webhook", "https://example.com/\udcff"],
+    ):
+        code, _, err = run_cli(argv)
+        assert code == 2 and len(err.strip().splitlines()) == 1, (argv, err)
+    assert conn.get("speedq:seq") == seq
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [b"submit", b"--backend", b"sim", b"--team", b"alpha", b"--repo-ref", b"ma\xffster"],
+        [b"submit", b"--backend", b"sim", b"--team", b"alpha", b"--run-name", b"r\xc3"],
+        [b"submit", b"--team", b"\xff"],
+        [b"team", b"add", b"gamma", b"--webhook", b"https://example.com/\xfe"],
+        [b"status", b"sq-\xff"],
+        [b"cancel", b"sq-1", b"--team", b"\xff"],
+        [b"logs", b"sq-1", b"--tail", b"\xff"],
+        [b"ls", b"--state", b"\xff"],
+        [b"--\xff"],
+    ],
+)
+def test_undecodable_argv_bytes(seeded: tuple[redis.Redis, str], redis_server: RedisServer, argv: list[bytes]) -> None:
+    conn, _ = seeded
+    before = snapshot(conn)
+    done = subprocess.run([sys.executable.encode(), b"-m", b"speedq.cli", *argv], capture_output=True,
+                          env={"SPEEDQ_REDIS_URL": redis_server.url, "PATH": "/usr/bin:/bin"}, timeout=60)
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode == 2, stderr
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("error:"), stderr
+    assert snapshot(conn) == before
+
+
+# -- the API --------------------------------------------------------------------------------------
+
+json_value = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**300), max_value=10**300),
+              st.floats(allow_nan=False, allow_infinity=False), text, near_valid),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(text, near_valid), inner, max_size=4)),
+    max_leaves=12,
+)
+FIELDS = ["team", "model", "repo_ref", "mode", "force_restart", "gpu", "run_name", "priority", "backend",
+          "max_attempts", "attempt_timeout_s", "save_every"]
+gpu_object = st.fixed_dictionaries({"type": st.one_of(text, near_valid, st.sampled_from(["H100", "h100", "A10G"]))},
+                                   optional={"count": st.one_of(st.integers(), json_value)})
+submit_body = st.dictionaries(st.one_of(st.sampled_from(FIELDS), text),
+                              st.one_of(json_value, gpu_object), max_size=6)
+raw_body = st.one_of(
+    submit_body.map(lambda b: json.dumps(b).encode()),  # surrogates travel as \udcff escapes
+    json_value.map(lambda b: json.dumps(b).encode()),
+    st.binary(max_size=40),
+    st.sampled_from([b'{"repo_ref": "ma\xffster"}', b'{"gpu":' + b"[" * 3000 + b"]" * 3000 + b"}",
+                     b'{"max_attempts": 1' + b"0" * 5000 + b"}", b""]),
+)
+query = st.dictionaries(st.sampled_from(["team", "state", "limit", "tail", "x"]), st.one_of(text, number, near_valid), max_size=3)
+requests = st.one_of(
+    st.tuples(st.just("POST"), st.just("/v1/jobs"), st.just({}), raw_body),
+    st.tuples(st.just("GET"), st.just("/v1/jobs"), query, st.just(b"")),
+    st.tuples(st.just("GET"), st.just("/v1/stats"), query, st.just(b"")),
+    st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}"), query, st.just(b"")),
+    st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}/logs"), query, st.just(b"")),
+    st.tuples(st.just("POST"), st.tuples(value, st.sampled_from(["cancel", "retry"])).map(lambda t: f"/v1/jobs/{t[0]}/{t[1]}"),
+              query, st.just(b"")),
+    st.tuples(st.sampled_from(["PUT", "DELETE", "PATCH"]), st.sampled_from(["/v1/jobs", "/v1/jobs/sq-1", "/v1/stats"]),
+              st.just({}), st.just(b"")),
+)
+
+
+def raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def documented(app, path: str, method: str) -> set[int]:  # type: ignore[no-untyped-def]
+    """The statuses the OpenAPI document lists for the operation serving this request."""
+    paths = app.openapi()["paths"]
+    parts = path.split("?")[0].strip("/").split("/")
+    for template, operations in paths.items():
+        tparts = template.strip("/").split("/")
+        if len(tparts) == len(parts) and all(t.startswith("{") or t == p for t, p in zip(tparts, parts)):
+            if method.lower() in operations:
+                return {int(code) for code in operations[method.lower()]["responses"]}
+            return {int(code) for op in operations.values() for code in op["responses"]}  # a 405 here
+    return {404}  # no such path at all
+
+
+def test_every_api_request_gets_a_documented_status_and_a_refusal_writes_nothing(seeded: tuple[redis.Redis, str]) -> None:
+    conn, token = seeded
+    app = create_app(conn)
+    client = TestClient(app, raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    @SETTINGS
+    @given(request=requests)
+    def check(request: tuple[str, str, dict, bytes]) -> None:
+        method, path, params, body = request
+        before = snapshot(conn)
+        # Text goes out as a client's bytes would: a lone surrogate as the invalid UTF-8 it stands for.
+        url = quote(raw(path), safe="/") + ("?" + "&".join(f"{quote(raw(k))}={quote(raw(v))}" for k, v in params.items()) if params else "")
+        response = client.request(method, url, content=body or None, headers=headers)
+        assert response.status_code < 500, (method, path, params, body[:200], response.text)
+        assert response.status_code in documented(app, path, method), (method, path, response.status_code, response.text)
+        if response.status_code >= 400:
+            detail = response.json()["detail"]
+            assert isinstance(detail, str) and "\n" not in detail, detail
+            assert snapshot(conn) == before, (method, path, body[:200])
+
+    check()
+
+
+def test_gpu_objects_take_the_text_rule_in_the_api(seeded: tuple[redis.Redis, str]) -> None:
+    conn, token = seeded
+    client = TestClient(create_app(conn), raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {token}"}
+    before = snapshot(conn)
+    for gpu in ({"type": "H100", "count": -1000}, {"type": "H100", "count": 999}, {"type": "TPUv9"},
+                {"type": "H100", "count": True}, {"type": "H100", "count": "8"}, {"type": "H100", "count": 1, "x": 1}):
+        response = client.post("/v1/jobs", json={"gpu": gpu, "backend": "sim"}, headers=headers)
+        assert response.status_code == 422 and response.json()["detail"].startswith("invalid gpu"), (gpu, response.text)
+    assert snapshot(conn) == before
+    ok = client.post("/v1/jobs", json={"gpu": {"type": "h100", "count": 2}, "backend": "sim", "run_name": "g"}, headers=headers)
+    assert ok.status_code == 201 and ok.json()["job"]["spec"]["gpu"] == {"type": "H100", "count": 2}
