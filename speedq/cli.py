@@ -7,7 +7,6 @@ failure a user can cause ends in one line on stderr and a non-zero exit, never a
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Annotated, Optional
@@ -19,7 +18,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from speedq import config
+from speedq import config, settings
+from speedq.errors import SpeedqError
 from speedq.schemas import JobRecord, JobRef, JobSpec, ListQuery, describe
 
 app = typer.Typer(
@@ -86,7 +86,7 @@ def submit(
     gpu: Annotated[Optional[str], typer.Option(help=f"TYPE[:COUNT] [default: {config.DEFAULT_GPU}]")] = None,
     run_name: Annotated[Optional[str], typer.Option("--run-name", help="[default: the model, or <model>-smoke]")] = None,
     priority: Annotated[Optional[str], typer.Option(help="high, normal or low.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="modal, local or sim.", envvar="SPEEDQ_BACKEND")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="modal, local or sim [default: the SPEEDQ_BACKEND setting].")] = None,
     max_attempts: Annotated[Optional[str], typer.Option("--max-attempts", help="1 to 10.")] = None,
     timeout: Annotated[Optional[str], typer.Option(help="Per attempt: seconds or 90m, 24h (at most 24h).")] = None,
     save_every: Annotated[Optional[str], typer.Option("--save-every", help="Checkpoint every N steps.")] = None,
@@ -100,7 +100,7 @@ def submit(
 
     given = {
         "team": team, "model": model, "repo_ref": repo_ref, "gpu": gpu, "run_name": run_name,
-        "priority": priority, "backend": backend, "max_attempts": max_attempts,
+        "priority": priority, "backend": settings.get().backend if backend is None else backend, "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
     fields = {k: v for k, v in given.items() if v is not None}
@@ -184,7 +184,7 @@ def logs(
             spinner.update(f"following {record.id} ({record.state.value})")
             if record.state.terminal:  # read after the state: the log is whole
                 break
-            time.sleep(config.poll_interval_s())
+            time.sleep(settings.get().poll_interval)
     err.print(f"job {record.id} {record.state.value}")
 
 
@@ -227,7 +227,7 @@ def worker(
     from speedq.schemas import WorkerOptions
     from speedq.worker import run_worker
 
-    default = [] if notify_only else [os.environ.get("SPEEDQ_BACKEND", config.DEFAULT_BACKEND)]
+    default = [] if notify_only else [settings.get().backend]
     options = WorkerOptions(backends=backend or default, notify_only=notify_only)
     store = _store()
     serving = "webhook notifications" if notify_only else f"{', '.join(options.backends)} jobs"
@@ -353,10 +353,6 @@ def api(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from speedq.backends.base import BackendError
-    from speedq.connection import RedisUnavailable
-    from speedq.errors import ProducerError
-
     try:
         app(args=argv, standalone_mode=False)
     except ValidationError as exc:
@@ -369,10 +365,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail("aborted", 130)
     except Failure as exc:
         _fail(str(exc), exc.code)
-    except ProducerError as exc:
+    except SpeedqError as exc:
         _fail(str(exc), exc.exit_code)
-    except (RedisUnavailable, BackendError) as exc:
-        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
 

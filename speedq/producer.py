@@ -11,7 +11,7 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from speedq import config
+from speedq import settings
 from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
 from speedq.store import Also, Store, TeamUsage, queue_name
@@ -30,7 +30,7 @@ class Submitted:
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     store = Store(conn)
     team = store.team(spec.team)
-    if not team.added and not config.open_teams():
+    if not team.added and not settings.get().open_teams:
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
     record, created = store.create_claiming_run(
         spec, guard=lambda usage: check_quota(team, usage), also=enqueue_in(conn)

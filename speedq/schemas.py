@@ -639,21 +639,8 @@ class PriceTable(BaseModel):
     usd_per_gpu_hour: dict[GpuTypeName, Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]]
 
     @classmethod
-    def load(cls, override_json: str | None) -> "PriceTable":
-        prices = dict(config.DEFAULT_GPU_PRICES)
-        if override_json:
-            prices.update(cls.model_validate({"usd_per_gpu_hour": _json_object(override_json)}).usd_per_gpu_hour)
-        return cls(usd_per_gpu_hour=prices)
-
-
-def _json_object(text: str) -> object:
-    import json
-
-    try:
-        return json.loads(text)
-    except ValueError:
-        # Re-raised as a validation error, so the user gets the same one line as for any input.
-        return f"not JSON: {text[:40]}"
+    def load(cls, overrides: dict[str, float] | None) -> "PriceTable":
+        return cls.model_validate({"usd_per_gpu_hour": {**config.DEFAULT_GPU_PRICES, **(overrides or {})}})
 
 
 class WaitTimes(BaseModel):

@@ -18,15 +18,14 @@ from typing import Literal
 import redis
 
 from speedq import config
+from speedq.errors import JobNotFound
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
 TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
 
-
-class JobNotFound(KeyError):
-    pass
+__all__ = ["JobNotFound", "Store"]  # JobNotFound re-exported: where callers look for it
 
 
 # Writes another module adds to a store transaction (called after MULTI, so they are queued
