@@ -667,6 +667,14 @@ class StatsQuery(UserInput):
     team: Slug | None = None
 
 
+class Submitted(BaseModel):
+    """What a submit did: `created` False means an active job already held this run, and `job`
+    is that one (nothing new was queued)."""
+
+    created: bool
+    job: JobRecord
+
+
 class JobStatus(BaseModel):
     """What any team may see of another team's job."""
 

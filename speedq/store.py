@@ -194,7 +194,7 @@ class Store:
     def get(self, job_id: str) -> JobRecord:
         raw = self.conn.get(Keys.job(job_id))
         if raw is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
         return JobRecord.model_validate_json(raw)
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
@@ -292,7 +292,7 @@ class Store:
                     pipe.watch(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise JobNotFound(job_id)
+                        raise JobNotFound(f"no job {job_id}")
                     before = JobRecord.model_validate_json(raw)
                     after = before.model_copy(deep=True)
                     change(after)
