@@ -21,7 +21,7 @@ from rich.text import Text
 from typer.exceptions import Abort, Exit, TyperException
 
 from speedq import config, settings
-from speedq.client import Client
+from speedq.client import Client, validated
 from speedq.errors import InvalidInput, ProducerError, SpeedqError
 from speedq.schemas import describe
 
@@ -143,14 +143,16 @@ def logs(
 ) -> None:
     """Print a run's log, from where its record says it is."""
     from speedq import logs as run_logs
+    from speedq.schemas import LogQuery
 
+    lines = validated(LogQuery, {"tail": tail}).tail  # a bad --tail is refused before any read
     client = _client()
     record = client.get(job)
     if record.log is None and not follow:
         raise ProducerError(f"job {record.id} is {record.state.value} and has no log yet")
     follower = run_logs.Follower()
-    if tail is not None or not follow:
-        sys.stdout.write(client.logs(record.id, tail))
+    if lines is not None or not follow:
+        sys.stdout.write(client.logs(record.id, lines))
         if not follow:
             return
         follower.skip_to_end(record)

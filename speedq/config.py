@@ -11,7 +11,7 @@ from speedq.gpu import nanochat
 DEFAULT_MODEL = "d12"
 DEFAULT_REPO_REF = nanochat.KNOWN_GOOD_COMMIT  # a commit known to work, not a moving master
 DEFAULT_GPU = "H100:8"
-DEFAULT_PRIORITY = "normal"
+DEFAULT_PRIORITY: Final = "normal"
 DEFAULT_BACKEND: Final = "modal"
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPT_TIMEOUT_S = 24 * 3600  # Modal stops a function at 24 h

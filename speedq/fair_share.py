@@ -23,7 +23,8 @@ from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from speedq import config, settings
-from speedq.store import NOTIFY_QUEUE, Keys, Store, TeamLoad, queue_name
+from speedq.keys import NOTIFY_QUEUE, Keys, queue_name
+from speedq.store import Store, TeamLoad
 
 log = logging.getLogger("speedq.fair_share")
 

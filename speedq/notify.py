@@ -23,7 +23,8 @@ from rq.job import Job
 
 from speedq import config, settings, webhook_target
 from speedq.schemas import JobRecord, JobState
-from speedq.store import NOTIFY_QUEUE, Store
+from speedq.keys import NOTIFY_QUEUE
+from speedq.store import Store
 
 log = logging.getLogger("speedq.notify")
 

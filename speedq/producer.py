@@ -14,7 +14,8 @@ from rq.job import Job
 from speedq import settings
 from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
-from speedq.store import Also, Store, TeamUsage, queue_name
+from speedq.keys import queue_name, rq_job_id
+from speedq.store import Also, Store, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -58,7 +59,7 @@ def enqueue_in(conn: redis.Redis) -> Also:
     RQ job are stored together or not at all."""
 
     def enqueue(pipe: redis.client.Pipeline, record: JobRecord) -> JobRecord:
-        rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
+        rq_id = rq_job_id(record.id, record.rq_job_id)
         record = record.model_copy(update={"rq_job_id": rq_id})
         queue = Queue(queue_name(record.spec.backend, record.spec.team, record.spec.priority), connection=conn)
         queue.enqueue(
@@ -80,12 +81,6 @@ def enqueue_supervisor(conn: redis.Redis, record: JobRecord, change: Callable[[J
     """Hand the job to RQ under a new RQ job id, in the transaction that applies `change` to its
     record: a retry, or re-homing a job whose worker died."""
     return Store(conn).update(record.id, change or (lambda r: None), also=enqueue_in(conn))
-
-
-def _rq_generation(record: JobRecord) -> int:
-    rq_id = record.rq_job_id or record.id
-    tail = rq_id.removeprefix(record.id).lstrip("-")
-    return int(tail) if tail.isdigit() else 0
 
 
 def _owned(store: Store, job_id: str, team: str) -> JobRecord:

@@ -27,7 +27,8 @@ from speedq.notify import notify
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq import reaper, worker_name
 from speedq.fair_share import FairDequeue, plan
-from speedq.store import JobNotFound, Keys, Store
+from speedq.keys import Keys
+from speedq.store import JobNotFound, Store
 from speedq.supervision import Bounds, Kind, Watch
 
 log = logging.getLogger("speedq.worker")

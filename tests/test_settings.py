@@ -15,9 +15,11 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_settings_table_is_the_models() -> None:
-    block = re.search(r"<!-- settings:begin[^>]*-->\n(.*?)<!-- settings:end -->", README, re.S)
+    block = re.search(
+        r"<!-- settings:begin[^>]*-->\n(.*?)<!-- settings:end -->", README, re.S
+    )
     assert block, "README has no generated settings table"
-    assert block.group(1) == settings.markdown_table(), "README's settings table is stale: regenerate it from speedq.settings"
+    assert block.group(1) == settings.markdown_table(), "README settings table is stale: regenerate it"
 
 
 def test_readme_exit_codes_are_the_error_trees() -> None:
