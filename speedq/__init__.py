@@ -10,8 +10,9 @@ commands do not pay for pydantic models or Redis they never touch.
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from speedq.lazy import attributes
 
 if TYPE_CHECKING:
     from speedq.client import Client
@@ -69,13 +70,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'speedq' has no attribute {name!r}")
-    value = getattr(import_module(home), name)
-    globals()[name] = value  # once: later lookups skip this function
-    return value
+__getattr__ = attributes(__name__, globals(), _HOMES)
 
 
 def __dir__() -> list[str]:

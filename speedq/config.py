@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal, get_args
 
 from speedq.gpu import nanochat
 
@@ -22,8 +22,10 @@ GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200", "
 CPU_GPU_TYPE = "CPU"  # no GPU: the local and sim backends only, one process
 CPU_BACKENDS = ("local", "sim")
 MAX_GPU_COUNT = 8
-PRIORITIES = ("high", "normal", "low")
-BACKENDS = ("modal", "local", "sim")
+Priority = Literal["high", "normal", "low"]
+BackendName = Literal["modal", "local", "sim"]
+PRIORITIES: tuple[Priority, ...] = get_args(Priority)
+BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 
 # nanochat's default repository, cloned by the Modal app and by the local backend when the
 # user points it at no checkout of their own.

@@ -21,7 +21,6 @@ from speedq.errors import SettingsInvalid
 PREFIX = "SPEEDQ_"
 
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Backend = Literal["modal", "local", "sim"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 
@@ -49,7 +48,7 @@ class Settings(BaseSettings):
     nanochat_repo: Annotated[str | None, doc(
         "the nanochat repository the local backend clones; unset: GitHub's")] = None
     offline: Annotated[bool, doc("`1`: local runs skip the nanochat stages that need the internet")] = False
-    backend: Annotated[Backend, doc("default backend for `submit` and `worker`")] = config.DEFAULT_BACKEND
+    backend: Annotated[config.BackendName, doc("default backend for `submit` and `worker`")] = config.DEFAULT_BACKEND
     poll_interval: Annotated[Seconds, doc("seconds between a worker's polls of a run")] = 1.0
     heartbeat_ttl: Annotated[Seconds, doc("a job whose worker is silent this long is taken over")] = 30.0
     reap_interval: Annotated[Seconds, doc("seconds between a worker's passes over dead workers' jobs")] = 20.0

@@ -12,8 +12,9 @@ to the worker through files), so it depends on pydantic and the standard library
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING
+
+from speedq.lazy import attributes
 
 if TYPE_CHECKING:
     from speedq.schemas.accounting import (
@@ -218,13 +219,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'speedq.schemas' has no attribute {name!r}")
-    value = getattr(import_module(f"speedq.schemas.{home}"), name)
-    globals()[name] = value  # once: later lookups skip this function
-    return value
+__getattr__ = attributes(__name__, globals(), {name: f"{__name__}.{home}" for name, home in _HOMES.items()})
 
 
 def __dir__() -> list[str]:

@@ -148,8 +148,8 @@ Slug = Annotated[str, AfterValidator(_slug)]
 ModelName = Annotated[str, AfterValidator(_model)]
 GitRef = Annotated[str, AfterValidator(_git_ref)]
 Gpu = Annotated[GpuSpec, BeforeValidator(_gpu)]
-Priority = Literal["high", "normal", "low"]
-BackendName = Literal["modal", "local", "sim"]
+Priority = config.Priority
+BackendName = config.BackendName
 Mode = Literal["smoke", "full"]
 Seconds = Annotated[
     int, BeforeValidator(_duration), Field(ge=1, le=config.MAX_ATTEMPT_TIMEOUT_S)
