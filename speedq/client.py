@@ -96,12 +96,14 @@ class Client:
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; `JobNotFound` if there is none."""
-        return self.store.get(validated(JobRef, {"id": job_id}).id)
+        checked = validated(JobRef, {"id": job_id}).id  # before connecting: input first
+        return self.store.get(checked)
 
     def list(self, team: str | None = None, state: str | None = None, limit: int | str = 20) -> list[JobRecord]:
         """Jobs newest first, optionally of one team or in one state."""
         given = {"team": team, "state": state, "limit": limit}
-        return self.store.list(validated(ListQuery, {k: v for k, v in given.items() if v is not None}))
+        query = validated(ListQuery, {k: v for k, v in given.items() if v is not None})
+        return self.store.list(query)
 
     def cancel(self, job_id: str, team: str) -> JobRecord:
         """Cancel a job of `team`: at once if queued, within a poll if running."""
@@ -134,7 +136,8 @@ class Client:
         """Per team: jobs by state, GPU-hours, estimated cost, queue waits."""
         from speedq import accounting
 
-        return accounting.stats(self.store, validated(StatsQuery, {"team": team}).team)
+        query = validated(StatsQuery, {"team": team})
+        return accounting.stats(self.store, query.team)
 
     def wait(self, job_id: str, timeout: float | None = None, poll_s: float | None = None) -> JobRecord:
         """Poll the job until it ends or `timeout` seconds pass; the last record read either way
