@@ -85,3 +85,31 @@ def test_wait_gives_up_at_its_timeout_with_the_record(client: Client) -> None:
     record = client.wait(job.id, timeout=0.6, poll_s=0.1)
     assert record.id == job.id and record.state == JobState.queued
     assert time.monotonic() - started >= 0.6
+
+
+def test_cli_and_api_map_an_error_through_the_same_class(speedq: Speedq, redis_server: RedisServer) -> None:
+    """One error tree: the CLI's exit code and the API's status for the same refusal both come
+    from the error's class, and the one line is the same."""
+    from fastapi.testclient import TestClient
+
+    from speedq import errors
+    from speedq.api import create_app
+    from tests.teams_helpers import add_team
+
+    token = add_team(speedq, "alpha")
+    job = speedq.submit("--team", "alpha")
+    cases = [
+        (errors.JobNotFound, ["status", "sq-424242"], ("get", "/v1/jobs/sq-424242")),
+        (errors.NotYourJob, ["cancel", job, "--team", "beta"], None),
+        (errors.ProducerError, ["retry", job, "--team", "alpha"], ("post", f"/v1/jobs/{job}/retry")),
+    ]
+    with TestClient(create_app(redis_server.client()), raise_server_exceptions=False) as api:
+        for kind, argv, request in cases:
+            done = speedq.run(*argv)
+            assert done.returncode == kind.exit_code, (argv, done.stderr)
+            line = done.stderr.strip().removeprefix("error: ")
+            if request is not None:
+                method, path = request
+                answer = api.request(method, path, headers={"Authorization": f"Bearer {token}"})
+                assert answer.status_code == kind.http_status, answer.text
+                assert answer.json()["detail"] == line
