@@ -5,9 +5,8 @@ stats cost the same with ten jobs or a hundred thousand."""
 from __future__ import annotations
 
 import math
-import os
 
-from speedq import config
+from speedq import settings
 from speedq.schemas import PriceTable, TeamSettings, TeamStats, WaitTimes
 from speedq.store import Store
 
@@ -15,7 +14,7 @@ from speedq.store import Store
 def prices() -> PriceTable:
     """The default price table with `SPEEDQ_PRICES` laid over it (validated: a bad value is a
     one-line error, not a wrong bill)."""
-    return PriceTable.load(os.environ.get(config.PRICES_ENV))
+    return PriceTable.load(settings.get().prices)
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -1,26 +1,32 @@
-"""The `speedq` command: a thin layer over the producer, the store and the worker.
+"""The `speedq` command: a thin layer over `speedq.client.Client` (and the worker, teams).
 
 Every value a user types goes through `schemas` before anything touches Redis, and every
-failure a user can cause ends in one line on stderr and a non-zero exit, never a traceback.
+failure a user can cause is a `speedq.errors.SpeedqError`: one line on stderr and its exit code,
+never a traceback. Imports stay light (no RQ, modal, fastapi or worker) so `status` is fast.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from typing import Annotated, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from typer.exceptions import Abort, Exit, TyperException
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.live import Live
 from rich.text import Text
+from typer.exceptions import Abort, Exit, TyperException
 
-from speedq import config
-from speedq.schemas import JobRecord, JobRef, JobSpec, ListQuery, describe
+from speedq import config, settings
+from speedq.client import Client, validated
+from speedq.errors import InvalidInput, ProducerError, SpeedqError
+from speedq.schemas import describe
+
+if TYPE_CHECKING:
+    from speedq.schemas import TeamLimits, TeamSettings
 
 app = typer.Typer(
     name="speedq",
@@ -33,39 +39,14 @@ app = typer.Typer(
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
-EXIT_INVALID = 2
 
 
-class Failure(Exception):
-    """An error for the user, in one line, with its exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+def _client() -> Client:
+    return Client()
 
 
-def _store():  # type: ignore[no-untyped-def]
-    from speedq.connection import connect_checked
-    from speedq.store import Store
-
-    return Store(connect_checked())
-
-
-def _job_id(value: str) -> str:
-    return JobRef(id=value).id
-
-
-def _get(store, job_id: str) -> JobRecord:  # type: ignore[no-untyped-def]
-    from speedq.store import JobNotFound
-
-    try:
-        return store.get(_job_id(job_id))
-    except JobNotFound:
-        raise Failure(f"no job {job_id}", EXIT_INVALID) from None
-
-
-def _print_json(data: BaseModel | list[BaseModel], exclude: set[str] | None = None) -> None:
-    if isinstance(data, list):
+def _print_json(data: BaseModel | Sequence[BaseModel], exclude: set[str] | None = None) -> None:
+    if not isinstance(data, BaseModel):
         text = json.dumps([d.model_dump(mode="json", exclude=exclude) for d in data])
     else:
         text = data.model_dump_json(exclude=exclude)
@@ -79,41 +60,41 @@ TeamOpt = Annotated[str, typer.Option("--team", help="Your team (a slug).")]
 @app.command()
 def submit(
     team: TeamOpt,
-    model: Annotated[Optional[str], typer.Option(help=f"d<depth> [default: {config.DEFAULT_MODEL}]")] = None,
-    repo_ref: Annotated[Optional[str], typer.Option("--repo-ref", help="nanochat branch, tag or commit.")] = None,
+    model: Annotated[str | None, typer.Option(help=f"d<depth> [default: {config.DEFAULT_MODEL}]")] = None,
+    repo_ref: Annotated[str | None, typer.Option("--repo-ref", help="nanochat branch, tag or commit.")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help=f"A {config.SMOKE_STEPS}-step smoke test.")] = False,
     force_restart: Annotated[bool, typer.Option("--force-restart", help="Wipe the run directory first.")] = False,
-    gpu: Annotated[Optional[str], typer.Option(help=f"TYPE[:COUNT] [default: {config.DEFAULT_GPU}]")] = None,
-    run_name: Annotated[Optional[str], typer.Option("--run-name", help="[default: the model, or <model>-smoke]")] = None,
-    priority: Annotated[Optional[str], typer.Option(help="high, normal or low.")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="modal, local or sim.", envvar="SPEEDQ_BACKEND")] = None,
-    max_attempts: Annotated[Optional[str], typer.Option("--max-attempts", help="1 to 10.")] = None,
-    timeout: Annotated[Optional[str], typer.Option(help="Per attempt: seconds or 90m, 24h (at most 24h).")] = None,
-    save_every: Annotated[Optional[str], typer.Option("--save-every", help="Checkpoint every N steps.")] = None,
-    train_arg: Annotated[Optional[list[str]], typer.Option(
-        "--train-arg", help="A base_train option KEY=VALUE without dashes (max-seq-len=128; a bare fp8 is true). Repeatable."
+    gpu: Annotated[str | None, typer.Option(help=f"TYPE[:COUNT] [default: {config.DEFAULT_GPU}]")] = None,
+    run_name: Annotated[str | None, typer.Option("--run-name", help="[default: the model, or <model>-smoke]")] = None,
+    priority: Annotated[str | None, typer.Option(help="high, normal or low.")] = None,
+    backend: Annotated[str | None, typer.Option(help="modal, local or sim [default: setting SPEEDQ_BACKEND].")] = None,
+    max_attempts: Annotated[str | None, typer.Option("--max-attempts", help="1 to 10.")] = None,
+    timeout: Annotated[str | None, typer.Option(help="Per attempt: seconds or 90m, 24h (at most 24h).")] = None,
+    save_every: Annotated[str | None, typer.Option("--save-every", help="Checkpoint every N steps.")] = None,
+    train_arg: Annotated[list[str] | None, typer.Option(
+        "--train-arg",
+        help="A base_train option KEY=VALUE without dashes (max-seq-len=128; a bare fp8 is true). Repeatable.",
     )] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
-    from speedq import producer
-
     given = {
         "team": team, "model": model, "repo_ref": repo_ref, "gpu": gpu, "run_name": run_name,
-        "priority": priority, "backend": backend, "max_attempts": max_attempts,
+        "priority": priority, "backend": settings.get().backend if backend is None else backend,
+        "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
     fields = {k: v for k, v in given.items() if v is not None}
-    spec = JobSpec(mode="smoke" if smoke else "full", force_restart=force_restart, **fields)
-    done = producer.submit(_store().conn, spec)
+    done = _client().submit({"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields})
+    job, spec = done.job, done.job.spec
     if not done.created:
-        err.print(f"run {spec.run_key} already has active job {done.record.id} ({done.record.state.value}); not submitting another")
+        err.print(f"run {spec.run_key} already has active job {job.id} ({job.state.value}); not submitting another")
     if as_json:
-        _print_json(done.record)
+        _print_json(job)
     else:
         if done.created:
             err.print(f"queued {spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}")
-        print(done.record.id)
+        print(job.id)
 
 
 @app.command()
@@ -121,7 +102,7 @@ def status(job: str, as_json: JsonFlag = False) -> None:
     """Show one job: state, progress, checkpoint, log pointer, attempts."""
     from speedq.views import job_detail
 
-    record = _get(_store(), job)
+    record = _client().get(job)
     if as_json:
         _print_json(record)
     else:
@@ -130,8 +111,8 @@ def status(job: str, as_json: JsonFlag = False) -> None:
 
 @app.command("ls")
 def list_jobs(
-    team: Annotated[Optional[str], typer.Option(help="Only this team's jobs.")] = None,
-    state: Annotated[Optional[str], typer.Option(help="Only jobs in this state.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's jobs.")] = None,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     limit: Annotated[str, typer.Option(help="At most this many, newest first.")] = "20",
     watch: Annotated[bool, typer.Option("--watch", help="Refresh until every listed job has ended.")] = False,
     as_json: JsonFlag = False,
@@ -139,9 +120,8 @@ def list_jobs(
     """List jobs, newest first."""
     from speedq.views import jobs_table
 
-    query = ListQuery(team=team, state=state, limit=limit)  # type: ignore[arg-type]
-    store = _store()
-    records = store.list(query)
+    client = _client()
+    records = client.list(team, state, limit)
     if as_json:
         _print_json(records)
         return
@@ -151,115 +131,111 @@ def list_jobs(
     with Live(jobs_table(records), console=out, refresh_per_second=4) as live:
         while not all(r.state.terminal for r in records):
             time.sleep(0.5)
-            records = store.list(query)
+            records = client.list(team, state, limit)
             live.update(jobs_table(records, title=f"speedq jobs (refreshing; {time.strftime('%H:%M:%S')})"))
 
 
 @app.command()
 def logs(
     job: str,
-    tail: Annotated[Optional[str], typer.Option(help="Only the last N lines.")] = None,
+    tail: Annotated[str | None, typer.Option(help="Only the last N lines.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")] = False,
 ) -> None:
     """Print a run's log, from where its record says it is."""
     from speedq import logs as run_logs
     from speedq.schemas import LogQuery
 
-    query = LogQuery(tail=tail)  # type: ignore[arg-type]
-    store = _store()
-    record = _get(store, job)
+    lines = validated(LogQuery, {"tail": tail}).tail  # a bad --tail is refused before any read
+    client = _client()
+    record = client.get(job)
     if record.log is None and not follow:
-        raise Failure(f"job {record.id} is {record.state.value} and has no log yet", EXIT_INVALID)
+        raise ProducerError(f"job {record.id} is {record.state.value} and has no log yet")
     follower = run_logs.Follower()
-    if query.tail is not None or not follow:
-        sys.stdout.write(run_logs.read(record, query.tail))
+    if lines is not None or not follow:
+        sys.stdout.write(client.logs(record.id, lines))
         if not follow:
             return
         follower.skip_to_end(record)
     with err.status(f"following {record.id} ({record.state.value})") as spinner:
         while True:
-            record = store.get(record.id)
+            record = client.get(record.id)
             sys.stdout.write(follower.new(record))
             sys.stdout.flush()
             spinner.update(f"following {record.id} ({record.state.value})")
             if record.state.terminal:  # read after the state: the log is whole
                 break
-            time.sleep(config.poll_interval_s())
+            time.sleep(settings.get().poll_interval)
     err.print(f"job {record.id} {record.state.value}")
 
 
 @app.command()
 def cancel(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Cancel a job of your team: at once if queued, within a poll if running."""
-    from speedq import producer
-
-    record = _team_action(producer.cancel, job, team, as_json)
-    if not as_json:
+    record = _client().cancel(job, team)
+    if as_json:
+        _print_json(record)
+    else:
         out.print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
 
 
 @app.command()
 def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Run a failed or cancelled job of your team again, resuming from its checkpoints."""
-    from speedq import producer
-
-    record = _team_action(producer.retry, job, team, as_json)
-    if not as_json:
-        out.print(f"re-queued {record.id}")
-
-
-def _team_action(action, job: str, team: str, as_json: bool) -> JobRecord:  # type: ignore[no-untyped-def]
-    store = _store()
-    record = action(store.conn, _get(store, job).id, JobSpec.model_validate({"team": team}).team)
+    record = _client().retry(job, team)
     if as_json:
         _print_json(record)
-    return record
+    else:
+        out.print(f"re-queued {record.id}")
 
 
 @app.command()
 def worker(
     burst: Annotated[bool, typer.Option("--burst", help="Quit when the queues are empty.")] = False,
-    backend: Annotated[Optional[list[str]], typer.Option(help="Serve jobs for this backend (repeatable).")] = None,
-    name: Annotated[Optional[str], typer.Option(help="Worker name [default: host.pid].")] = None,
+    backend: Annotated[list[str] | None, typer.Option(help="Serve jobs for this backend (repeatable).")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name [default: host.pid].")] = None,
     notify_only: Annotated[bool, typer.Option("--notify-only", help="Only deliver webhook notifications.")] = False,
 ) -> None:
     """Run an RQ worker for speedq's queues."""
     from speedq.schemas import WorkerOptions
     from speedq.worker import run_worker
 
-    default = [] if notify_only else [os.environ.get("SPEEDQ_BACKEND", config.DEFAULT_BACKEND)]
-    options = WorkerOptions(backends=backend or default, notify_only=notify_only)
-    store = _store()
+    default = [] if notify_only else [settings.get().backend]
+    options = WorkerOptions.model_validate({"backends": backend or default, "notify_only": notify_only})
+    conn = _client().conn
     serving = "webhook notifications" if notify_only else f"{', '.join(options.backends)} jobs"
     err.print(f"speedq worker serving {serving}" + (" (burst)" if burst else ""))
-    run_worker(store.conn, list(options.backends), burst=burst, name=name)
+    run_worker(conn, list(options.backends), burst=burst, name=name)
 
 
 team_app = typer.Typer(help="Teams: limits and API tokens.", no_args_is_help=True)
 app.add_typer(team_app, name="team")
 
-MaxQueuedOpt = Annotated[Optional[str], typer.Option("--max-queued", help="Queued jobs at most ('none': no limit).")]
-MaxRunningOpt = Annotated[Optional[str], typer.Option("--max-running", help="Jobs running at once at most.")]
-BudgetOpt = Annotated[Optional[str], typer.Option("--gpu-hours-budget", help="GPU-hours the team may use.")]
-WebhookOpt = Annotated[Optional[str], typer.Option("--webhook", help="URL to notify on success, failure, retry ('none': off).")]
+MaxQueuedOpt = Annotated[str | None, typer.Option("--max-queued", help="Queued jobs at most ('none': no limit).")]
+MaxRunningOpt = Annotated[str | None, typer.Option("--max-running", help="Jobs running at once at most.")]
+BudgetOpt = Annotated[str | None, typer.Option("--gpu-hours-budget", help="GPU-hours the team may use.")]
+WebhookOpt = Annotated[
+    str | None, typer.Option("--webhook", help="URL to notify on success, failure, retry ('none': off).")
+]
 
 
-def _team_change(name: str, max_queued: str | None, max_running: str | None, budget: str | None, webhook: str | None):  # type: ignore[no-untyped-def]
+def _team_change(
+    name: str, max_queued: str | None, max_running: str | None, budget: str | None, webhook: str | None
+) -> tuple[str, TeamLimits]:
     """The team name and the settings given, validated."""
     from speedq.schemas import TeamLimits, TeamRef
 
     given = {"max_queued": max_queued, "max_running": max_running, "gpu_hours_budget": budget, "webhook_url": webhook}
-    return TeamRef(team=name).team, TeamLimits(**{k: v for k, v in given.items() if v is not None})
+    return TeamRef(team=name).team, TeamLimits.model_validate({k: v for k, v in given.items() if v is not None})
 
 
-def _show_team(settings, token: str | None, as_json: bool) -> None:  # type: ignore[no-untyped-def]
+def _show_team(team: TeamSettings, token: str | None, as_json: bool) -> None:
     from speedq.views import teams_table
 
     if as_json:
-        document = settings.model_dump(mode="json", exclude={"token_hash"}) | ({"token": token} if token else {})
+        document = team.model_dump(mode="json", exclude={"token_hash"}) | ({"token": token} if token else {})
         sys.stdout.write(json.dumps(document) + "\n")
         return
-    out.print(teams_table([settings]))
+    out.print(teams_table([team]))
     if token:
         err.print("the team's API token (shown this once; `team set --rotate-token` makes a new one):", soft_wrap=True)
         print(token)
@@ -277,8 +253,9 @@ def team_add(
     """Add a team with its limits; prints its API token last (shown once)."""
     from speedq.teams import add_team
 
-    settings, token = add_team(_store(), *_team_change(name, max_queued, max_running, gpu_hours_budget, webhook))
-    _show_team(settings, token, as_json)
+    change = _team_change(name, max_queued, max_running, gpu_hours_budget, webhook)
+    team_settings, token = add_team(_client().store, *change)
+    _show_team(team_settings, token, as_json)
 
 
 @team_app.command("set")
@@ -288,15 +265,17 @@ def team_set(
     max_running: MaxRunningOpt = None,
     gpu_hours_budget: BudgetOpt = None,
     webhook: WebhookOpt = None,
-    rotate_token: Annotated[bool, typer.Option("--rotate-token", help="Replace the API token; prints the new one last.")] = False,
+    rotate_token: Annotated[
+        bool, typer.Option("--rotate-token", help="Replace the API token; prints the new one last.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Change an added team's limits (the ones given) or its token."""
     from speedq.teams import set_team
 
     team, limits = _team_change(name, max_queued, max_running, gpu_hours_budget, webhook)
-    settings, token = set_team(_store(), team, limits, rotate_token)
-    _show_team(settings, token, as_json)
+    team_settings, token = set_team(_client().store, team, limits, rotate_token)
+    _show_team(team_settings, token, as_json)
 
 
 @team_app.command("ls")
@@ -304,7 +283,7 @@ def team_ls(as_json: JsonFlag = False) -> None:
     """Every team with a queue: added ones with their limits, and open ones seen through submits."""
     from speedq.views import teams_table
 
-    teams = _store().teams()
+    teams = _client().store.teams()
     if as_json:
         _print_json(teams, exclude={"token_hash"})
     else:
@@ -313,16 +292,13 @@ def team_ls(as_json: JsonFlag = False) -> None:
 
 @app.command()
 def stats(
-    team: Annotated[Optional[str], typer.Option(help="Only this team.")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Per team: jobs by state, GPU-hours, estimated cost, queue wait (median, p95)."""
-    from speedq.accounting import stats as team_stats
-    from speedq.schemas import StatsQuery
     from speedq.views import stats_table
 
-    query = StatsQuery(team=team)
-    figures = team_stats(_store(), query.team)
+    figures = _client().stats(team)
     if as_json:
         _print_json(figures)
     else:
@@ -343,7 +319,7 @@ def api(
 
         from speedq.api import create_app
     except ImportError:
-        raise Failure("the API needs its extra: pip install 'speedq[api]'") from None
+        raise SpeedqError("the API needs its extra: pip install 'speedq[api]'") from None
     from speedq.connection import connect_checked, connect_for_requests, redis_url
 
     url = redis_url()
@@ -353,26 +329,18 @@ def api(
 
 
 def main(argv: list[str] | None = None) -> None:
-    from speedq.backends.base import BackendError
-    from speedq.connection import RedisUnavailable
-    from speedq.errors import ProducerError
-
     try:
         app(args=argv, standalone_mode=False)
     except ValidationError as exc:
-        _fail(describe(exc), EXIT_INVALID)
+        _fail(describe(exc), InvalidInput.exit_code)
     except Exit as exc:
         sys.exit(exc.exit_code)
     except TyperException as exc:  # usage errors: unknown option, missing value
-        _fail(exc.format_message(), EXIT_INVALID)
+        _fail(exc.format_message(), InvalidInput.exit_code)
     except Abort:
         _fail("aborted", 130)
-    except Failure as exc:
-        _fail(str(exc), exc.code)
-    except ProducerError as exc:
+    except SpeedqError as exc:
         _fail(str(exc), exc.exit_code)
-    except (RedisUnavailable, BackendError) as exc:
-        _fail(str(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
 

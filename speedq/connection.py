@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
 import time
@@ -13,11 +12,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from speedq import config
-
-
-class RedisUnavailable(Exception):
-    """No Redis to talk to; the message says which and why, in one line."""
+from speedq import settings
+from speedq.errors import RedisUnavailable
 
 
 def connect(url: str | None = None) -> redis.Redis:
@@ -55,7 +51,7 @@ def connect_checked(url: str | None = None) -> redis.Redis:
 
 
 def redis_url() -> str:
-    explicit = os.environ.get(config.REDIS_URL_ENV)
+    explicit = settings.get().redis_url
     return explicit if explicit else ensure_embedded()
 
 
@@ -64,7 +60,7 @@ def redis_url() -> str:
 
 
 def embedded_dir() -> Path:
-    return config.home() / "redis"
+    return settings.get().state_home() / "redis"
 
 
 def embedded_socket() -> Path:

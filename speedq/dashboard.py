@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from speedq.api import JOB_ERRORS, ERRORS, StoreDep, _job
+from speedq.api import ERRORS, JOB_ERRORS, StoreDep
 from speedq.schemas import Board, JobId, JobOverview, JobPage, ListQuery, TeamJobs
 
 router = APIRouter()
@@ -39,5 +39,5 @@ def board(query: Annotated[ListQuery, Query()], store: StoreDep) -> Board:
 @router.get("/dashboard/api/jobs/{job_id}", response_model=JobPage, responses=JOB_ERRORS, tags=["dashboard"])
 def job_page(job_id: JobId, store: StoreDep) -> JobPage:
     """One job's status, attempts and loss curve (status only; no token needed)."""
-    record = _job(store, job_id)
+    record = store.get(job_id)
     return JobPage(**JobOverview.of(record).model_dump(), loss=store.loss_history(record.id))

@@ -22,8 +22,9 @@ from rq.job import Job
 from rq.utils import as_text
 from rq.worker import WorkerStatus
 
-from speedq import config
-from speedq.store import NOTIFY_QUEUE, Keys, Store, TeamLoad, queue_name
+from speedq import config, settings
+from speedq.keys import NOTIFY_QUEUE, Keys, queue_name
+from speedq.store import Store, TeamLoad
 
 log = logging.getLogger("speedq.fair_share")
 
@@ -113,7 +114,7 @@ class FairDequeue(Worker):
                 self._listen_on(current.names)
                 # Burst pops without blocking; otherwise block briefly, then look again for new
                 # teams and freed slots.
-                block = None if timeout is None else min(timeout, config.dequeue_block_s())
+                block = None if timeout is None else min(timeout, settings.get().dequeue_block)
                 taken = self._take(store, current, block)
                 if taken is not None:
                     self.heartbeat()
@@ -123,7 +124,7 @@ class FairDequeue(Worker):
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
                     return None
                 if timeout is None or not current.open:
-                    time.sleep(config.dequeue_block_s())
+                    time.sleep(settings.get().dequeue_block)
                 wait_s = 1.0
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.log.error("Worker %s: Redis unavailable (%s); retrying in %.0f s", self.name, exc, wait_s)

@@ -18,7 +18,8 @@ from rq import Queue, Worker
 
 from speedq.api import StoreDep
 from speedq.schemas import BackendName, Priority
-from speedq.store import Store, queue_name
+from speedq.keys import queue_name
+from speedq.store import Store
 
 router = APIRouter()
 

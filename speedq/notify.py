@@ -21,9 +21,10 @@ from pydantic import BaseModel
 from rq import Queue, Retry
 from rq.job import Job
 
-from speedq import config, webhook_target
+from speedq import config, settings, webhook_target
 from speedq.schemas import JobRecord, JobState
-from speedq.store import NOTIFY_QUEUE, Store
+from speedq.keys import NOTIFY_QUEUE
+from speedq.store import Store
 
 log = logging.getLogger("speedq.notify")
 
@@ -69,8 +70,8 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
             DELIVER,
             url,
             note.payload(),
-            retry=Retry(max=config.NOTIFY_MAX_RETRIES, interval=config.notify_retry_intervals_s()),
-            job_timeout=int(config.notify_timeout_s()) + 10,
+            retry=Retry(max=config.NOTIFY_MAX_RETRIES, interval=settings.get().notify_retry_intervals),
+            job_timeout=int(settings.get().notify_timeout) + 10,
             result_ttl=config.NOTIFY_KEEP_S,
             failure_ttl=config.NOTIFY_KEEP_S,
             # RQ logs the description; without one it would print the URL, which is a secret.
@@ -140,7 +141,7 @@ def deliver(url: str, payload: dict[str, str]) -> int:
         method="POST",
     )
     try:
-        with _opener.open(request, timeout=config.notify_timeout_s()) as response:
+        with _opener.open(request, timeout=settings.get().notify_timeout) as response:
             status = response.status
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(f"webhook at {host} answered {exc.code}") from None

@@ -11,10 +11,11 @@ import redis
 from rq import Queue
 from rq.job import Job
 
-from speedq import config
+from speedq import settings
 from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
-from speedq.store import Also, Store, TeamUsage, queue_name
+from speedq.keys import queue_name, rq_job_id
+from speedq.store import Also, Store, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -30,7 +31,7 @@ class Submitted:
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     store = Store(conn)
     team = store.team(spec.team)
-    if not team.added and not config.open_teams():
+    if not team.added and not settings.get().open_teams:
         raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
     record, created = store.create_claiming_run(
         spec, guard=lambda usage: check_quota(team, usage), also=enqueue_in(conn)
@@ -58,7 +59,7 @@ def enqueue_in(conn: redis.Redis) -> Also:
     RQ job are stored together or not at all."""
 
     def enqueue(pipe: redis.client.Pipeline, record: JobRecord) -> JobRecord:
-        rq_id = record.id if record.rq_job_id is None else f"{record.id}-{_rq_generation(record) + 1}"
+        rq_id = rq_job_id(record.id, record.rq_job_id)
         record = record.model_copy(update={"rq_job_id": rq_id})
         queue = Queue(queue_name(record.spec.backend, record.spec.team, record.spec.priority), connection=conn)
         queue.enqueue(
@@ -80,12 +81,6 @@ def enqueue_supervisor(conn: redis.Redis, record: JobRecord, change: Callable[[J
     """Hand the job to RQ under a new RQ job id, in the transaction that applies `change` to its
     record: a retry, or re-homing a job whose worker died."""
     return Store(conn).update(record.id, change or (lambda r: None), also=enqueue_in(conn))
-
-
-def _rq_generation(record: JobRecord) -> int:
-    rq_id = record.rq_job_id or record.id
-    tail = rq_id.removeprefix(record.id).lstrip("-")
-    return int(tail) if tail.isdigit() else 0
 
 
 def _owned(store: Store, job_id: str, team: str) -> JobRecord:

@@ -13,96 +13,22 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
 
 import redis
 
 from speedq import config
+from speedq.errors import JobNotFound
+from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
 
-PREFIX = "speedq"
-QUEUE_PREFIX = "speedq"
-TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
-
-
-class JobNotFound(KeyError):
-    pass
+# Re-exported: where callers looked for them before keys.py held them.
+__all__ = ["NOTIFY_QUEUE", "JobNotFound", "Keys", "Store", "queue_name"]
 
 
 # Writes another module adds to a store transaction (called after MULTI, so they are queued
 # with the record's): takes the pipeline and the record about to be written, returns the record
 # to write.
 Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
-
-
-class Keys:
-    seq = f"{PREFIX}:seq"
-
-    @staticmethod
-    def job(job_id: str) -> str:
-        return f"{PREFIX}:job:{job_id}"
-
-    @staticmethod
-    def index(team: str | None = None, state: JobState | str | None = None) -> str:
-        state_name = JobState(state).value if state is not None else None
-        parts = [f"{PREFIX}:idx"]
-        parts.append(f"team={team}" if team else "team=*")
-        parts.append(f"state={state_name}" if state_name else "state=*")
-        return ":".join(parts)
-
-    @staticmethod
-    def supervisor(job_id: str) -> str:
-        """Held by the one worker supervising a job; it expires when that worker stops beating."""
-        return f"{PREFIX}:supervisor:{job_id}"
-
-    @staticmethod
-    def run_claim(team: str, run_name: str) -> str:
-        """Which job holds a run directory while it is queued or running (dedupe)."""
-        return f"{PREFIX}:run:{team}:{run_name}"
-
-    @staticmethod
-    def data_prep(commit: str, shards: int) -> str:
-        """Held by the one worker preparing a nanochat commit's data with this many shards."""
-        return f"{PREFIX}:prepare:{commit}:{shards}"
-
-    @staticmethod
-    def loss_history(job_id: str) -> str:
-        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
-        return f"{PREFIX}:loss:{job_id}"
-
-    # Job id -> when its supervision lease expires (ms): every job a live worker holds.
-    held = f"{PREFIX}:held"
-
-    # Fair share shared by every worker: team -> the number of its last turn (a job started),
-    # numbered by `turn_counter`.
-    turns = f"{PREFIX}:turns"
-    turn_counter = f"{PREFIX}:turns:seq"
-
-    # Every team with a queue: added ones and ones seen only through a submit. Workers read it
-    # before each dequeue to find new teams' queues.
-    teams = f"{PREFIX}:teams"
-    # sha256 of a token -> team name, so an API request finds its team in one read.
-    tokens = f"{PREFIX}:tokens"
-
-    @staticmethod
-    def team(name: str, part: TeamPart | None = None) -> str:
-        """A team's settings (JSON), or one of its counters:
-        `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
-        `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
-        `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first);
-        `attempts`: its ended attempts by outcome (a hash of counts).
-        """
-        return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
-
-
-# Webhook deliveries: a queue of their own, outside every team's, that workers take from first.
-NOTIFY_QUEUE = f"{QUEUE_PREFIX}-notify"
-
-
-def queue_name(backend: str, team: str, priority: str) -> str:
-    """The RQ queue a job waits in: one per backend, team and priority. RQ names are free text;
-    ours stay slug-like."""
-    return f"{QUEUE_PREFIX}-{backend}-{team}-{priority}"
 
 
 @dataclass(frozen=True)
@@ -190,12 +116,12 @@ class Store:
 
     @staticmethod
     def job_id_for(number: int) -> str:
-        return f"sq-{number}"
+        return job_id(number)
 
     def get(self, job_id: str) -> JobRecord:
         raw = self.conn.get(Keys.job(job_id))
         if raw is None:
-            raise JobNotFound(job_id)
+            raise JobNotFound(f"no job {job_id}")
         return JobRecord.model_validate_json(raw)
 
     def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
@@ -293,7 +219,7 @@ class Store:
                     pipe.watch(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise JobNotFound(job_id)
+                        raise JobNotFound(f"no job {job_id}")
                     before = JobRecord.model_validate_json(raw)
                     after = before.model_copy(deep=True)
                     change(after)

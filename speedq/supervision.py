@@ -13,7 +13,6 @@ without either. The rules, from issue 10:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -23,13 +22,9 @@ from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 BASE_TRAIN_STAGE = "base_train"
 
 
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name, str(default)))
-
-
 @dataclass(frozen=True)
 class Bounds:
-    """How long the supervisor waits on each uncertainty (seconds). Settings, from the environment:
+    """How long the supervisor waits on each uncertainty (seconds), from `speedq.settings`:
 
     SPEEDQ_STALL_TIMEOUT (2700): no new stage or step for this long ends the attempt as stalled.
     SPEEDQ_POLL_FAILURE_BOUND (900): polls failing for this long in a row (an API outage) and the
@@ -46,13 +41,12 @@ class Bounds:
     announce_s: float = 900.0
 
     @classmethod
-    def from_env(cls) -> Bounds:
-        return cls(
-            stall_s=_seconds("SPEEDQ_STALL_TIMEOUT", cls.stall_s),
-            poll_failure_s=_seconds("SPEEDQ_POLL_FAILURE_BOUND", cls.poll_failure_s),
-            stop_confirm_s=_seconds("SPEEDQ_STOP_CONFIRM_TIMEOUT", cls.stop_confirm_s),
-            announce_s=_seconds("SPEEDQ_ANNOUNCE_TIMEOUT", cls.announce_s),
-        )
+    def from_settings(cls) -> Bounds:
+        from speedq import settings
+
+        s = settings.get()
+        return cls(stall_s=s.stall_timeout, poll_failure_s=s.poll_failure_bound,
+                   stop_confirm_s=s.stop_confirm_timeout, announce_s=s.announce_timeout)
 
 
 class Kind(str, Enum):

@@ -112,7 +112,8 @@ def job_detail(record: JobRecord) -> Group:
         ("spec", f"{spec.model} {spec.mode} on {spec.gpu}, backend {spec.backend}, priority {spec.priority}"),
         ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
-        ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}" + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
+        ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
+                     + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
         ("stage", p.stage if p and p.stage else "-"),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),

@@ -11,12 +11,13 @@ receiver on their own network.
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
+
+from speedq import settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-ALLOW_PRIVATE_ENV = "SPEEDQ_WEBHOOK_ALLOW_PRIVATE"
+ALLOW_PRIVATE_ENV = settings.env_name("webhook_allow_private")
 # Names that always mean this machine or a cloud's metadata service, whatever DNS says.
 _LOCAL_NAMES = ("localhost", "metadata.google.internal", "metadata")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -27,7 +28,7 @@ class PrivateTarget(ValueError):
 
 
 def allow_private() -> bool:
-    return os.environ.get(ALLOW_PRIVATE_ENV, "").strip().lower() in ("1", "true", "yes")
+    return settings.get().webhook_allow_private
 
 
 def literal_address(host: str) -> IPAddress | None:

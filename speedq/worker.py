@@ -21,29 +21,27 @@ import redis
 from redis.exceptions import LockError
 from rq import Queue, get_current_job
 
-from speedq import config, supervision
+from speedq import settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.notify import notify
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq import reaper, worker_name
 from speedq.fair_share import FairDequeue, plan
-from speedq.store import JobNotFound, Keys, Store
+from speedq.keys import Keys
+from speedq.store import JobNotFound, Store
 from speedq.supervision import Bounds, Kind, Watch
 
 log = logging.getLogger("speedq.worker")
 
-# Tests only: "1" makes the worker SIGKILL its own process group right after a launch, before
-# the call id is stored (the launch window of issue 10).
-KILL_AFTER_LAUNCH_ENV = "SPEEDQ_TEST_KILL_AFTER_LAUNCH"
 
 
 def heartbeat_ttl_s() -> float:
     """A job whose worker has not beaten for this long is taken over by another worker."""
-    return float(os.environ.get("SPEEDQ_HEARTBEAT_TTL", "30"))
+    return settings.get().heartbeat_ttl
 
 
 def retry_backoff_s(attempts_done: int) -> float:
-    base = float(os.environ.get("SPEEDQ_RETRY_BACKOFF", "10"))
+    base = settings.get().retry_backoff
     return min(300.0, base * 2 ** max(0, attempts_done - 1))
 
 
@@ -78,9 +76,9 @@ class Supervisor:
         self.store = store
         self.job_id = job_id
         self.worker = worker
-        self.poll_s = config.poll_interval_s()
+        self.poll_s = settings.get().poll_interval
         self.ttl_s = heartbeat_ttl_s()
-        self.bounds = Bounds.from_env()
+        self.bounds = Bounds.from_settings()
 
     # -- the whole job ---------------------------------------------------------------------------
 
@@ -183,7 +181,7 @@ class Supervisor:
             self._end_attempt(number, CallStatus(Outcome.launch_failed, str(exc)))
             self._finish(JobState.failed, str(exc))
             raise _Done from None
-        if os.environ.get(KILL_AFTER_LAUNCH_ENV) == "1":
+        if settings.get().test_kill_after_launch:
             _die_with_worker()
 
         def started(r: JobRecord) -> None:
@@ -434,7 +432,7 @@ class SpeedqWorker(FairDequeue):
 def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name: str | None = None) -> bool:
     for backend in backends:
         backend_named(backend).check()  # fail at start, in one line, not on the first job
-    reap_every = float(os.environ.get("SPEEDQ_REAP_INTERVAL", "20"))
+    reap_every = settings.get().reap_interval
     name = name or worker_name.default_name()  # readable in `status` and `rq info`
     worker_name.free_name(conn, name, say=log.warning)
     worker = SpeedqWorker(
@@ -447,4 +445,4 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     worker.speedq_backends = tuple(backends)
     worker.speedq_lease_s = heartbeat_ttl_s()
     # The scheduler (a child process) puts notification retries back on their queue when due.
-    return worker.work(burst=burst, logging_level=os.environ.get("SPEEDQ_LOG_LEVEL", "INFO"), with_scheduler=True)
+    return worker.work(burst=burst, logging_level=settings.get().log_level, with_scheduler=True)

@@ -17,10 +17,28 @@ from pathlib import Path
 import pytest
 import redis
 
+from speedq import settings
 from speedq.connection import redis_server_binary
 from speedq.gpu import proctree
 
 REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """speedq reads its settings once per process; a test that changes a SPEEDQ_* variable through
+    monkeypatch gets them read again, and the next test starts from the environment as it is."""
+    for name in ("setenv", "delenv"):
+        original = getattr(monkeypatch, name)
+
+        def changed(*args: object, _original: Callable[..., None] = original, **kwargs: object) -> None:
+            _original(*args, **kwargs)
+            settings.get.cache_clear()
+
+        monkeypatch.setattr(monkeypatch, name, changed)
+    settings.get.cache_clear()
+    yield
+    settings.get.cache_clear()
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 import modal
 import pytest
 
-from speedq import config
+from speedq import config, settings
 from speedq.gpu import layout
 from speedq.gpu import modal_app as m
 from speedq.schemas import Outcome, RunRequest
@@ -27,7 +27,7 @@ FUNCTIONS = {"run_speedrun", "test_10_steps", "prepare_data", "resolve_ref"}
 
 def test_the_app_and_its_functions() -> None:
     assert isinstance(m.app, modal.App)
-    assert m.app.name == config.MODAL_APP_NAME
+    assert m.app.name == settings.get().modal_app
     assert {name for name in FUNCTIONS if isinstance(getattr(m, name), modal.Function)} == FUNCTIONS
 
 
@@ -46,7 +46,7 @@ def test_function_options(name: str, gpus: list, timeout: int) -> None:
     assert info.timeout == timeout
     assert info.single_use_containers is True
     mount = info.volumes[config.MODAL_VOLUME_MOUNT]
-    assert mount.name == config.MODAL_VOLUME_NAME and not mount.read_only
+    assert mount.name == settings.get().modal_volume and not mount.read_only
 
 
 def build_steps(image: modal.Image) -> list[list[str]]:

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from speedq.gpu import fence, proctree
-from speedq.worker import KILL_AFTER_LAUNCH_ENV
+from speedq.settings import env_name
+
+KILL_AFTER_LAUNCH_ENV = env_name("test_kill_after_launch")
 from tests.conftest import Speedq, wait_for
 from tests.proctable import ProcessWatch
 

@@ -14,7 +14,8 @@ from rq import Queue
 from speedq.producer import enqueue_in
 from speedq.reaper import reap
 from speedq.schemas import JobSpec, JobState
-from speedq.store import Keys, Store, queue_name
+from speedq.keys import Keys, queue_name
+from speedq.store import Store
 from tests.conftest import RedisServer, Speedq, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]

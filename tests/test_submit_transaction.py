@@ -11,7 +11,7 @@ from rq import Queue
 
 from speedq.producer import submit
 from speedq.schemas import JobSpec
-from speedq.store import Keys, queue_name
+from speedq.keys import Keys, queue_name
 from tests.conftest import RedisServer, wait_for
 
 READS = {"WATCH", "UNWATCH", "GET", "ZCARD", "HVALS", "EXISTS", "MULTI", "EXEC", "PING", "CLIENT", "HELLO", "INFO"}

@@ -5,13 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from speedq.errors import BackendError
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunResult
 
-
-class BackendError(Exception):
-    """The backend cannot do what was asked (no credentials, no deployment, unreachable).
-
-    From `poll` it is never an outcome: the supervisor keeps watching the call."""
+__all__ = ["BackendError", "Backend", "CallStatus", "LaunchUnknown"]
 
 
 class LaunchUnknown(BackendError):

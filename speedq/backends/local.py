@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from speedq import config
+from speedq import config, settings
 from speedq.backends.base import BackendError, CallStatus
 from speedq.gpu import fence, layout, proctree
 from speedq.gpu.proctree import start_ticks
@@ -72,10 +72,10 @@ class LocalBackend:
         data_root: Path | None = None,
         cache_root: Path | None = None,
     ) -> None:
-        self.repo = repo or os.environ.get("SPEEDQ_NANOCHAT_REPO") or config.NANOCHAT_REPO_URL
-        self.runs_root = runs_root or config.runs_root()
-        self.data_root = data_root or config.data_root()
-        self.cache_root = cache_root or config.cache_root()
+        self.repo = repo or settings.get().nanochat_repo or config.NANOCHAT_REPO_URL
+        self.runs_root = runs_root or settings.get().runs_root()
+        self.data_root = data_root or settings.get().data_root()
+        self.cache_root = cache_root or settings.get().cache_root()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
@@ -115,7 +115,7 @@ class LocalBackend:
             save_every=spec.save_every,
             force_restart=spec.force_restart,
             train_args=dict(spec.train_args),
-            offline=config.offline(),
+            offline=settings.get().offline,
         )
 
     def prepare(self, record: JobRecord) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
-from speedq import config
+from speedq import config, settings
 from speedq.backends.base import BackendError, CallStatus
 from speedq.backends.modal_outcomes import (
     is_transport,
@@ -59,14 +59,13 @@ PREPARE_POLL_EVERY_S = 5.0
 # How long prepare keeps polling through transport errors before it gives up (the call runs on).
 PREPARE_BLIND_LIMIT_S = 600.0
 
-DEFAULT_CALL_TIMEOUT_S = 15.0
 GIT_TIMEOUT_S = 30.0
 LOG_LOCATION = "modal-volume"
 
 
 def call_timeout_s() -> float:
     """The bound on any one network call to Modal (SPEEDQ_MODAL_CALL_TIMEOUT, seconds)."""
-    return float(os.environ.get("SPEEDQ_MODAL_CALL_TIMEOUT", DEFAULT_CALL_TIMEOUT_S))
+    return settings.get().modal_call_timeout
 
 
 def function_for(mode: str) -> str:
@@ -131,8 +130,8 @@ class ModalBackend:
         environment_name: str | None = None,
         timeout_s: float | None = None,
     ) -> None:
-        self.app_name = app_name or config.MODAL_APP_NAME
-        self.volume_name = volume_name or config.MODAL_VOLUME_NAME
+        self.app_name = app_name or settings.get().modal_app
+        self.volume_name = volume_name or settings.get().modal_volume
         self.environment_name = environment_name or os.environ.get("MODAL_ENVIRONMENT") or None
         self.timeout_s = timeout_s if timeout_s is not None else call_timeout_s()
 

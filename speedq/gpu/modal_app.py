@@ -13,7 +13,7 @@ The old single-user commands still work:
 `modal run FILE::fn` calls the function remotely with its typed parameters as `--options`; a worker
 spawns the same function with `request=<RunRequest JSON>` (and its GPU via `with_options`).
 
-Volume layout (config.MODAL_VOLUME_NAME at /vol): runs in /vol/runs/<team>/<run-name>/, shared
+Volume layout (the SPEEDQ_MODAL_VOLUME setting, at /vol): runs in /vol/runs/<team>/<run-name>/, shared
 data in /vol/data/, caches (nanochat checkouts per commit, compile caches) in /vol/cache/.
 
 An attempt's container (`execute`):
@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 
 import modal
 
-from speedq import config
+from speedq import config, settings
 from speedq.backends.modal import PREPARE_TIMEOUT_S, SMOKE_TIMEOUT_S
 from speedq.backends.modal_data import marker_covers, shards_for
 from speedq.gpu import layout, offload
@@ -79,7 +79,7 @@ NANOCHAT_PACKAGES = [
     "wandb>=0.21.3",
 ]
 NANOCHAT_UNDECLARED = ["requests", "pyyaml", "jinja2"]
-SPEEDQ_PACKAGES = ["pydantic>=2.7,<3"]
+SPEEDQ_PACKAGES = ["pydantic>=2.7,<3", "pydantic-settings>=2.7,<3"]  # speedq.schemas and speedq.settings
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
@@ -100,8 +100,8 @@ image = (
     .add_local_python_source("speedq")
 )
 
-app = modal.App(config.MODAL_APP_NAME, image=image)
-volume = modal.Volume.from_name(config.MODAL_VOLUME_NAME, create_if_missing=True)
+app = modal.App(settings.get().modal_app, image=image)
+volume = modal.Volume.from_name(settings.get().modal_volume, create_if_missing=True)
 VOLUMES = {VOLUME_MOUNT: volume}
 
 

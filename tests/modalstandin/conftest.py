@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import modal
 import pytest
 
-from speedq import config
+from speedq import settings
 from speedq.backends import modal as mb
 from tests.modalstandin.fake_modal import FakeModal, FakeServer
 
@@ -50,12 +50,12 @@ class StandIn:
         self.http("/faults", faults)
 
     def put(self, path: str, content: str) -> None:
-        self.http(f"/volumes/{config.MODAL_VOLUME_NAME}/files", {"path": path, "content": content})
+        self.http(f"/volumes/{settings.get().modal_volume}/files", {"path": path, "content": content})
 
 
 @pytest.fixture(scope="session")
 def _server() -> Iterator[FakeServer]:
-    server = FakeServer(FakeModal(config.MODAL_APP_NAME, FUNCTIONS))
+    server = FakeServer(FakeModal(settings.get().modal_app, FUNCTIONS))
     yield server
     server.stop()
 

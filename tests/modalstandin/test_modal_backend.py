@@ -17,7 +17,7 @@ import modal
 import modal.config
 import pytest
 
-from speedq import config
+from speedq import config, settings
 from speedq.backends import modal as mb
 from speedq.backends.base import BackendError
 from speedq.gpu import layout
@@ -435,8 +435,8 @@ def test_read_log_and_progress_from_the_volume(standin, backend) -> None:
 def test_log_pointer_names_the_volume_command(backend) -> None:
     pointer = backend.log_pointer(record(run_name="fast-one"))
     assert (pointer.location, pointer.volume, pointer.path) == (
-        "modal-volume", config.MODAL_VOLUME_NAME, "runs/alpha/fast-one/log.txt")
-    assert pointer.command == f"modal volume get {config.MODAL_VOLUME_NAME} runs/alpha/fast-one/log.txt -"
+        "modal-volume", settings.get().modal_volume, "runs/alpha/fast-one/log.txt")
+    assert pointer.command == f"modal volume get {settings.get().modal_volume} runs/alpha/fast-one/log.txt -"
 
 
 # -- check, credentials ---------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from speedq import config
+from speedq import settings
 from speedq.backends import modal_data
 from speedq.schemas import Outcome, RunRequest, RunResult
 from tests.conftest import Speedq, wait_for
@@ -71,7 +71,7 @@ def answer_cpu_calls(standin: StandInProcess) -> None:
         if call["state"] == "running":
             req = RunRequest.model_validate_json((call["args"] or [call["kwargs"].get("request")])[0])
             marker = {"commit": req.commit, "shards": modal_data.shards_for(req)}
-            standin.http(f"/volumes/{config.MODAL_VOLUME_NAME}/files",
+            standin.http(f"/volumes/{settings.get().modal_volume}/files",
                          {"path": str(modal_data.data_marker_relpath(req.commit)), "content": json.dumps(marker)})
             standin.http(f"/calls/{call['id']}", {"state": "success", "value": True})
 

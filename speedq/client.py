@@ -1,0 +1,153 @@
+"""speedq from Python: `Client` submits, reads, cancels and retries jobs against the shared Redis.
+
+The CLI and the HTTP API are thin layers over this class: every input goes through the same
+models in `speedq.schemas`, and every refusal is a `speedq.errors.SpeedqError` (a bad value is
+`InvalidInput`, one line, and nothing stored changes).
+
+    from speedq import Client, JobSpec
+
+    client = Client()  # SPEEDQ_REDIS_URL, else the embedded Redis
+    job = client.submit(JobSpec(team="vision", model="d12", mode="smoke")).job
+    done = client.wait(job.id, timeout=3600)
+    print(done.state, client.logs(done.id, tail=20))
+
+Heavy imports (RQ, a backend) happen in the methods that need them, so reading a job stays cheap.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from speedq import settings
+from speedq.errors import InvalidInput, NotYourJob
+from speedq.schemas import (
+    JobRecord,
+    JobRef,
+    JobSpec,
+    ListQuery,
+    LogQuery,
+    StatsQuery,
+    Submitted,
+    TeamRef,
+    TeamStats,
+    describe,
+)
+
+if TYPE_CHECKING:
+    import redis
+
+    from speedq.store import Store
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@contextmanager
+def _validating() -> Iterator[None]:
+    """pydantic's refusal as speedq's: one line, exit 2 / 422."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise InvalidInput(describe(exc)) from None
+
+
+def validated(model: type[Model], values: Mapping[str, Any]) -> Model:
+    with _validating():
+        return model.model_validate(dict(values))
+
+
+class Client:
+    """One queue: a Redis connection (given, or from `SPEEDQ_REDIS_URL`, checked on first use)."""
+
+    def __init__(self, conn: redis.Redis | None = None, *, url: str | None = None) -> None:
+        self._conn = conn
+        self._url = url
+        self._store: Store | None = None
+
+    @property
+    def conn(self) -> redis.Redis:
+        if self._conn is None:
+            from speedq.connection import connect_checked
+
+            self._conn = connect_checked(self._url)
+        return self._conn
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from speedq.store import Store
+
+            self._store = Store(self.conn)
+        return self._store
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> Submitted:
+        """Validate and enqueue a speedrun. Like arq's `enqueue_job`, a run that already has an
+        active job is not queued twice: `created` is False and `job` is the active one."""
+        from speedq import producer
+
+        checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        done = producer.submit(self.conn, checked)
+        return Submitted(created=done.created, job=done.record)
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job's record; `JobNotFound` if there is none."""
+        checked = validated(JobRef, {"id": job_id}).id  # before connecting: input first
+        return self.store.get(checked)
+
+    def list(self, team: str | None = None, state: str | None = None, limit: int | str = 20) -> list[JobRecord]:
+        """Jobs newest first, optionally of one team or in one state."""
+        given = {"team": team, "state": state, "limit": limit}
+        query = validated(ListQuery, {k: v for k, v in given.items() if v is not None})
+        return self.store.list(query)
+
+    def cancel(self, job_id: str, team: str) -> JobRecord:
+        """Cancel a job of `team`: at once if queued, within a poll if running."""
+        from speedq import producer
+
+        return self._team_action(producer.cancel, job_id, team)
+
+    def retry(self, job_id: str, team: str) -> JobRecord:
+        """Run a failed or cancelled job of `team` again, resuming from its checkpoints."""
+        from speedq import producer
+
+        return self._team_action(producer.retry, job_id, team)
+
+    def _team_action(self, action: Callable[[redis.Redis, str, str], JobRecord], job_id: str, team: str) -> JobRecord:
+        name = validated(TeamRef, {"team": team}).team
+        return action(self.conn, self.get(job_id).id, name)
+
+    def logs(self, job_id: str, tail: int | str | None = None, team: str | None = None) -> str:
+        """The run's log ('' before it has one), or its last `tail` lines. With `team`, the job
+        must be that team's (`NotYourJob` otherwise)."""
+        from speedq import logs as run_logs
+
+        query = validated(LogQuery, {"tail": tail})
+        record = self.get(job_id)
+        if team is not None and record.spec.team != team:
+            raise NotYourJob(f"job {record.id} belongs to team {record.spec.team!r}, not {team!r}")
+        return run_logs.read(record, query.tail)
+
+    def stats(self, team: str | None = None) -> builtins.list[TeamStats]:
+        """Per team: jobs by state, GPU-hours, estimated cost, queue waits."""
+        from speedq import accounting
+
+        query = validated(StatsQuery, {"team": team})
+        return accounting.stats(self.store, query.team)
+
+    def wait(self, job_id: str, timeout: float | None = None, poll_s: float | None = None) -> JobRecord:
+        """Poll the job until it ends or `timeout` seconds pass; the last record read either way
+        (check `record.state.terminal`)."""
+        every = settings.get().poll_interval if poll_s is None else poll_s
+        deadline = None if timeout is None else time.monotonic() + timeout
+        record = self.get(job_id)
+        while not record.state.terminal:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            time.sleep(every if deadline is None else max(0.0, min(every, deadline - time.monotonic())))
+            record = self.store.get(record.id)
+        return record

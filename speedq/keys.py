@@ -1,0 +1,110 @@
+"""Every Redis key name and id format speedq writes, in one place (like arq's constants.py).
+
+Nothing else builds a key, a queue name or a job id string: the store, the producer, the reaper
+and fair share take them from here. Imports nothing of speedq's, so any module can use it.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Literal, Protocol
+
+PREFIX = "speedq"
+QUEUE_PREFIX = "speedq"
+TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
+
+
+class StrEnum(Protocol):
+    @property
+    def value(self) -> str: ...
+
+
+# speedq job ids: `sq-<n>`, n from `Keys.seq`.
+JOB_ID_PREFIX = "sq-"
+JOB_ID_RE = re.compile(r"sq-[0-9]{1,18}")
+
+
+def job_id(number: int) -> str:
+    return f"{JOB_ID_PREFIX}{number}"
+
+
+def rq_job_id(job: str, previous: str | None) -> str:
+    """The RQ job id for the next hand-over of speedq job `job` to RQ: the job id itself the first
+    time, then `<job>-<n>` (a retry or re-homing needs a fresh RQ job; the old one may linger)."""
+    if previous is None:
+        return job
+    tail = previous.removeprefix(job).lstrip("-")
+    return f"{job}-{(int(tail) if tail.isdigit() else 0) + 1}"
+
+
+class Keys:
+    seq = f"{PREFIX}:seq"
+
+    @staticmethod
+    def job(job_id: str) -> str:
+        return f"{PREFIX}:job:{job_id}"
+
+    @staticmethod
+    def index(team: str | None = None, state: StrEnum | str | None = None) -> str:
+        state_name = state.value if isinstance(state, Enum) else state
+        parts = [f"{PREFIX}:idx"]
+        parts.append(f"team={team}" if team else "team=*")
+        parts.append(f"state={state_name}" if state_name else "state=*")
+        return ":".join(parts)
+
+    @staticmethod
+    def supervisor(job_id: str) -> str:
+        """Held by the one worker supervising a job; it expires when that worker stops beating."""
+        return f"{PREFIX}:supervisor:{job_id}"
+
+    @staticmethod
+    def run_claim(team: str, run_name: str) -> str:
+        """Which job holds a run directory while it is queued or running (dedupe)."""
+        return f"{PREFIX}:run:{team}:{run_name}"
+
+    @staticmethod
+    def data_prep(commit: str, shards: int) -> str:
+        """Held by the one worker preparing a nanochat commit's data with this many shards."""
+        return f"{PREFIX}:prepare:{commit}:{shards}"
+
+    @staticmethod
+    def loss_history(job_id: str) -> str:
+        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
+        return f"{PREFIX}:loss:{job_id}"
+
+    # Job id -> when its supervision lease expires (ms): every job a live worker holds.
+    held = f"{PREFIX}:held"
+
+    # Fair share shared by every worker: team -> the number of its last turn (a job started),
+    # numbered by `turn_counter`.
+    turns = f"{PREFIX}:turns"
+    turn_counter = f"{PREFIX}:turns:seq"
+
+    # Every team with a queue: added ones and ones seen only through a submit. Workers read it
+    # before each dequeue to find new teams' queues.
+    teams = f"{PREFIX}:teams"
+    # sha256 of a token -> team name, so an API request finds its team in one read.
+    tokens = f"{PREFIX}:tokens"
+
+    @staticmethod
+    def team(name: str, part: TeamPart | None = None) -> str:
+        """A team's settings (JSON), or one of its counters:
+        `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
+        `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
+        `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first);
+        `attempts`: its ended attempts by outcome (a hash of counts).
+        """
+        return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
+
+
+# Webhook deliveries: a queue of their own, outside every team's, that workers take from first.
+NOTIFY_QUEUE = f"{QUEUE_PREFIX}-notify"
+
+
+def queue_name(backend: str, team: str, priority: str) -> str:
+    """The RQ queue a job waits in: one per backend, team and priority. RQ names are free text;
+    ours stay slug-like."""
+    return f"{QUEUE_PREFIX}-{backend}-{team}-{priority}"
+
+

@@ -1,0 +1,137 @@
+"""What is stored: the job record in Redis and its parts."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    computed_field,
+)
+
+from speedq.schemas.protocol import Outcome, Progress
+from speedq.schemas.rules import BackendName
+from speedq.schemas.spec import JobSpec
+
+
+class JobState(str, Enum):
+    queued = "queued"
+    starting = "starting"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.succeeded, JobState.failed, JobState.cancelled)
+
+
+ACTIVE_STATES = tuple(s for s in JobState if not s.terminal)
+
+
+class LogPointer(BaseModel):
+    """Where the run's log is, and the command a person would use to read it."""
+
+    location: Literal["local", "modal-volume"]
+    path: str
+    volume: str | None = None
+    command: str
+
+
+class AttemptStatus(BaseModel):
+    """What anyone may see of an attempt (the dashboard shows it without a token): when and how
+    it ended and which steps it ran; not its call id, worker or error text."""
+
+    number: int
+    started_at: float = Field(default_factory=time.time)
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    resumed_from_step: int | None = None
+    final_step: int | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def steps_run(self) -> int:
+        if self.final_step is None:
+            return 0
+        return max(0, self.final_step - (self.resumed_from_step or 0))
+
+    @classmethod
+    def of(cls, attempt: AttemptStatus) -> AttemptStatus:
+        return cls.model_validate(attempt.model_dump(include=set(cls.model_fields)))
+
+
+class Attempt(AttemptStatus):
+    backend: BackendName
+    call_id: str | None = None
+    worker: str | None = None
+    error: str | None = None
+    gpu_count: int = 1
+
+    @property
+    def gpu_seconds(self) -> float:
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return max(0.0, end - self.started_at) * self.gpu_count
+
+
+class JobRecord(BaseModel):
+    id: str
+    spec: JobSpec
+    state: JobState = JobState.queued
+    created_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    progress: Progress | None = None
+    nanochat_commit: str | None = None
+    run_dir: str | None = None
+    log: LogPointer | None = None
+    error: str | None = None
+    worker: str | None = None
+    heartbeat_at: float | None = None
+    cancel_requested: bool = False
+    rq_job_id: str | None = None  # the RQ job now carrying this speedq job
+    round_start: int = 0  # attempts before this index belong to runs before the last `retry`
+    queued_at: float | None = None  # when the last `retry` queued it again (None: created_at)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def gpu_seconds(self) -> float:
+        return sum(a.gpu_seconds for a in self.attempts)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def steps_recomputed(self) -> int:
+        """Base-training steps run again because a fault lost them (0 for a clean run)."""
+        total, furthest = 0, 0
+        for attempt in self.attempts:
+            if attempt.final_step is None:
+                continue
+            resumed = attempt.resumed_from_step or 0
+            total += max(0, min(furthest, attempt.final_step) - resumed)
+            furthest = max(furthest, attempt.final_step)
+        return total
+
+    @property
+    def current_attempt(self) -> Attempt | None:
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def attempts_this_round(self) -> int:
+        return len(self.attempts) - self.round_start
+
+
+class Submitted(BaseModel):
+    """What a submit did: `created` False means an active job already held this run, and `job`
+    is that one (nothing new was queued)."""
+
+    created: bool
+    job: JobRecord
+
+
