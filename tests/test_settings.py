@@ -53,7 +53,7 @@ def test_a_bad_value_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name
 
 def test_cli_exits_2_on_a_bad_setting_without_traceback(speedq) -> None:  # type: ignore[no-untyped-def]
     speedq.env["SPEEDQ_HEARTBEAT_TTL"] = "-1"
-    done = speedq.run("status", "00000000")
+    done = speedq.run("status", "sq-1")
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "SPEEDQ_HEARTBEAT_TTL" in done.stderr
