@@ -28,8 +28,14 @@ class InstantBackend:
     def run_dir(self, record: JobRecord) -> str:
         return f"/nonexistent/{record.spec.run_key}"
 
+    def prepare(self, record: JobRecord) -> None:
+        pass
+
     def launch(self, record: JobRecord, attempt: int) -> str:
         return f"instant@{time.time()!r}"
+
+    def announced(self, record: JobRecord, attempt: int) -> str | None:
+        return None
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
         return CallStatus(Outcome.succeeded)
