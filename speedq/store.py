@@ -180,11 +180,13 @@ def _active(raw: bytes | None) -> JobRecord | None:
 
 
 # Take a running slot for a job: yes if it already holds one (a re-delivered or reattached
-# job), or if the team has fewer than its limit (ARGV[2], -1 for none).
+# job), or if the team has fewer than its limit: `max_running` of its stored TeamSettings
+# (KEYS[2]; none stored or null: no limit), read here so a dequeue costs one round trip.
 _TAKE_SLOT = """
 if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
-local limit = tonumber(ARGV[2])
-if limit >= 0 and redis.call('scard', KEYS[1]) >= limit then return 0 end
+local raw = redis.call('get', KEYS[2])
+local limit = raw and cjson.decode(raw).max_running
+if type(limit) == 'number' and redis.call('scard', KEYS[1]) >= limit then return 0 end
 redis.call('sadd', KEYS[1], ARGV[1])
 return 1
 """
@@ -198,6 +200,11 @@ redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
 local t = redis.call('time')
 redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
 return false
+"""
+
+# Give team ARGV[1] the newest turn number, in one round trip.
+_NOTE_TURN = """
+return redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), ARGV[1])
 """
 
 _RELEASE = """
@@ -531,12 +538,11 @@ class Store:
 
     def note_turn(self, team: str) -> None:
         """The team just had a turn (see fair_share)."""
-        self.conn.zadd(Keys.turns, {team: self.conn.incr(Keys.turn_counter)})
+        self.conn.eval(_NOTE_TURN, 2, Keys.turns, Keys.turn_counter, team)
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""
-        limit = self.team(team).max_running
-        return bool(self.conn.eval(_TAKE_SLOT, 1, Keys.team(team, "running"), job_id, -1 if limit is None else limit))
+        return bool(self.conn.eval(_TAKE_SLOT, 2, Keys.team(team, "running"), Keys.team(team), job_id))
 
     def release_slot(self, team: str, job_id: str) -> None:
         self.conn.srem(Keys.team(team, "running"), job_id)
