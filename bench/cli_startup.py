@@ -10,12 +10,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from benchkit import SPEEDQ_CLI, bench, options, ratio, timed
+from benchkit import SPEEDQ_CLI, Samples, bench, options, ratio, timed
 
 from speedq import producer
 from speedq.connection import connect
 from speedq.schemas import JobSpec
-
 
 
 def slowest_imports(env: dict[str, str], job_id: str) -> tuple[bool, list[tuple[int, str]]]:
@@ -42,8 +41,13 @@ def main() -> None:
             subprocess.run(command, env=b.env, stdout=subprocess.DEVNULL, check=True)
 
         run(SPEEDQ_CLI, "status", job_id)  # warm the page cache for both
-        baseline = timed(lambda: run(sys.executable, "-c", "pass"), args.runs)
-        status = timed(lambda: run(SPEEDQ_CLI, "status", job_id), args.runs)
+        # In turns (pass, status, pass, ...) so a burst of other work lands on both alike.
+        pairs = [
+            (timed(lambda: run(sys.executable, "-c", "pass"), 1), timed(lambda: run(SPEEDQ_CLI, "status", job_id), 1))
+            for _ in range(args.runs)
+        ]
+        baseline = Samples([p.seconds[0] for p, _ in pairs])
+        status = Samples([s.seconds[0] for _, s in pairs])
         modal, top = slowest_imports(b.env, job_id)
 
     print(f"python -c pass:      {baseline.ms()}")

@@ -3,7 +3,8 @@ against RQ's own enqueue-to-start of a no-op job with one idle plain `rq worker`
 
 The speedq side runs a benchmark-only backend (benchkit/instant_backend.py) whose calls all
 return at once: the sim's launch runs git and a runner process, which is not the queue's cost.
-Both workers are RQ's forking worker; jobs go one at a time, each to an idle worker.
+Both workers are RQ's forking worker and idle side by side; jobs go one at a time, in turns
+(rq, speedq, rq, ...), each to an idle worker.
 
     python bench/enqueue_to_launch.py [--jobs 40]
 """
@@ -27,32 +28,20 @@ from speedq.store import Store
 WARMUP = 3
 
 
-def rq_baseline(b, conn, jobs: int) -> Samples:  # type: ignore[no-untyped-def]
-    b.spawn(RQ_CLI, "worker", "--url", b.redis.url, "bench-noop")
-    wait_for(lambda: Worker.count(connection=conn) == 1, what="the rq worker")
-    queue = Queue("bench-noop", connection=conn)
-    found = []
-    for _ in range(jobs + WARMUP):
-        sent = time.time()
-        job = queue.enqueue("time.time")  # returns the moment the work horse ran it
-        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, every=0.002, what="the no-op")
-        found.append(job.return_value() - sent)
-    return Samples(found[WARMUP:])
+def rq_sample(conn, queue: Queue) -> float:  # type: ignore[no-untyped-def]
+    sent = time.time()
+    job = queue.enqueue("time.time")  # returns the moment the work horse ran it
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, every=0.002, what="the no-op")
+    return float(job.return_value()) - sent
 
 
-def speedq_side(b, conn, jobs: int) -> Samples:  # type: ignore[no-untyped-def]
-    b.spawn(sys.executable, str(Path(__file__).parent / "benchkit" / "instant_backend.py"))
-    wait_for(lambda: Worker.count(connection=conn) == 1, what="the speedq worker")
-    store = Store(conn)
-    found = []
-    for i in range(jobs + WARMUP):
-        spec = JobSpec(team="bench", run_name=f"r{i}", backend="sim", mode="smoke")
-        sent = time.time()
-        job_id = producer.submit(conn, spec).record.id
-        record = wait_for(lambda: (r := store.get(job_id)).state.terminal and r, every=0.002, what=f"{job_id}")
-        assert record.state.value == "succeeded", record.error
-        found.append(launched_at(record.attempts[0].call_id) - sent)
-    return Samples(found[WARMUP:])
+def speedq_sample(conn, store: Store, i: int) -> float:  # type: ignore[no-untyped-def]
+    spec = JobSpec(team="bench", run_name=f"r{i}", backend="sim", mode="smoke")
+    sent = time.time()
+    job_id = producer.submit(conn, spec).record.id
+    record = wait_for(lambda: (r := store.get(job_id)).state.terminal and r, every=0.002, what=f"{job_id}")
+    assert record.state.value == "succeeded", record.error
+    return launched_at(record.attempts[0].call_id) - sent
 
 
 def main() -> None:
@@ -60,12 +49,17 @@ def main() -> None:
 
     with bench() as b:
         conn = connect(b.redis.url)
-        baseline = rq_baseline(b, conn, args.jobs)
-        for proc in b.procs:
-            proc.terminate()
-            proc.wait()
-        wait_for(lambda: Worker.count(connection=conn) == 0, what="the rq worker to leave")
-        speedq = speedq_side(b, conn, args.jobs)
+        # Both workers idle side by side; the samples alternate (rq, speedq, rq, ...) so a burst
+        # of other work on the machine lands on both alike.
+        b.spawn(RQ_CLI, "worker", "--url", b.redis.url, "bench-noop")
+        b.spawn(sys.executable, str(Path(__file__).parent / "benchkit" / "instant_backend.py"))
+        wait_for(lambda: Worker.count(connection=conn) == 2, what="the rq and speedq workers")
+        queue, store = Queue("bench-noop", connection=conn), Store(conn)
+        rq_found, speedq_found = [], []
+        for i in range(args.jobs + WARMUP):
+            rq_found.append(rq_sample(conn, queue))
+            speedq_found.append(speedq_sample(conn, store, i))
+        baseline, speedq = Samples(rq_found[WARMUP:]), Samples(speedq_found[WARMUP:])
 
     print(f"rq enqueue -> no-op start, idle rq worker:       {baseline.ms()}")
     print(f"speedq submit -> backend launch, idle speedq worker: {speedq.ms()}")

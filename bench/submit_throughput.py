@@ -1,6 +1,9 @@
 """Jobs per second through `producer.submit` (validate-free: specs are built beforehand) against
 RQ's own `Queue.enqueue` of a no-op, on the same redis-server, in the same process.
 
+The two take turns call by call (rq, speedq, rq, ...), each call timed, so a burst of other
+work on the machine lands on both sides alike; throughput is one over the median call time.
+
     python bench/submit_throughput.py [--jobs 2000]
 """
 
@@ -8,19 +11,12 @@ from __future__ import annotations
 
 import time
 
-from benchkit import bench, options, ratio
+from benchkit import Samples, bench, options, ratio
 from rq import Queue
 
 from speedq import producer
 from speedq.connection import connect
 from speedq.schemas import JobSpec
-
-
-def per_second(action, count: int) -> float:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    for i in range(count):
-        action(i)
-    return count / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -31,12 +27,19 @@ def main() -> None:
         queue = Queue("bench-raw", connection=conn)
         # Distinct run names: the same run twice would be deduplicated, not enqueued.
         specs = [JobSpec(team="bench", run_name=f"r{i}", backend="sim") for i in range(args.jobs)]
-        raw = per_second(lambda i: queue.enqueue("os.getpid", job_timeout=-1), args.jobs)
-        speedq = per_second(lambda i: producer.submit(conn, specs[i]), args.jobs)
+        raw, speedq = [], []
+        for spec in specs:
+            start = time.perf_counter()
+            queue.enqueue("os.getpid", job_timeout=-1)
+            middle = time.perf_counter()
+            producer.submit(conn, spec)
+            raw.append(middle - start)
+            speedq.append(time.perf_counter() - middle)
 
-    print(f"rq Queue.enqueue (no-op): {raw:,.0f} jobs/s")
-    print(f"speedq producer.submit:   {speedq:,.0f} jobs/s")
-    ratio("submit throughput", speedq, raw, "raw rq enqueue")
+    raw_s, speedq_s = Samples(raw), Samples(speedq)
+    print(f"rq Queue.enqueue (no-op): {1 / raw_s.median:,.0f} jobs/s; call {raw_s.ms()}")
+    print(f"speedq producer.submit:   {1 / speedq_s.median:,.0f} jobs/s; call {speedq_s.ms()}")
+    ratio("submit throughput", 1 / speedq_s.median, 1 / raw_s.median, "raw rq enqueue")
 
 
 if __name__ == "__main__":

@@ -29,14 +29,17 @@ class Submitted:
 
 
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
-    store = Store(conn)
-    team = store.team(spec.team)
-    if not team.added and not settings.get().open_teams:
-        raise QuotaExceeded(f"team {spec.team!r} has not been added (speedq team add {spec.team}); this queue takes added teams only")
-    record, created = store.create_claiming_run(
-        spec, guard=lambda usage: check_quota(team, usage), also=enqueue_in(conn)
-    )
+    record, created = Store(conn).create_claiming_run(spec, guard=admit, also=enqueue_in(conn))
     return Submitted(record, created=created)
+
+
+def admit(team: TeamSettings, usage: TeamUsage) -> None:
+    """Refuse a submit from a team this queue does not take, or over its quotas."""
+    if not team.added and not settings.get().open_teams:
+        raise QuotaExceeded(
+            f"team {team.name!r} has not been added (speedq team add {team.name}); this queue takes added teams only"
+        )
+    check_quota(team, usage)
 
 
 def check_quota(team: TeamSettings, usage: TeamUsage) -> None:

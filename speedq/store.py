@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -52,12 +53,67 @@ class TeamUsage:
     gpu_seconds: float
 
 
+# Decides whether a submit may go in, from the team's settings and usage as of the transaction;
+# raises to refuse it.
+Guard = Callable[[TeamSettings, TeamUsage], None]
+
+# What a run claim decides on, in one round trip: the claim's holder and its record (KEYS[6] is
+# the job key prefix; the holder's id is only known here), the team's queued count, its
+# GPU-seconds, the id sequence and the team's settings. Run by EVAL_RO: the server refuses
+# any write from it, so everything a submit writes stays in its MULTI/EXEC.
+_READ_CLAIM = """
+local holder = redis.call('get', KEYS[1])
+local holder_raw = false
+if holder then holder_raw = redis.call('get', KEYS[6] .. holder) end
+return {holder, holder_raw, redis.call('zcard', KEYS[2]), redis.call('hvals', KEYS[3]),
+        redis.call('get', KEYS[4]), redis.call('get', KEYS[5])}
+"""
+
+
+@dataclass(frozen=True)
+class _ClaimRead:
+    holder: str | None
+    holder_raw: bytes | None
+    usage: TeamUsage
+    seq: int
+    team_raw: bytes | None
+
+    @classmethod
+    def of(cls, reply: list[Any]) -> _ClaimRead:
+        holder, holder_raw, queued, seconds, seq, team_raw = reply
+        return cls(
+            holder=holder.decode() if holder else None,
+            holder_raw=holder_raw or None,
+            usage=TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds)),
+            seq=int(seq or 0),
+            team_raw=team_raw or None,
+        )
+
+    def settings(self, team: str) -> TeamSettings:
+        return _team_settings(team, self.team_raw)
+
+
+def _team_settings(name: str, raw: bytes | str | None) -> TeamSettings:
+    """A team's stored settings; a team nobody added gets open ones (no limits, no token)."""
+    return TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
+
+
+def _active(raw: bytes | None) -> JobRecord | None:
+    """The record if it is stored and has not ended."""
+    if raw is None:
+        return None
+    record = JobRecord.model_validate_json(raw)
+    return None if record.state.terminal else record
+
+
 # Take a running slot for a job: yes if it already holds one (a re-delivered or reattached
-# job), or if the team has fewer than its limit (ARGV[2], -1 for none).
+# job), or if the team has fewer than its limit: `max_running` of its stored TeamSettings
+# (KEYS[2]; none stored or null: no limit), read here so a dequeue costs one round trip.
 _TAKE_SLOT = """
 if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
-local limit = tonumber(ARGV[2])
-if limit >= 0 and redis.call('scard', KEYS[1]) >= limit then return 0 end
+local raw = redis.call('get', KEYS[2])
+local limit = raw and cjson.decode(raw).max_running
+if type(limit) == 'number' and redis.call('scard', KEYS[1]) >= limit then return 0 end
 redis.call('sadd', KEYS[1], ARGV[1])
 return 1
 """
@@ -71,6 +127,11 @@ redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
 local t = redis.call('time')
 redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
 return false
+"""
+
+# Give team ARGV[1] the newest turn number, in one round trip.
+_NOTE_TURN = """
+return redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), ARGV[1])
 """
 
 _RELEASE = """
@@ -132,13 +193,13 @@ class Store:
         return [JobRecord.model_validate_json(r) for r in raws if r is not None]
 
     def create_claiming_run(
-        self, spec: JobSpec, guard: Callable[[TeamUsage], None] | None = None, also: Also | None = None
+        self, spec: JobSpec, guard: Guard | None = None, also: Also | None = None
     ) -> tuple[JobRecord, bool]:
         """Store a new job for `spec` and claim its run; if an active job holds the run, return
         that one instead. Returns the record and whether it is new.
 
         Two submits racing for a team's last queued place make one job: `guard` sees the team's
-        usage as of the transaction and raises to refuse. The id is taken inside the transaction,
+        settings and usage as of the transaction and raises to refuse. The id is taken inside the transaction,
         once both checks pass, so a refused submit writes nothing at all (the sequence counter
         included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
@@ -158,37 +219,37 @@ class Store:
         return self._claim_run(record.spec, record, None, None)[0]
 
     def _claim_run(
-        self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None, also: Also | None
+        self, spec: JobSpec, own: JobRecord | None, guard: Guard | None, also: Also | None
     ) -> tuple[JobRecord | None, JobRecord | None]:
         """(the active job holding the run, None) or (None, the job now holding it): `own`, or
         a new record stored for `spec`. One optimistic transaction, so two submits racing for
-        one run make one job."""
+        one run make one job. Everything it decides on is read by one script under the WATCH:
+        three round trips in all (WATCH, the read, MULTI/EXEC)."""
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
         with self.conn.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq)
-                    holder = pipe.get(claim)
-                    if holder is not None and (own is None or holder.decode() != own.id):
-                        existing = self._get_active(pipe, holder.decode())
+                    seen = _ClaimRead.of(pipe.eval_ro(
+                        _READ_CLAIM, 6, claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"),
+                        Keys.seq, Keys.team(team), Keys.job(""),
+                    ))
+                    if seen.holder is not None and (own is None or seen.holder != own.id):
+                        existing = _active(seen.holder_raw)
                         if existing is not None:
                             pipe.unwatch()
                             return existing, None
                     if guard is not None:
                         try:
-                            guard(self._usage(pipe, team))
+                            guard(seen.settings(team), seen.usage)
                         except Exception:
                             pipe.unwatch()
                             raise
-                    if own is None:
-                        number = int(pipe.get(Keys.seq) or 0) + 1
-                        record = JobRecord(id=self.job_id_for(number), spec=spec)
-                    else:
-                        record = own
+                    record = own if own is not None else JobRecord(id=self.job_id_for(seen.seq + 1), spec=spec)
                     pipe.multi()
                     if own is None:
-                        pipe.set(Keys.seq, number)
+                        pipe.set(Keys.seq, seen.seq + 1)
                     pipe.set(claim, record.id)
                     if also is not None:
                         record = also(pipe, record)
@@ -198,13 +259,6 @@ class Store:
                     return None, record
                 except redis.WatchError:
                     continue
-
-    def _get_active(self, pipe: redis.client.Pipeline, job_id: str) -> JobRecord | None:
-        raw = pipe.get(Keys.job(job_id))
-        if raw is None:
-            return None
-        record = JobRecord.model_validate_json(raw)
-        return None if record.state.terminal else record
 
     def update(self, job_id: str, change: Callable[[JobRecord], object], also: Also | None = None) -> JobRecord:
         """Apply `change` to the stored record atomically (retrying if someone else wrote it).
@@ -353,8 +407,7 @@ class Store:
 
     def team(self, name: str) -> TeamSettings:
         """The team's settings; a team nobody added gets open ones (no limits, no token)."""
-        raw = self.conn.get(Keys.team(name))
-        return TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
+        return _team_settings(name, self.conn.get(Keys.team(name)))
 
     def teams(self) -> list[TeamSettings]:
         """Every team with a queue, added or not, by name."""
@@ -412,12 +465,11 @@ class Store:
 
     def note_turn(self, team: str) -> None:
         """The team just had a turn (see fair_share)."""
-        self.conn.zadd(Keys.turns, {team: self.conn.incr(Keys.turn_counter)})
+        self.conn.eval(_NOTE_TURN, 2, Keys.turns, Keys.turn_counter, team)
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""
-        limit = self.team(team).max_running
-        return bool(self.conn.eval(_TAKE_SLOT, 1, Keys.team(team, "running"), job_id, -1 if limit is None else limit))
+        return bool(self.conn.eval(_TAKE_SLOT, 2, Keys.team(team, "running"), Keys.team(team), job_id))
 
     def release_slot(self, team: str, job_id: str) -> None:
         self.conn.srem(Keys.team(team, "running"), job_id)

@@ -8,6 +8,8 @@ to it instead of launching again.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 import signal
@@ -95,7 +97,7 @@ class Supervisor:
         if holder is not None:
             return f"supervised by {holder}"
         try:
-            return self._supervise().value
+            return self._supervise(record).value
         except _Done:
             return self.store.get(self.job_id).state.value
         finally:
@@ -114,22 +116,23 @@ class Supervisor:
         if record.state.terminal:
             self.store.release_slot(record.spec.team, self.job_id)
 
-    def _supervise(self) -> JobState:
-        record = self._update(self._claim)
+    def _supervise(self, record: JobRecord) -> JobState:
         try:
             backend = backend_named(record.spec.backend)
         except BackendError as exc:
             return self._finish(JobState.failed, str(exc))
+        if supervision.next_step(record).kind is not Kind.launch:
+            record = self._update(self._claim)  # a launch claims the job in its first write
         while True:
-            record = self.store.get(self.job_id)
             step = supervision.next_step(record)
             if step.kind is Kind.finish:
                 return self._finish(step.state, step.error)  # type: ignore[arg-type]
             if step.kind is Kind.launch:
-                self._launch(backend, record)
+                record = self._launch(backend, record)
                 continue
             if step.kind is Kind.reconcile:
                 self._reconcile(backend, record, step.attempt)  # type: ignore[arg-type]
+                record = self.store.get(self.job_id)
                 continue
             status = self._watch(backend, step.attempt, step.call_id)  # type: ignore[arg-type]
             record = self._end_attempt(step.attempt, status)  # type: ignore[arg-type]
@@ -140,22 +143,28 @@ class Supervisor:
                 record = self._update(lambda r: setattr(r, "state", JobState.retrying))
                 notify(self.store.conn, record, JobState.retrying)
                 self._sleep_beating(retry_backoff_s(record.attempts_this_round))
+                record = self.store.get(self.job_id)
 
     # -- launching -------------------------------------------------------------------------------
 
-    def _launch(self, backend: Backend, record: JobRecord) -> None:
+    def _launch(self, backend: Backend, record: JobRecord) -> JobRecord:
         """Start a new attempt once the previous one has surely ended; the call id is stored the
-        moment the backend returns it."""
-        self._update(lambda r: setattr(r, "state", JobState.starting))
-        self._end_previous(backend, record)
-        if record.nanochat_commit is None:
+        moment the backend returns it. Returns the record as last written."""
+        commit = record.nanochat_commit
+        if commit is None:  # no attempt has begun yet, so none can be running
             try:
                 commit = backend.resolve_ref(record.spec.repo_ref)
             except BackendError as exc:
                 self._finish(JobState.failed, str(exc))
                 raise _Done from None
-            self._update(lambda r: setattr(r, "nanochat_commit", commit))
-        record = self.store.get(self.job_id)
+
+        def starting(r: JobRecord) -> None:
+            self._claim(r)
+            r.state = JobState.starting
+            r.nanochat_commit = r.nanochat_commit or commit
+
+        record = self._update(starting)
+        self._end_previous(backend, record)
         self._prepare(backend, record)
         number = len(record.attempts) + 1
         pointer = backend.log_pointer(record)
@@ -175,8 +184,7 @@ class Supervisor:
         except LaunchUnknown as exc:
             # The call may be running: the next turn of the loop reconciles it through its
             # announcement instead of writing it off.
-            self._update(lambda r: setattr(r, "error", f"launch outcome unknown, reconciling: {exc}"))
-            return
+            return self._update(lambda r: setattr(r, "error", f"launch outcome unknown, reconciling: {exc}"))
         except BackendError as exc:
             self._end_attempt(number, CallStatus(Outcome.launch_failed, str(exc)))
             self._finish(JobState.failed, str(exc))
@@ -188,7 +196,7 @@ class Supervisor:
             r.attempts[number - 1].call_id = call_id
             r.state = JobState.running
 
-        self._update(started)
+        return self._update(started)
 
     def _end_previous(self, backend: Backend, record: JobRecord) -> None:
         """Before a new attempt, the previous call is confirmed ended, or cancelled and then
@@ -233,13 +241,14 @@ class Supervisor:
         try:
             worker = threading.Thread(target=prepare, daemon=True, name=f"prepare-{self.job_id}")
             worker.start()
-            while worker.is_alive():
-                worker.join(self.poll_s)
+            worker.join(self.poll_s)
+            while worker.is_alive():  # a prepare done within a poll (data already there) costs no renewal
                 self._keep_lease()
                 try:
                     lock.reacquire()
                 except LockError:
                     log.warning("%s: the data lock expired while preparing", self.job_id)
+                worker.join(self.poll_s)
         finally:
             try:
                 lock.release()
@@ -393,6 +402,18 @@ def _die_with_worker() -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
+def _settle_heap() -> None:
+    """Once the imports are done: collect, freeze what survived (each work horse is a fork, and a
+    frozen object is never written by the collector, so its pages stay shared), and hand the
+    heap freed by start-up back to the OS (glibc only), so an idle worker holds less."""
+    gc.collect()
+    gc.freeze()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: the freed heap stays with the process
+
+
 def _prepare_lock_key(record: JobRecord) -> str:
     from speedq.gpu import nanochat  # nanochat's shard rule, sized as the runner sizes it
 
@@ -444,5 +465,6 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     )
     worker.speedq_backends = tuple(backends)
     worker.speedq_lease_s = heartbeat_ttl_s()
+    _settle_heap()
     # The scheduler (a child process) puts notification retries back on their queue when due.
     return worker.work(burst=burst, logging_level=settings.get().log_level, with_scheduler=True)
