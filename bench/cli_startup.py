@@ -17,7 +17,6 @@ from speedq.connection import connect
 from speedq.schemas import JobSpec
 
 
-
 def slowest_imports(env: dict[str, str], job_id: str) -> tuple[bool, list[tuple[int, str]]]:
     """From `python -X importtime`: was modal imported, and the slowest top-level imports."""
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "speedq.cli", "status", job_id],

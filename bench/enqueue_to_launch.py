@@ -35,7 +35,7 @@ def rq_baseline(b, conn, jobs: int) -> Samples:  # type: ignore[no-untyped-def]
     for _ in range(jobs + WARMUP):
         sent = time.time()
         job = queue.enqueue("time.time")  # returns the moment the work horse ran it
-        wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, every=0.002, what="the no-op")
+        wait_for(lambda job=job: job.get_status(refresh=True) == JobStatus.FINISHED, every=0.002, what="the no-op")
         found.append(job.return_value() - sent)
     return Samples(found[WARMUP:])
 
@@ -49,7 +49,9 @@ def speedq_side(b, conn, jobs: int) -> Samples:  # type: ignore[no-untyped-def]
         spec = JobSpec(team="bench", run_name=f"r{i}", backend="sim", mode="smoke")
         sent = time.time()
         job_id = producer.submit(conn, spec).record.id
-        record = wait_for(lambda: (r := store.get(job_id)).state.terminal and r, every=0.002, what=f"{job_id}")
+        record = wait_for(
+            lambda job_id=job_id: (r := store.get(job_id)).state.terminal and r, every=0.002, what=f"{job_id}"
+        )
         assert record.state.value == "succeeded", record.error
         found.append(launched_at(record.attempts[0].call_id) - sent)
     return Samples(found[WARMUP:])

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
-from speedq.api import JOB_ERRORS, ERRORS, StoreDep, _job
+from speedq.api import ERRORS, JOB_ERRORS, StoreDep, _job
 from speedq.schemas import Board, JobId, JobOverview, JobPage, ListQuery, TeamJobs
 
 router = APIRouter()

@@ -85,7 +85,8 @@ def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[byte
     """Pop the next job from the queue keys `team_of` maps to their teams (in plan order): the
     team whose turn is oldest across all workers goes first. None if every queue is empty."""
     keys = list(team_of)
-    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *(team_of[k] or "" for k in keys))
+    teams = (team_of[k] or "" for k in keys)
+    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *teams)
     return (popped[0], popped[1]) if popped else None
 
 

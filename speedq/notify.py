@@ -76,7 +76,7 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
             # RQ logs the description; without one it would print the URL, which is a secret.
             description=f"notify team {note.team}: {note.job_id} {note.event}",
         )
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:
         log.exception("could not enqueue the %s notification for %s", event, record.id)
         return None
 
@@ -86,7 +86,8 @@ def describe(record: JobRecord, event: str) -> str:
     head = f"speedq {record.id} {spec.run_key} ({spec.model} {spec.mode} on {spec.gpu}, {spec.backend})"
     attempts = record.attempts_this_round
     if event == "succeeded":
-        return f"{head} succeeded after {attempts} attempt{'s' * (attempts != 1)}, {record.gpu_seconds / 3600:.2f} GPU-hours"
+        plural = "s" * (attempts != 1)
+        return f"{head} succeeded after {attempts} attempt{plural}, {record.gpu_seconds / 3600:.2f} GPU-hours"
     if event == "failed":
         return f"{head} failed: {record.error or 'no reason recorded'}"
     last = record.current_attempt

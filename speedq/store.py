@@ -421,7 +421,7 @@ class Store:
         with self.conn.pipeline(transaction=False) as pipe:
             for state in JobState:
                 pipe.zcard(Keys.index(team, state))
-            return {state: int(n) for state, n in zip(JobState, pipe.execute())}
+            return {state: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
 
     # -- teams -----------------------------------------------------------------------------------
 
@@ -438,7 +438,7 @@ class Store:
         raws = self.conn.mget([Keys.team(n) for n in names])
         return [
             TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
-            for name, raw in zip(names, raws)
+            for name, raw in zip(names, raws, strict=True)
         ]
 
     def add_team(self, settings: TeamSettings) -> bool:

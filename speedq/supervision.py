@@ -151,17 +151,21 @@ class Verdict:
 KEEP = Verdict()
 
 
-def verdict(record: JobRecord, number: int, status: CallStatus | None, watch: Watch, now: float, bounds: Bounds) -> Verdict:
+def verdict(
+    record: JobRecord, number: int, status: CallStatus | None, watch: Watch, now: float, bounds: Bounds
+) -> Verdict:
     """After one poll (`status` None: the poll failed): does the attempt go on?"""
     if status is not None and not status.running:
         return Verdict(status)
     if status is None and watch.failing_since is not None and now - watch.failing_since >= bounds.poll_failure_s:
-        return Verdict(CallStatus(Outcome.lost, f"no answer from the backend for {now - watch.failing_since:.0f}s"), stop=True)
+        silent_s = now - watch.failing_since
+        return Verdict(CallStatus(Outcome.lost, f"no answer from the backend for {silent_s:.0f}s"), stop=True)
     if record.cancel_requested:
         return Verdict(CallStatus(Outcome.cancelled, "cancelled by request"), stop=True)
     started = record.attempts[number - 1].started_at
     if now - started > record.spec.attempt_timeout_s:
-        return Verdict(CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout"), stop=True)
+        error = f"attempt ran past its {record.spec.attempt_timeout_s}s timeout"
+        return Verdict(CallStatus(Outcome.timed_out, error), stop=True)
     if now - watch.last_activity > bounds.stall_s:
         return Verdict(CallStatus(Outcome.stalled, f"no progress for {bounds.stall_s:.0f}s"), stop=True)
     return KEEP

@@ -91,7 +91,9 @@ def public_addresses(host: str, port: int) -> list[tuple]:  # type: ignore[type-
     return infos
 
 
-def connect_public(address: tuple[str, int], timeout: float | None = None, source_address: object = None) -> socket.socket:
+def connect_public(
+    address: tuple[str, int], timeout: float | None = None, source_address: object = None
+) -> socket.socket:
     """`socket.create_connection` that connects only to the checked addresses it resolved itself:
     http.client's hook, so the check and the connect see the same DNS answer."""
     host, port = address

@@ -14,19 +14,18 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 
 import redis
 from redis.exceptions import LockError
 from rq import Queue, get_current_job
 
-from speedq import config, supervision
+from speedq import config, reaper, supervision, worker_name
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
-from speedq.notify import notify
-from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq import reaper, worker_name
 from speedq.fair_share import FairDequeue, plan
+from speedq.notify import notify
+from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Keys, Store
 from speedq.supervision import Bounds, Kind, Watch
 
@@ -44,7 +43,7 @@ def heartbeat_ttl_s() -> float:
 
 def retry_backoff_s(attempts_done: int) -> float:
     base = float(os.environ.get("SPEEDQ_RETRY_BACKOFF", "10"))
-    return min(300.0, base * 2 ** max(0, attempts_done - 1))
+    return min(300.0, base * 2.0 ** max(0, attempts_done - 1))
 
 
 @cache
@@ -177,7 +176,7 @@ class Supervisor:
         except LaunchUnknown as exc:
             # The call may be running: the next turn of the loop reconciles it through its
             # announcement instead of writing it off.
-            self._update(lambda r: setattr(r, "error", f"launch outcome unknown, reconciling: {exc}"))
+            self._note_error(f"launch outcome unknown, reconciling: {exc}")
             return
         except BackendError as exc:
             self._end_attempt(number, CallStatus(Outcome.launch_failed, str(exc)))
@@ -290,11 +289,11 @@ class Supervisor:
                 status: CallStatus | None = backend.poll(record, call_id)
             except BackendError as exc:
                 status = None  # a flaky API is not the run failing: keep watching, up to a bound
-                self._update(lambda r: setattr(r, "error", f"poll failed (will retry): {exc}"))
+                self._note_error(f"poll failed (will retry): {exc}")
             progress = backend.read_progress(record)
             watch = supervision.observe(watch, status is not None, progress, time.time())
 
-            def note(r: JobRecord) -> None:
+            def note(r: JobRecord, progress: Progress | None = progress) -> None:
                 r.heartbeat_at = time.time()
                 r.worker = self.worker
                 if r.state in (JobState.starting, JobState.retrying):
@@ -302,7 +301,8 @@ class Supervisor:
                 supervision.note_progress(r, number, progress)
 
             record = self._update(note)
-            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:  # not in `note`: it may run twice
+            # not in `note`: the store may run `note` twice
+            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:
                 self.store.append_loss(self.job_id, progress)
             self._keep_lease()
             judged = supervision.verdict(record, number, status, watch, time.time(), self.bounds)
@@ -333,7 +333,8 @@ class Supervisor:
                 except BackendError as exc:
                     log.warning("poll of cancelled %s failed (will retry): %s", call_id, exc)
             if time.monotonic() >= deadline:
-                log.warning("%s: call %s not confirmed ended after %.0fs", self.job_id, call_id, self.bounds.stop_confirm_s)
+                log.warning("%s: call %s not confirmed ended after %.0fs",
+                            self.job_id, call_id, self.bounds.stop_confirm_s)
                 return False
             self._keep_lease()
             time.sleep(self.poll_s)
@@ -360,8 +361,14 @@ class Supervisor:
         r.worker = self.worker
         r.heartbeat_at = time.time()
 
-    def _update(self, change) -> JobRecord:  # type: ignore[no-untyped-def]
+    def _update(self, change: Callable[[JobRecord], object]) -> JobRecord:
         return self.store.update(self.job_id, change)
+
+    def _note_error(self, message: str) -> None:
+        def note(r: JobRecord) -> None:
+            r.error = message
+
+        self._update(note)
 
     def _finish(self, state: JobState, error: str | None) -> JobState:
         def end(r: JobRecord) -> None:

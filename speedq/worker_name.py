@@ -59,7 +59,8 @@ def free_name(conn: redis.Redis, name: str, say: Callable[[str], None], poll_s: 
             raise NameTaken(f"worker {name!r} is running here already (pid {old_pid}); give another --name")
         ttl = conn.ttl(key)
         if not said:
-            say(f"a worker named {name!r} on {old_host} registered within the last minute; waiting up to {ttl}s for it to lapse")
+            say(f"a worker named {name!r} on {old_host} registered within the last minute; "
+                f"waiting up to {ttl}s for it to lapse")
             said = True
         if ttl < 0:
             return

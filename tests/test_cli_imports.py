@@ -11,7 +11,8 @@ from tests.conftest import Speedq
 
 PROBE = (
     "import sys, atexit;"
-    "atexit.register(lambda: print('modal imported' if 'modal' in sys.modules else 'modal not imported', file=sys.stderr));"
+    "atexit.register(lambda: print('modal imported' if 'modal' in sys.modules else 'modal not imported',"
+    " file=sys.stderr));"
     "from speedq.cli import main; main(sys.argv[1:])"
 )
 

@@ -169,7 +169,8 @@ class LocalBackend:
         except FileNotFoundError:
             return None
         except ValueError as exc:
-            return RunResult(job_id="", attempt=attempt, outcome=Outcome.crashed, error=f"unreadable result file: {exc}")
+            error = f"unreadable result file: {exc}"
+            return RunResult(job_id="", attempt=attempt, outcome=Outcome.crashed, error=error)
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
         pid, ticks, run_dir = self.parse_call_id(call_id)

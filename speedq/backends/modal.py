@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.backends.modal_outcomes import (
     is_transport,
     one_line,
@@ -37,7 +38,6 @@ from speedq.backends.modal_outcomes import (
     status_from_error,
     status_from_value,
 )
-from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.gpu import layout
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
 
@@ -438,11 +438,13 @@ def has_credentials() -> bool:
     """A Modal token from MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or the active ~/.modal.toml profile."""
     if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
         return True
+    from modal.exception import Error as ModalError
+
     try:
         from modal.config import config as modal_config
 
         return bool(modal_config.get("token_id")) and bool(modal_config.get("token_secret"))
-    except Exception:  # an unreadable ~/.modal.toml
+    except ModalError:  # an unreadable ~/.modal.toml (modal raises InvalidError for it)
         return False
 
 

@@ -17,8 +17,11 @@ from speedq.sim.repo import BRANCH
 class SimBackend(LocalBackend):
     name = "sim"
 
-    def __init__(self, runs_root: Path | None = None, data_root: Path | None = None, cache_root: Path | None = None) -> None:
-        super().__init__(repo=str(config.home() / "sim-nanochat"), runs_root=runs_root, data_root=data_root, cache_root=cache_root)
+    def __init__(
+        self, runs_root: Path | None = None, data_root: Path | None = None, cache_root: Path | None = None
+    ) -> None:
+        super().__init__(repo=str(config.home() / "sim-nanochat"), runs_root=runs_root, data_root=data_root,
+                         cache_root=cache_root)
 
     @property
     def launcher(self) -> str:

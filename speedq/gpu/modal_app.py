@@ -251,7 +251,8 @@ def stop_stages(local_root: Path) -> None:
 def local_request(req: RunRequest, local_root: Path) -> RunRequest:
     """The same attempt with its run, data and cache on container-local disk."""
     return req.model_copy(update={
-        "run_dir": str(local_root / "run"), "data_dir": str(local_root / "data"), "cache_dir": str(local_root / "cache"),
+        "run_dir": str(local_root / "run"), "data_dir": str(local_root / "data"),
+        "cache_dir": str(local_root / "cache"),
     })
 
 
@@ -313,7 +314,8 @@ def execute(
         error = (f"the Volume's data for {req.commit} is marked prepared with {shards_for(req)} shards, "
                  f"but files are missing under {req.data_dir}: run prepare_data again")
         log.error(error)
-        return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error).model_dump(mode="json")
+        crashed = RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error)
+        return crashed.model_dump(mode="json")
     offloader = offload.Offloader(
         local_run=Path(local.run_dir), volume_run=volume_run, ckpt_rel=ckpt_rel, world_size=req.nproc,
         attempt=req.attempt, commit=commit_volume, reload=reload_volume, save_every=runner.save_every_for(req),

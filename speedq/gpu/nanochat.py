@@ -150,7 +150,9 @@ BATCH_EXPONENT = 0.383  # Power Lines: B_opt ~ D^0.383
 PARAM_DATA_RATIO = 8  # runs/speedrun.sh's --target-param-data-ratio
 SMOKE_STEPS = 10  # a smoke job's --num-iterations
 # Per-GPU micro batch at a 2048 context that fits in memory (speedrun.sh: 16 on 80 GB cards).
-DEVICE_BATCH_SIZE = {"H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4}
+DEVICE_BATCH_SIZE = {
+    "H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4,
+}
 FP8_GPUS = ("H100", "H200", "B200")
 
 
@@ -236,17 +238,20 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))  # type: ignore[arg-type]
     horizon = int(_arg(args, "num-iterations")) > 0 or float(_arg(args, "target-flops")) > 0  # type: ignore[call-overload, arg-type]
     if mode == "full" and not horizon and ratio <= 0:
-        raise SizingError("base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
+        raise SizingError(
+            "base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
     total = int(_arg(args, "total-batch-size"))  # type: ignore[call-overload]
     if total == -1:
         if ratio == 0:  # base_train divides by its d12 horizon, ratio x params
-            raise SizingError("target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
+            raise SizingError(
+                "target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
         total = auto_total_batch_size(depth, ratio, aspect, head, vocab_size)
     given = args.get("device-batch-size")
     candidates = [int(given)] if given is not None else _halvings(DEVICE_BATCH_SIZE.get(gpu_type, 8))  # type: ignore[call-overload]
     device = next((b for b in candidates if batch_rule(total, b, seq, world_size)), None)
     if device is None:
-        tried = f"device-batch-size {candidates[0]}" if given is not None else f"any device-batch-size from {candidates[0]} down to 1"
+        tried = (f"device-batch-size {candidates[0]}" if given is not None
+                 else f"any device-batch-size from {candidates[0]} down to 1")
         raise SizingError(
             f"nanochat requires total-batch-size ({total}) to be a multiple of device-batch-size x max-seq-len "
             f"({seq}) x GPU count ({world_size}), and {tried} fails that; use a power-of-two GPU count or set "
@@ -333,7 +338,7 @@ def tokenizer_vocab_size(data_dir: Path) -> int | None:
 
     try:
         with open(Path(data_dir) / TOKENIZER_DIR / TOKENIZER_FILES[0], "rb") as fh:
-            enc = pickle.load(fh)  # noqa: S301 - nanochat's own file, loaded by nanochat the same way
+            enc = pickle.load(fh)
     except Exception:  # noqa: BLE001 - absent, or tiktoken missing: the default vocabulary then
         return None
     size = enc.get("vocab_size") if isinstance(enc, dict) else getattr(enc, "n_vocab", None)

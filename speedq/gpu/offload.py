@@ -265,7 +265,7 @@ class Offloader:
             before = self._last_step
             if before and self.save_every and step == before[1] + 1 and before[1] % self.save_every == 0 and before[1]:
                 with self._lock:
-                    self.saves = (self.saves + [round(save_blocked_s(before, (now, step, dt)), 3)])[-KEEP_SAVES:]
+                    self.saves = [*self.saves, round(save_blocked_s(before, (now, step, dt)), 3)][-KEEP_SAVES:]
             self._last_step = (now, step)
 
     def sync_once(self) -> None:
@@ -300,7 +300,8 @@ class Offloader:
         on_volume = set(complete_steps(volume_ckpt, self.world_size)) if volume_ckpt.is_dir() else set()
         for step in sorted(set(complete_steps(local_ckpt, self.world_size)) - on_volume):
             # meta last: a reader counts a step complete only with all files, the meta among them
-            files = sorted(runner.checkpoint_files(local_ckpt, step, self.world_size), key=lambda p: p.suffix == ".json")
+            files = sorted(runner.checkpoint_files(local_ckpt, step, self.world_size),
+                           key=lambda p: p.suffix == ".json")
             for src in files:
                 copy_file(src, volume_ckpt / src.name)
             self.offloaded_step = step

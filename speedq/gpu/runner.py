@@ -89,7 +89,8 @@ def train_flags(req: RunRequest) -> list[str]:
         "fp8": req.gpu_type in nanochat.FP8_GPUS,
     }
     if req.mode == "smoke":
-        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1, "sample-every": -1})
+        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1,
+                      "sample-every": -1})
     flags.update(req.train_args)
     return nanochat.argv_of(flags)
 
@@ -105,7 +106,8 @@ def plan(req: RunRequest) -> list[Stage]:
     ]
     if req.mode == "smoke":
         return stages
-    return stages + [
+    return [
+        *stages,
         Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={eval_batch}",), distributed=True),
         Stage("chat_sft", "scripts.chat_sft", (f"--run={req.env.get('WANDB_RUN', 'dummy')}",), distributed=True),
         Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
@@ -205,7 +207,8 @@ def newest_complete_checkpoint(ckpt_dir: Path, world_size: int) -> int | None:
 
 def prune_checkpoints(ckpt_dir: Path, world_size: int, keep: int = KEEP_CHECKPOINTS) -> None:
     """Delete checkpoints older than the `keep` newest complete ones (each is GBs on the Volume)."""
-    complete = [s for s in checkpoint_steps(ckpt_dir) if all(_readable(p) for p in checkpoint_files(ckpt_dir, s, world_size))]
+    complete = [s for s in checkpoint_steps(ckpt_dir)
+                if all(_readable(p) for p in checkpoint_files(ckpt_dir, s, world_size))]
     if len(complete) <= keep:
         return
     oldest_kept = complete[keep - 1]
@@ -371,7 +374,8 @@ def stage_left_undone(req: RunRequest, stage: Stage) -> str | None:
         missing = nanochat.missing_shards(data_dir, shards_needed(req))
         if missing:
             names = ", ".join(nanochat.shard_name(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
-            return f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in {data_dir / nanochat.SHARDS_DIR} ({names})"
+            return (f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in "
+                    f"{data_dir / nanochat.SHARDS_DIR} ({names})")
     if stage.name == "tok_train" and not nanochat.tokenizer_ready(data_dir):
         return f"no {' and '.join(nanochat.TOKENIZER_FILES)} in {data_dir / nanochat.TOKENIZER_DIR}"
     return None
@@ -460,7 +464,7 @@ class Attempt:
         return bool(every and step.index > 0 and step.index % every == 0)
 
     def _metrics(self, line: str) -> None:
-        if not line[:1] in ("S", "T", "M"):
+        if line[:1] not in ("S", "T", "M"):
             return  # the hot path: most lines are step lines or noise
         found = nanochat_log.read([line])
         if found.val_bpb:
@@ -526,7 +530,9 @@ def _stage_key(req: RunRequest, stage: Stage) -> str:
     return stage.name if stage.shared else f"{req.mode}/{stage.name}"
 
 
-def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path) -> tuple[Stage, int | None, str] | None:
+def _run_shared_stages(
+    attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path
+) -> tuple[Stage, int | None, str] | None:
     """Data and tokenizer into req.data_dir, once for every run using it. A failure or None."""
     data_dir = Path(req.data_dir)
     ledger = data_dir / layout.DATA_LEDGER
@@ -536,7 +542,8 @@ def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], t
                 attempt.log(f"---- stage {stage.name}: already done in {data_dir}, skipped ----")
                 continue
             if stage.name == "data" and req.offline:
-                return stage, None, f"offline run, and {stage_left_undone(req, stage)}; downloading them needs the internet"
+                undone = stage_left_undone(req, stage)
+                return stage, None, f"offline run, and {undone}; downloading them needs the internet"
             if (why := offline_skip(req, stage)) is not None:
                 attempt.log(f"---- stage {stage.name}: {why} ----")
                 continue
