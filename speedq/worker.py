@@ -27,7 +27,7 @@ from speedq.fair_share import FairDequeue, plan
 from speedq.notify import notify
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Keys, Store
-from speedq.supervision import Bounds, Kind, Watch
+from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Launch, Reconcile, Retry, Watch
 
 log = logging.getLogger("speedq.worker")
 
@@ -124,20 +124,20 @@ class Supervisor:
         while True:
             record = self.store.get(self.job_id)
             step = supervision.next_step(record)
-            if step.kind is Kind.finish:
-                return self._finish(step.state, step.error)  # type: ignore[arg-type]
-            if step.kind is Kind.launch:
+            if isinstance(step, Finish):
+                return self._finish(step.state, step.error)
+            if isinstance(step, Launch):
                 self._launch(backend, record)
                 continue
-            if step.kind is Kind.reconcile:
-                self._reconcile(backend, record, step.attempt)  # type: ignore[arg-type]
+            if isinstance(step, Reconcile):
+                self._reconcile(backend, record, step.attempt)
                 continue
-            status = self._watch(backend, step.attempt, step.call_id)  # type: ignore[arg-type]
-            record = self._end_attempt(step.attempt, status)  # type: ignore[arg-type]
+            status = self._watch(backend, step.attempt, step.call_id)
+            record = self._end_attempt(step.attempt, status)
             then = supervision.after_attempt(record, status)
-            if then.kind is Kind.finish:
-                return self._finish(then.state, then.error)  # type: ignore[arg-type]
-            if then.kind is Kind.retry:
+            if isinstance(then, Finish):
+                return self._finish(then.state, then.error)
+            if isinstance(then, Retry):
                 record = self._update(lambda r: setattr(r, "state", JobState.retrying))
                 notify(self.store.conn, record, JobState.retrying)
                 self._sleep_beating(retry_backoff_s(record.attempts_this_round))
@@ -258,15 +258,16 @@ class Supervisor:
     def _reconcile(self, backend: Backend, record: JobRecord, number: int) -> None:
         attempt = record.attempts[number - 1]
         step = supervision.reconcile(attempt, self._announced(backend, record, number), time.time(), self.bounds)
-        if step.kind is Kind.adopt:
-            log.warning("%s: adopting attempt %d's call %s from its announcement", self.job_id, number, step.call_id)
+        if isinstance(step, Adopt):
+            call_id = step.call_id
+            log.warning("%s: adopting attempt %d's call %s from its announcement", self.job_id, number, call_id)
 
             def adopt(r: JobRecord) -> None:
-                r.attempts[number - 1].call_id = step.call_id
+                r.attempts[number - 1].call_id = call_id
                 r.state = JobState.running
 
             self._update(adopt)
-        elif step.kind is Kind.fence_off:
+        elif isinstance(step, FenceOff):
             self._end_attempt(number, CallStatus(Outcome.lost, step.error))
         else:
             self._sleep_beating(self.poll_s)
@@ -431,7 +432,7 @@ class SpeedqWorker(FairDequeue):
     by dead workers, between jobs."""
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         try:
             reaper.reap(self.connection)
         except redis.RedisError as exc:
