@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis
 from rq import Worker
 
+from speedq.connection import text
 from speedq.errors import ProducerError
 
 
@@ -49,7 +50,7 @@ def free_name(conn: redis.Redis, name: str, say: Callable[[str], None], poll_s: 
         death, host, pid = conn.hmget(key, "death", "hostname", "pid")
         if not conn.exists(key) or death is not None:
             return
-        old_host, old_pid = (host or b"").decode(), int(pid or 0)
+        old_host, old_pid = text(host or b""), int(pid or 0)
         if old_host == socket.gethostname() and (old_pid == os.getpid() or not _alive(old_pid)):
             old = Worker.find_by_key(key, connection=conn)
             if old is not None:

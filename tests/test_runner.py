@@ -361,7 +361,7 @@ def test_data_is_not_ready_because_the_download_exited_0(tmp_path: Path, sim_rep
     again = request(tmp_path, sim_repo, mode="smoke", attempt=2)
     assert runner.run(again).outcome is Outcome.succeeded
     entry = runner.read_ledger(tmp_path / "data" / layout.DATA_LEDGER)["data"]
-    assert entry["commit"] == again.commit and entry["shards"] == runner.shards_needed(again) == 8
+    assert entry.commit == again.commit and entry.shards == runner.shards_needed(again) == 8
     # A shard cut short later makes the data not ready again, whatever the ledger says.
     shard = tmp_path / "data" / "base_data_climbmix" / "shard_00003.parquet"
     shard.write_bytes(shard.read_bytes()[:-3])

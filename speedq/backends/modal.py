@@ -22,11 +22,12 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
@@ -61,7 +62,7 @@ PREPARE_BLIND_LIMIT_S = 600.0
 
 DEFAULT_CALL_TIMEOUT_S = 15.0
 GIT_TIMEOUT_S = 30.0
-LOG_LOCATION = "modal-volume"
+LOG_LOCATION: Final = "modal-volume"
 
 
 def call_timeout_s() -> float:
@@ -88,22 +89,29 @@ def _run_sync(make: Callable[[], Awaitable[T]], timeout: float) -> T:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(bounded())
-    box: dict[str, Any] = {}
+    return _in_thread(lambda: asyncio.run(bounded()), timeout + 5)
+
+
+def _in_thread(call: Callable[[], T], timeout: float) -> T:
+    """call() on a daemon thread, waited on for at most `timeout` (a stuck call is left behind):
+    its value, its own error raised here, or TimeoutError."""
+    values: list[T] = []
+    errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            box["value"] = asyncio.run(bounded())
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
+            values.append(call())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller, below
+            errors.append(exc)
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    thread.join(timeout + 5)
-    if "error" in box:
-        raise box["error"]
-    if "value" not in box:
+    thread.join(timeout)
+    if errors:
+        raise errors[0]
+    if not values:
         raise TimeoutError()
-    return box["value"]
+    return values[0]
 
 
 class LaunchUnknown(BackendError):
@@ -203,9 +211,10 @@ class ModalBackend:
 
         fn = self._function(RESOLVE_FUNCTION)
         try:
-            return self._bounded(
+            commit: str = self._bounded(  # the function's return (modal's calls are untyped)
                 "resolving the ref", lambda: fn.remote.aio(config.NANOCHAT_REPO_URL, ref)
             )
+            return commit
         except mexc.Error as exc:
             raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {one_line(exc)}") from exc
         except Exception as exc:  # the function's own error, e.g. unknown ref
@@ -268,7 +277,8 @@ class ModalBackend:
             raise LaunchUnknown(
                 f"the answer to {what} was lost ({self._why(exc)}); the call may be running"
             ) from exc
-        return call.object_id
+        call_id: str = call.object_id  # a modal.FunctionCall (spawn.aio is untyped)
+        return call_id
 
     def launch(self, record: JobRecord, attempt: int) -> str:
         spec = record.spec
@@ -342,7 +352,8 @@ class ModalBackend:
         log.info("preparing data for %s (%d shards) on Modal: call %s", commit[:12], shards, call_id)
         status = self.wait(record, call_id, PREPARE_TIMEOUT_S + 600)
         if status.outcome is not Outcome.succeeded:
-            raise BackendError(f"data preparation {call_id} ended {status.outcome.value}: {status.error}")
+            ended = status.outcome.value if status.outcome is not None else "without an outcome"
+            raise BackendError(f"data preparation {call_id} ended {ended}: {status.error}")
         if not marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
             raise BackendError(f"data preparation {call_id} succeeded but the Volume's marker does not cover "
                                f"{shards} shards of {commit[:12]}")
@@ -452,19 +463,9 @@ def _resolve_locally(repo: str, ref: str) -> str:
     """runner.resolve_commit under a hard bound (git ls-remote; a stuck git is left behind)."""
     from speedq.gpu import runner
 
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = runner.resolve_commit(repo, ref)
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(GIT_TIMEOUT_S)
-    if "error" in box:
-        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(box['error'])}")
-    if "value" not in box:
-        raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s")
-    return box["value"]
+    try:
+        return _in_thread(lambda: runner.resolve_commit(repo, ref), GIT_TIMEOUT_S)
+    except TimeoutError:
+        raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s") from None
+    except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:  # git's answers
+        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(exc)}") from exc

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import queue
 import re
@@ -27,7 +26,6 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,6 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speedq.gpu import fence, layout, nanochat, nanochat_log
+
+# Moved out to modules of their own, still reachable here: modal_app, offload and the tests use them.
+from speedq.gpu.checkpoints import KEEP_CHECKPOINTS as KEEP_CHECKPOINTS
+from speedq.gpu.checkpoints import _readable as _readable
+from speedq.gpu.checkpoints import checkpoint_files as checkpoint_files
+from speedq.gpu.checkpoints import checkpoint_steps as checkpoint_steps
+from speedq.gpu.checkpoints import newest_complete_checkpoint as newest_complete_checkpoint
+from speedq.gpu.checkpoints import prune_checkpoints as prune_checkpoints
+from speedq.gpu.git import checkout as checkout
+from speedq.gpu.git import resolve_commit as resolve_commit
+from speedq.gpu.ledger import mark_done as mark_done
+from speedq.gpu.ledger import read_ledger as read_ledger
+from speedq.gpu.ledger import write_json_atomic as write_json_atomic
 from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
 from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
 
@@ -42,13 +53,10 @@ from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
 PROGRESS_EVERY_S = 0.25  # at most four progress.json writes a second
 SCAN_EVERY_S = 1.0  # how often the checkpoint directory is looked at during training
 ON_CHECKPOINT_EVERY_S = 120.0  # Modal commits the Volume at least this often (logs, progress)
-KEEP_CHECKPOINTS = 3  # complete base checkpoints kept; older ones are deleted (GBs each)
-GIT_TIMEOUT_S = 120.0
 FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
 SHARED_DIRS = (nanochat.SHARDS_DIR, nanochat.TOKENIZER_DIR)  # live in req.data_dir, linked into every run
 RANK_MODULE = "speedq.gpu.rank"  # every training process runs inside the run-dir fence
 SIM_TORCHRUN = "speedq.sim.torchrun"  # the sim's torchrun: one process, in a session of its own
-_HEX40 = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -150,160 +158,7 @@ def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-_readable_cache: dict[tuple[str, int, int], bool] = {}
-
-
-def _readable(path: Path) -> bool:
-    """A .pt (zip) that opens and whose members pass their CRC check, or a meta that parses.
-
-    Cached by (path, size, mtime): a multi-GB checkpoint is read through once, not every scan.
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _readable_cache:
-        try:
-            if path.suffix == ".json":
-                ok = isinstance(json.loads(path.read_text()), dict)
-            else:
-                with zipfile.ZipFile(path) as zf:
-                    ok = zf.testzip() is None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-            ok = False
-        _readable_cache[key] = ok
-    return _readable_cache[key]
-
-
-def checkpoint_files(ckpt_dir: Path, step: int, world_size: int) -> list[Path]:
-    """The files nanochat's checkpoint_manager writes for one step."""
-    return [
-        ckpt_dir / f"model_{step:06d}.pt",
-        ckpt_dir / f"meta_{step:06d}.json",
-        *(ckpt_dir / f"optim_{step:06d}_rank{rank}.pt" for rank in range(world_size)),
-    ]
-
-
-def checkpoint_steps(ckpt_dir: Path) -> list[int]:
-    """Steps with any model file, newest first."""
-    steps = []
-    for path in Path(ckpt_dir).glob("model_*.pt"):
-        digits = path.stem.removeprefix("model_")
-        if digits.isdigit():
-            steps.append(int(digits))
-    return sorted(steps, reverse=True)
-
-
-def newest_complete_checkpoint(ckpt_dir: Path, world_size: int) -> int | None:
-    """Newest step whose model, meta and every rank's optimizer file exist and are readable."""
-    for step in checkpoint_steps(Path(ckpt_dir)):
-        if all(_readable(p) for p in checkpoint_files(Path(ckpt_dir), step, world_size)):
-            return step
-    return None
-
-
-def prune_checkpoints(ckpt_dir: Path, world_size: int, keep: int = KEEP_CHECKPOINTS) -> None:
-    """Delete checkpoints older than the `keep` newest complete ones (each is GBs on the Volume)."""
-    complete = [s for s in checkpoint_steps(ckpt_dir)
-                if all(_readable(p) for p in checkpoint_files(ckpt_dir, s, world_size))]
-    if len(complete) <= keep:
-        return
-    oldest_kept = complete[keep - 1]
-    for path in ckpt_dir.iterdir():
-        match = re.fullmatch(r"(?:model|meta|optim)_(\d{6})(?:_rank\d+)?\.(?:pt|json)", path.name)
-        if match and int(match.group(1)) < oldest_kept:
-            path.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Git
-
-
-def _git(args: list[str], cwd: Path | None = None) -> str:
-    done = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},  # a bad URL must fail, not ask for a password
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip() or done.returncode}")
-    return done.stdout
-
-
-def resolve_commit(repo: str, ref: str) -> str:
-    """The full commit id `ref` (branch, tag or commit) names in `repo` (a path or a URL)."""
-    if not ref or ref.startswith("-"):
-        raise ValueError(f"not a git ref: {ref!r}")
-    if Path(repo).is_dir():
-        try:
-            out = _git(["-C", repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"])
-        except RuntimeError:
-            raise ValueError(f"{ref!r} names no commit in {repo}") from None
-        return out.strip()
-    listing = _git(["ls-remote", "--end-of-options", repo, ref])
-    found: dict[str, str] = {}
-    for line in listing.splitlines():
-        sha, _, name = line.partition("\t")
-        found[name] = sha
-    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref, f"{ref}^{{}}"):
-        if name in found:
-            return found[name]
-    if _HEX40.fullmatch(ref.lower()):
-        return ref.lower()  # a commit id is not advertised; checking it out verifies it
-    raise ValueError(f"{ref!r} is no branch or tag of {repo} (give a full 40-character commit id for a commit)")
-
-
-def checkout(req: RunRequest) -> Path:
-    """The nanochat tree at req.commit, cloned once per commit into the cache and reused."""
-    commit = req.commit if _HEX40.fullmatch(req.commit) else resolve_commit(req.repo, req.commit)
-    dest = Path(req.cache_dir) / layout.CHECKOUTS / commit
-    if (dest / ".git").exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{commit[:12]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _git(["clone", "--quiet", "--no-checkout", "--", req.repo, str(tmp)])
-        _git(["-C", str(tmp), "checkout", "--quiet", "--detach", commit])
-        try:
-            os.rename(tmp, dest)  # atomic: a half-made checkout never sits at dest
-        except OSError:
-            if not (dest / ".git").exists():  # not another attempt that got there first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
-
-
-# ---------------------------------------------------------------------------------------------
 # Files
-
-
-def write_json_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(data)
-    os.replace(tmp, path)
-
-
-def read_ledger(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def mark_done(path: Path, key: str, **info: object) -> None:
-    ledger = read_ledger(path)
-    ledger[key] = {"finished_at": time.time(), **info}
-    write_json_atomic(path, json.dumps(ledger, indent=2, sort_keys=True))
 
 
 def force_restart(req: RunRequest) -> bool:
@@ -404,7 +259,7 @@ class Attempt:
     ckpt_dir: Path | None = None
     save_every: int | None = None
     last_written: float = 0.0
-    written: dict | None = None  # what progress.json holds, to rewrite it only on a change
+    written: Progress | None = None  # what progress.json holds (but its time), to rewrite it only on a change
     last_callback: float = field(default_factory=time.monotonic)
     last_scan: float = 0.0
 
@@ -418,7 +273,7 @@ class Attempt:
         now = time.monotonic()
         if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
             return
-        content = self.progress.model_dump(exclude={"updated_at"})
+        content = self.progress.model_copy(update={"updated_at": 0.0}, deep=True)
         if content == self.written:
             return
         self.progress.updated_at = time.time()
@@ -556,8 +411,8 @@ def _run_shared_stages(
                 return stage, code, last
             if (undone := stage_left_undone(req, stage)) is not None:
                 return stage, code, f"exited 0 but {undone}"
-            info = {"shards": shards_needed(req)} if stage.name == "data" else {}
-            mark_done(ledger, stage.name, commit=req.commit, **info)
+            shards = shards_needed(req) if stage.name == "data" else None
+            mark_done(ledger, stage.name, commit=req.commit, shards=shards)
     return None
 
 
