@@ -218,8 +218,7 @@ class Store:
         once both checks pass, so a refused submit writes nothing at all (the sequence counter
         included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
-        holder, record = self._claim_run(spec, None, guard, also)
-        return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
+        return self._claim_run(spec, None, guard, also)
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
         """Write new records and their index entries in one round trip, claiming no runs: for
@@ -231,12 +230,13 @@ class Store:
 
     def reclaim_run(self, record: JobRecord) -> JobRecord | None:
         """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        return self._claim_run(record.spec, record, None, None)[0]
+        holder, claimed = self._claim_run(record.spec, record, None, None)
+        return None if claimed else holder
 
     def _claim_run(
         self, spec: JobSpec, own: JobRecord | None, guard: Callable[[TeamUsage], None] | None, also: Also | None
-    ) -> tuple[JobRecord | None, JobRecord | None]:
-        """(the active job holding the run, None) or (None, the job now holding it): `own`, or
+    ) -> tuple[JobRecord, bool]:
+        """(the active job holding the run, False) or (the job now holding it, True): `own`, or
         a new record stored for `spec`. One optimistic transaction, so two submits racing for
         one run make one job."""
         team = spec.team
@@ -250,7 +250,7 @@ class Store:
                         existing = self._get_active(pipe, text(holder))
                         if existing is not None:
                             pipe.unwatch()
-                            return existing, None
+                            return existing, False
                     if guard is not None:
                         try:
                             guard(self._usage(pipe, team))
@@ -271,7 +271,7 @@ class Store:
                     if own is None:
                         self._write(pipe, record, previous=None)
                     pipe.execute()
-                    return None, record
+                    return record, True
                 except redis.WatchError:
                     continue
 

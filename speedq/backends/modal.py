@@ -16,14 +16,11 @@ container's announcement in the run directory (`announced`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import shlex
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
@@ -31,6 +28,8 @@ from typing import Any, Final, TypeVar
 
 from speedq import config
 from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.modal_calls import has_credentials as has_credentials  # the CLI's and tests' name
+from speedq.backends.modal_calls import resolve_locally, run_sync
 from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.backends.modal_outcomes import (
     is_transport,
@@ -45,6 +44,7 @@ from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
 
 # Function names in the deployed app (speedq/gpu/modal_app.py defines them).
 FULL_FUNCTION = "run_speedrun"
@@ -61,7 +61,6 @@ PREPARE_POLL_EVERY_S = 5.0
 PREPARE_BLIND_LIMIT_S = 600.0
 
 DEFAULT_CALL_TIMEOUT_S = 15.0
-GIT_TIMEOUT_S = 30.0
 LOG_LOCATION: Final = "modal-volume"
 
 
@@ -77,41 +76,6 @@ def function_for(mode: str) -> str:
 def volume_relpath(record: JobRecord) -> PurePosixPath:
     """The run directory relative to the Volume root: `runs/<team>/<run-name>`."""
     return PurePosixPath("runs") / layout.run_relpath(record.spec.team, record.spec.run_name or "")
-
-
-def _run_sync(make: Callable[[], Awaitable[T]], timeout: float) -> T:
-    """Run `make()` under asyncio.wait_for from sync code (in a thread if a loop is running here)."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(make(), timeout)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(bounded())
-    return _in_thread(lambda: asyncio.run(bounded()), timeout + 5)
-
-
-def _in_thread(call: Callable[[], T], timeout: float) -> T:
-    """call() on a daemon thread, waited on for at most `timeout` (a stuck call is left behind):
-    its value, its own error raised here, or TimeoutError."""
-    values: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            values.append(call())
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller, below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if errors:
-        raise errors[0]
-    if not values:
-        raise TimeoutError()
-    return values[0]
 
 
 class LaunchUnknown(BackendError):
@@ -155,7 +119,7 @@ class ModalBackend:
         import modal.exception as mexc
 
         try:
-            return _run_sync(make, self.timeout_s)
+            return run_sync(make, self.timeout_s)
         except TimeoutError as exc:  # asyncio.wait_for's, i.e. ours (callers catch .get's inside)
             raise BackendError(
                 f"Modal did not answer {what} within {self.timeout_s:g}s (no route to Modal's API?)"
@@ -206,7 +170,7 @@ class ModalBackend:
         """Pin a ref with `git ls-remote` here when git exists (no container, no cost, ~1 s);
         otherwise with the app's CPU function `resolve_ref`. Both are bounded."""
         if shutil.which("git"):
-            return _resolve_locally(config.NANOCHAT_REPO_URL, ref)
+            return resolve_locally(config.NANOCHAT_REPO_URL, ref)
         import modal.exception as mexc
 
         fn = self._function(RESOLVE_FUNCTION)
@@ -270,7 +234,7 @@ class ModalBackend:
         refused = (mexc.InvalidError, mexc.AuthError, mexc.PermissionDeniedError, mexc.NotFoundError,
                    mexc.SerializationError, mexc.RequestSizeError, mexc.UnimplementedError)
         try:
-            call = _run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
+            call = run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
         except refused as exc:  # the server said no: nothing was created
             raise BackendError(f"Modal refused {what}: {one_line(exc)}") from exc
         except Exception as exc:  # no answer, a reset, UNAVAILABLE after retries: a call may exist
@@ -301,7 +265,7 @@ class ModalBackend:
                 return running
 
         try:
-            value = _run_sync(get, self.timeout_s)
+            value = run_sync(get, self.timeout_s)
         except Exception as exc:
             status = status_from_error(exc, call_id)
             if status is None:
@@ -440,32 +404,3 @@ class ModalBackend:
 
     def _env_words(self) -> str:
         return f" in environment {self.environment_name!r}" if self.environment_name else ""
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def has_credentials() -> bool:
-    """A Modal token from MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or the active ~/.modal.toml profile."""
-    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
-        return True
-    from modal.exception import Error as ModalError
-
-    try:
-        from modal.config import config as modal_config
-
-        return bool(modal_config.get("token_id")) and bool(modal_config.get("token_secret"))
-    except ModalError:  # an unreadable ~/.modal.toml (modal raises InvalidError for it)
-        return False
-
-
-def _resolve_locally(repo: str, ref: str) -> str:
-    """runner.resolve_commit under a hard bound (git ls-remote; a stuck git is left behind)."""
-    from speedq.gpu import runner
-
-    try:
-        return _in_thread(lambda: runner.resolve_commit(repo, ref), GIT_TIMEOUT_S)
-    except TimeoutError:
-        raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s") from None
-    except (ValueError, RuntimeError, OSError, subprocess.SubprocessError) as exc:  # git's answers
-        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(exc)}") from exc

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from speedq import config
-from speedq.backends.local import LocalBackend
+from speedq.backends.local import Launcher, LocalBackend
 from speedq.gpu import nanochat
 from speedq.sim.repo import BRANCH
 
@@ -24,7 +24,7 @@ class SimBackend(LocalBackend):
                          cache_root=cache_root)
 
     @property
-    def launcher(self) -> str:
+    def launcher(self) -> Launcher:
         return "sim"
 
     def check(self) -> None:
