@@ -18,23 +18,19 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
-import queue
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedq.gpu import fence, layout, nanochat, nanochat_log
+from speedq.gpu import fence, layout, nanochat
 
 # Moved out to modules of their own, still reachable here: modal_app, offload and the tests use them.
+from speedq.gpu.attempt import Attempt as Attempt
+from speedq.gpu.attempt import last_logged_step as last_logged_step
 from speedq.gpu.checkpoints import KEEP_CHECKPOINTS as KEEP_CHECKPOINTS
 from speedq.gpu.checkpoints import _readable as _readable
 from speedq.gpu.checkpoints import checkpoint_files as checkpoint_files
@@ -46,115 +42,19 @@ from speedq.gpu.git import resolve_commit as resolve_commit
 from speedq.gpu.ledger import mark_done as mark_done
 from speedq.gpu.ledger import read_ledger as read_ledger
 from speedq.gpu.ledger import write_json_atomic as write_json_atomic
-from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
-from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
+from speedq.gpu.plan import RANK_MODULE as RANK_MODULE
+from speedq.gpu.plan import Stage as Stage
+from speedq.gpu.plan import command as command
+from speedq.gpu.plan import plan as plan
+from speedq.gpu.plan import save_every_for as save_every_for
+from speedq.gpu.plan import shards_needed as shards_needed
+from speedq.gpu.plan import sizing as sizing
+from speedq.gpu.plan import stage_env as stage_env
+from speedq.gpu.plan import train_flags as train_flags
+from speedq.schemas import Outcome, Progress, RunRequest, RunResult
 
 # Runner behaviour
-PROGRESS_EVERY_S = 0.25  # at most four progress.json writes a second
-SCAN_EVERY_S = 1.0  # how often the checkpoint directory is looked at during training
-ON_CHECKPOINT_EVERY_S = 120.0  # Modal commits the Volume at least this often (logs, progress)
-FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
 SHARED_DIRS = (nanochat.SHARDS_DIR, nanochat.TOKENIZER_DIR)  # live in req.data_dir, linked into every run
-RANK_MODULE = "speedq.gpu.rank"  # every training process runs inside the run-dir fence
-SIM_TORCHRUN = "speedq.sim.torchrun"  # the sim's torchrun: one process, in a session of its own
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: str  # `python -m <module>` from the checkout's root
-    flags: tuple[str, ...] = ()
-    distributed: bool = False  # launched through torchrun on every GPU
-    shared: bool = False  # writes into req.data_dir, reused by every run
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan: nanochat's pipeline for one request
-
-
-def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
-    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
-    nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
-    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
-    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
-
-
-def shards_needed(req: RunRequest) -> int:
-    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top. Sized with
-    the default vocabulary, so the count does not move once a tokenizer is trained."""
-    return nanochat.shards_needed(sizing(req, nanochat.VOCAB_SIZE), req.mode)
-
-
-def train_flags(req: RunRequest) -> list[str]:
-    """base_train's argv: speedq's settings, then the job's train args (which win where both set)."""
-    size = sizing(req)
-    flags: dict[str, int | float | bool | str] = {
-        "depth": depth_of(req.model),
-        "device-batch-size": size.device_batch_size,
-        "model-tag": layout.model_tag(req.model, req.mode),
-        "run": req.env.get("WANDB_RUN", "dummy"),
-        "target-param-data-ratio": nanochat.PARAM_DATA_RATIO,
-        "fp8": req.gpu_type in nanochat.FP8_GPUS,
-    }
-    if req.mode == "smoke":
-        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1,
-                      "sample-every": -1})
-    flags.update(req.train_args)
-    return nanochat.argv_of(flags)
-
-
-def plan(req: RunRequest) -> list[Stage]:
-    """nanochat's pipeline (runs/speedrun.sh) for this request, in order."""
-    eval_batch = nanochat.DEVICE_BATCH_SIZE.get(req.gpu_type, 8)
-    stages = [
-        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(req)), "-w", "8"), shared=True),
-        Stage("tok_train", "scripts.tok_train", shared=True),
-        Stage("tok_eval", "scripts.tok_eval", shared=True),
-        Stage("base_train", "scripts.base_train", tuple(train_flags(req)), distributed=True),
-    ]
-    if req.mode == "smoke":
-        return stages
-    return [
-        *stages,
-        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={eval_batch}",), distributed=True),
-        Stage("chat_sft", "scripts.chat_sft", (f"--run={req.env.get('WANDB_RUN', 'dummy')}",), distributed=True),
-        Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
-    ]
-
-
-def save_every_for(req: RunRequest) -> int:
-    if req.save_every:
-        return req.save_every
-    if req.mode == "smoke":
-        return nanochat.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
-    steps = sizing(req).num_iterations
-    return nanochat.default_save_every(steps) if steps else FALLBACK_SAVE_EVERY
-
-
-def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
-    flags = [*stage.flags, *extra]
-    if not stage.distributed:
-        return [sys.executable, "-m", stage.module, *flags]
-    fenced = ["-m", RANK_MODULE, stage.module]
-    if req.launcher == "python":
-        return [sys.executable, *fenced, *flags]
-    if req.launcher == "sim":
-        return [sys.executable, "-m", SIM_TORCHRUN, *fenced, *flags]
-    torchrun = shutil.which("torchrun")
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", *fenced, "--", *flags]
-
-
-def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "WANDB_RUN": "dummy", **req.env}
-    env.pop("WORLD_SIZE", None)  # torchrun sets it; a stray inherited one would confuse nanochat
-    env.update(NANOCHAT_BASE_DIR=str(base_dir), PYTHONUNBUFFERED="1")
-    env.update({MARK_ENV: req.run_dir, ATTEMPT_ENV: str(req.attempt)})  # found by it, fenced by it
-    if req.launcher == "sim":
-        env["WORLD_SIZE"] = str(req.nproc)  # the sim plays every rank in one process
-    if req.launcher == "torchrun":
-        env.setdefault("OMP_NUM_THREADS", "1")
-    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,140 +145,6 @@ def offline_skip(req: RunRequest, stage: Stage) -> str | None:
 
 # ---------------------------------------------------------------------------------------------
 # One attempt
-
-
-@dataclass
-class Attempt:
-    """What one attempt tracks while it runs: progress, the log, the checkpoint callback."""
-
-    req: RunRequest
-    log_path: Path
-    on_checkpoint: Callable[[], None] | None = None
-    progress: Progress = field(default_factory=Progress)
-    progress_path: Path | None = None
-    ckpt_dir: Path | None = None
-    save_every: int | None = None
-    last_written: float = 0.0
-    written: Progress | None = None  # what progress.json holds (but its time), to rewrite it only on a change
-    last_callback: float = field(default_factory=time.monotonic)
-    last_scan: float = 0.0
-
-    def log(self, text: str) -> None:
-        with open(self.log_path, "a") as fh:
-            fh.write(text.rstrip("\n") + "\n")
-
-    def write_progress(self, force: bool = False) -> None:
-        """Throttled, and only on a change: updated_at then says when the run last moved,
-        which is what a stall detector needs (a hung run must not look alive)."""
-        now = time.monotonic()
-        if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
-            return
-        content = self.progress.model_copy(update={"updated_at": 0.0}, deep=True)
-        if content == self.written:
-            return
-        self.progress.updated_at = time.time()
-        write_json_atomic(self.progress_path, self.progress.model_dump_json())
-        self.last_written, self.written = now, content
-
-    def scan_checkpoints(self, force: bool = False) -> None:
-        """Newest complete checkpoint into progress; the callback and pruning on a new one."""
-        now = time.monotonic()
-        if self.ckpt_dir is None or (not force and now - self.last_scan < SCAN_EVERY_S):
-            return
-        self.last_scan = now
-        step = newest_complete_checkpoint(self.ckpt_dir, self.req.nproc)
-        if step is not None and step != self.progress.checkpoint_step:
-            self.progress.checkpoint_step = step
-            prune_checkpoints(self.ckpt_dir, self.req.nproc)
-            self.write_progress(force=True)
-            self.callback()
-
-    def callback(self) -> None:
-        self.last_callback = time.monotonic()
-        if self.on_checkpoint is not None:
-            self.on_checkpoint()
-
-    def tick(self, urgent: bool = False) -> None:
-        self.scan_checkpoints(force=urgent)
-        self.write_progress(force=urgent)
-        if time.monotonic() - self.last_callback >= ON_CHECKPOINT_EVERY_S:
-            self.callback()
-
-    def parse(self, line: str) -> bool:
-        """Progress from base_train's lines. True on the first step after a save: the checkpoint
-        and progress files are then brought up to date at once, so a run killed a moment later
-        still shows the worker how far it got past its checkpoint (the steps a resume redoes)."""
-        step = nanochat_log.step_line(line)
-        if step is None:
-            self._metrics(line)
-            return False
-        self.progress.step, self.progress.total = step.done, step.total
-        self.progress.loss, self.progress.eta_s = step.loss, step.eta_s
-        every = self.save_every
-        # nanochat saves step S's checkpoint before training step S, which it prints as `step S`.
-        return bool(every and step.index > 0 and step.index % every == 0)
-
-    def _metrics(self, line: str) -> None:
-        if line[:1] not in ("S", "T", "M"):
-            return  # the hot path: most lines are step lines or noise
-        found = nanochat_log.read([line])
-        if found.val_bpb:
-            self.progress.val_bpb = found.val_bpb[-1][1]
-        if found.core:
-            self.progress.core_metric = found.core[-1][1]
-        if found.training_time_s is not None:
-            self.progress.training_time_s = found.training_time_s
-        if found.min_val_bpb is not None:
-            self.progress.min_val_bpb = found.min_val_bpb
-
-    def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-        """Run one stage, its output into the log and progress; (exit code, last output line)."""
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-        tail: deque[str] = deque(maxlen=20)
-
-        def pump() -> None:
-            # Its own thread, so a slow checkpoint check or Volume commit never blocks the pipe
-            # (a full pipe would stall training).
-            assert proc.stdout is not None
-            with open(self.log_path, "a", buffering=1) as log:
-                for raw in proc.stdout:
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    log.write(line + "\n")
-                    lines.put(line)
-            lines.put(None)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        while True:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                self.tick()
-                continue
-            if line is None:
-                break
-            if line.strip():
-                tail.append(line.strip())
-            self.tick(urgent=self.parse(line))
-        code = proc.wait()
-        reader.join()
-        errors = [t for t in tail if re.search(r"error|exception|traceback", t, re.I) and not t.startswith("Traceback")]
-        return code, (errors[-1] if errors else (tail[-1] if tail else ""))
-
-
-def last_logged_step(log_path: Path, window: int = 1 << 20) -> int | None:
-    """Steps done by the last training step an earlier attempt printed: how far it got past its
-    checkpoint (its progress.json may lag, and a killed container writes nothing more)."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(max(0, log_path.stat().st_size - window))
-            text = fh.read().decode(errors="replace")
-    except FileNotFoundError:
-        return None
-    return nanochat_log.read(text.splitlines()).last_done
 
 
 def _stage_key(req: RunRequest, stage: Stage) -> str:
