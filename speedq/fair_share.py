@@ -86,7 +86,8 @@ def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[byte
     """Pop the next job from the queue keys `team_of` maps to their teams (in plan order): the
     team whose turn is oldest across all workers goes first. None if every queue is empty."""
     keys = list(team_of)
-    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *(team_of[k] or "" for k in keys))
+    teams = (team_of[k] or "" for k in keys)
+    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *teams)
     return (popped[0], popped[1]) if popped else None
 
 
@@ -102,14 +103,14 @@ class FairDequeue(Worker):
     ) -> tuple[Job, Queue] | None:
         store = Store(self.connection)
         self.set_state(WorkerStatus.IDLE)
-        self.procline("Listening on speedq team queues")
+        self.procline("Listening on speedq team queues")  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         idle_since = time.monotonic()
         wait_s = 1.0
         while True:
             try:
                 self.heartbeat()
                 if self.should_run_maintenance_tasks:
-                    self.run_maintenance_tasks()
+                    self.run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
                 current = plan(store.team_loads(store.team_names()), self.speedq_backends)
                 self._listen_on(current.names)
                 # Burst pops without blocking; otherwise block briefly, then look again for new
@@ -148,8 +149,9 @@ class FairDequeue(Worker):
                     popped = Queue.lpop(list(team_of), block, connection=self.connection)
                 except DequeueTimeout:
                     return None
-                if popped is not None and team_of[as_text(popped[0])] is not None:
-                    store.note_turn(team_of[as_text(popped[0])])
+                team = team_of[as_text(popped[0])] if popped is not None else None
+                if team is not None:
+                    store.note_turn(team)
             if popped is None:
                 return None
             queue_key, job_id = map(as_text, popped)

@@ -17,8 +17,8 @@ from prometheus_client.registry import Collector
 from rq import Queue, Worker
 
 from speedq.api import StoreDep
-from speedq.schemas import BackendName, Priority
 from speedq.keys import queue_name
+from speedq.schemas import BackendName, Priority
 from speedq.store import Store
 
 router = APIRouter()
@@ -33,7 +33,8 @@ class SpeedqCollector(Collector):
         depth = GaugeMetricFamily("speedq_queue_depth", "Jobs waiting in RQ, by team and priority (all backends)",
                                   labels=["team", "priority"])
         jobs = GaugeMetricFamily("speedq_jobs", "Job records by state and team", labels=["state", "team"])
-        attempts = CounterMetricFamily("speedq_attempts", "Ended attempts by outcome and team", labels=["outcome", "team"])
+        attempts = CounterMetricFamily("speedq_attempts", "Ended attempts by outcome and team",
+                                       labels=["outcome", "team"])
         gpu_hours = CounterMetricFamily("speedq_gpu_hours", "GPU-hours of ended attempts, by team", labels=["team"])
         for team in teams:
             for priority in get_args(Priority):

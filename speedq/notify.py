@@ -13,7 +13,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from typing import Literal
+from typing import IO, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 import redis
@@ -22,14 +22,15 @@ from rq import Queue, Retry
 from rq.job import Job
 
 from speedq import config, settings, webhook_target
-from speedq.schemas import JobRecord, JobState
 from speedq.keys import NOTIFY_QUEUE
+from speedq.schemas import JobRecord, JobState
 from speedq.store import Store
 
 log = logging.getLogger("speedq.notify")
 
 Event = Literal["succeeded", "failed", "retrying"]
-EVENTS: tuple[str, ...] = ("succeeded", "failed", "retrying")
+# A job state's name -> the event it is, for the states a team hears about.
+EVENTS: dict[str, Event] = {name: name for name in get_args(Event)}
 # The RQ job function, named by path so enqueuing never imports anything heavy.
 DELIVER = "speedq.notify.deliver"
 
@@ -58,14 +59,14 @@ def webhook_for(conn: redis.Redis, team: str) -> str | None:
 def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job | None:
     """Enqueue the team's webhook call for `event`; returns the RQ job, or None when there is
     nothing to send. Never raises: a lost notification must not fail the job it is about."""
-    event = JobState(event).value
-    if event not in EVENTS:
+    name = EVENTS.get(JobState(event).value)
+    if name is None:
         return None
     try:
         url = webhook_for(conn, record.spec.team)
         if url is None:
             return None
-        note = Notification(job_id=record.id, team=record.spec.team, event=event, text=describe(record, event))  # type: ignore[arg-type]
+        note = Notification(job_id=record.id, team=record.spec.team, event=name, text=describe(record, name))
         return Queue(NOTIFY_QUEUE, connection=conn).enqueue(
             DELIVER,
             url,
@@ -77,7 +78,7 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
             # RQ logs the description; without one it would print the URL, which is a secret.
             description=f"notify team {note.team}: {note.job_id} {note.event}",
         )
-    except Exception:  # noqa: BLE001 - see the docstring
+    except Exception:
         log.exception("could not enqueue the %s notification for %s", event, record.id)
         return None
 
@@ -87,7 +88,8 @@ def describe(record: JobRecord, event: str) -> str:
     head = f"speedq {record.id} {spec.run_key} ({spec.model} {spec.mode} on {spec.gpu}, {spec.backend})"
     attempts = record.attempts_this_round
     if event == "succeeded":
-        return f"{head} succeeded after {attempts} attempt{'s' * (attempts != 1)}, {record.gpu_seconds / 3600:.2f} GPU-hours"
+        plural = "s" * (attempts != 1)
+        return f"{head} succeeded after {attempts} attempt{plural}, {record.gpu_seconds / 3600:.2f} GPU-hours"
     if event == "failed":
         return f"{head} failed: {record.error or 'no reason recorded'}"
     last = record.current_attempt
@@ -101,18 +103,21 @@ def describe(record: JobRecord, event: str) -> str:
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     # urllib would turn a redirected POST into a GET without the body and call that delivered;
     # a 3xx is a misconfigured webhook, so it fails (and is retried) instead.
-    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
+        headers: http.client.HTTPMessage, newurl: str,
+    ) -> urllib.request.Request | None:
         return None
 
 
 class _PublicHTTP(http.client.HTTPConnection):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # http.client's own arguments, passed on
         super().__init__(*args, **kwargs)
         self._create_connection = webhook_target.connect_public  # http.client's hook for the socket
 
 
 class _PublicHTTPS(http.client.HTTPSConnection):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # http.client's own arguments, passed on
         super().__init__(*args, **kwargs)
         self._create_connection = webhook_target.connect_public
 
@@ -121,11 +126,12 @@ class _PublicHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
     """Connects only to public addresses, checked on the DNS answer the socket uses (see
     webhook_target). No proxy: a proxy would resolve the name itself, past the check."""
 
-    def http_open(self, req):  # type: ignore[no-untyped-def]
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(_PublicHTTP, req)
 
-    def https_open(self, req):  # type: ignore[no-untyped-def]
-        return self.do_open(_PublicHTTPS, req, context=self._context)
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        # HTTPSHandler.__init__ sets _context (its TLS settings); typeshed leaves private attributes out
+        return self.do_open(_PublicHTTPS, req, context=self._context)  # type: ignore[attr-defined]
 
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _PublicHandler, _NoRedirect)
@@ -142,7 +148,7 @@ def deliver(url: str, payload: dict[str, str]) -> int:
     )
     try:
         with _opener.open(request, timeout=settings.get().notify_timeout) as response:
-            status = response.status
+            status: int = response.status  # urllib's opener returns an HTTPResponse for http(s)
     except urllib.error.HTTPError as exc:
         raise DeliveryFailed(f"webhook at {host} answered {exc.code}") from None
     except webhook_target.PrivateTarget as exc:

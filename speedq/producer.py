@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import time
-
 import redis
 from rq import Queue
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from speedq import settings
-from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
 from speedq.keys import queue_name, rq_job_id
+from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
 from speedq.store import Also, Store, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
@@ -80,7 +81,9 @@ def enqueue_in(conn: redis.Redis) -> Also:
     return enqueue
 
 
-def enqueue_supervisor(conn: redis.Redis, record: JobRecord, change: Callable[[JobRecord], object] | None = None) -> JobRecord:
+def enqueue_supervisor(
+    conn: redis.Redis, record: JobRecord, change: Callable[[JobRecord], object] | None = None
+) -> JobRecord:
     """Hand the job to RQ under a new RQ job id, in the transaction that applies `change` to its
     record: a retry, or re-homing a job whose worker died."""
     return Store(conn).update(record.id, change or (lambda r: None), also=enqueue_in(conn))
@@ -109,10 +112,10 @@ def cancel(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
 
     record = store.update(job_id, mark)
     if record.state == JobState.cancelled and record.rq_job_id:
-        try:
+        # the record already says cancelled and the worker checks it: an RQ job already gone or
+        # already started is not an error here
+        with contextlib.suppress(NoSuchJobError, InvalidJobOperation):
             Job.fetch(record.rq_job_id, connection=conn).cancel()
-        except Exception:  # noqa: BLE001 - the record already says cancelled; the worker checks it
-            pass
     return record
 
 

@@ -9,6 +9,7 @@ from, so the counters are exact sums over the records.
 
 from __future__ import annotations
 
+import builtins
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 
 from speedq import config
+from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
@@ -185,7 +187,7 @@ class Store:
             raise JobNotFound(f"no job {job_id}")
         return JobRecord.model_validate_json(raw)
 
-    def get_many(self, job_ids: Iterable[str]) -> list[JobRecord]:
+    def get_many(self, job_ids: Iterable[str]) -> builtins.list[JobRecord]:
         ids = list(job_ids)
         if not ids:
             return []
@@ -203,8 +205,7 @@ class Store:
         once both checks pass, so a refused submit writes nothing at all (the sequence counter
         included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
-        holder, record = self._claim_run(spec, None, guard, also)
-        return (holder, False) if holder is not None else (record, True)  # type: ignore[return-value]
+        return self._claim_run(spec, None, guard, also)
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
         """Write new records and their index entries in one round trip, claiming no runs: for
@@ -216,12 +217,13 @@ class Store:
 
     def reclaim_run(self, record: JobRecord) -> JobRecord | None:
         """Claim the run again for a retried job; returns the job that holds it, if another does."""
-        return self._claim_run(record.spec, record, None, None)[0]
+        holder, claimed = self._claim_run(record.spec, record, None, None)
+        return None if claimed else holder
 
     def _claim_run(
         self, spec: JobSpec, own: JobRecord | None, guard: Guard | None, also: Also | None
-    ) -> tuple[JobRecord | None, JobRecord | None]:
-        """(the active job holding the run, None) or (None, the job now holding it): `own`, or
+    ) -> tuple[JobRecord, bool]:
+        """(the active job holding the run, False) or (the job now holding it, True): `own`, or
         a new record stored for `spec`. One optimistic transaction, so two submits racing for
         one run make one job. Everything it decides on is read by one script under the WATCH:
         three round trips in all (WATCH, the read, MULTI/EXEC)."""
@@ -239,7 +241,7 @@ class Store:
                         existing = _active(seen.holder_raw)
                         if existing is not None:
                             pipe.unwatch()
-                            return existing, None
+                            return existing, False
                     if guard is not None:
                         try:
                             guard(seen.settings(team), seen.usage)
@@ -256,7 +258,7 @@ class Store:
                     if own is None:
                         self._write(pipe, record, previous=None)
                     pipe.execute()
-                    return None, record
+                    return record, True
                 except redis.WatchError:
                     continue
 
@@ -330,7 +332,7 @@ class Store:
     def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
         """Take the job for `worker`; returns the holder's name if another live worker has it."""
         holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id)
-        return None if holder is None else holder.decode()
+        return None if holder is None else text(holder)
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
@@ -347,9 +349,9 @@ class Store:
         seconds, micros = self.conn.time()
         return seconds + micros / 1e6
 
-    def expired_holds(self, now: float, limit: int) -> list[str]:
+    def expired_holds(self, now: float, limit: int) -> builtins.list[str]:
         """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
-        return [i.decode() for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+        return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
 
     def take_over_expired(self, job_id: str, now: float, also: Also) -> JobRecord | None:
         """The job of a dead worker, re-checked in one transaction: if its lease is still gone and
@@ -388,10 +390,10 @@ class Store:
 
     # -- listing ---------------------------------------------------------------------------------
 
-    def list(self, query: ListQuery) -> list[JobRecord]:
+    def list(self, query: ListQuery) -> builtins.list[JobRecord]:
         """Newest first."""
         ids = self.conn.zrevrange(Keys.index(query.team, query.state), 0, query.limit - 1)
-        return self.get_many(i.decode() for i in ids)
+        return self.get_many(text(i) for i in ids)
 
     def count(self, team: str | None = None, state: JobState | None = None) -> int:
         return int(self.conn.zcard(Keys.index(team, state)))
@@ -401,7 +403,7 @@ class Store:
         with self.conn.pipeline(transaction=False) as pipe:
             for state in JobState:
                 pipe.zcard(Keys.index(team, state))
-            return {state: int(n) for state, n in zip(JobState, pipe.execute())}
+            return {state: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
 
     # -- teams -----------------------------------------------------------------------------------
 
@@ -409,15 +411,15 @@ class Store:
         """The team's settings; a team nobody added gets open ones (no limits, no token)."""
         return _team_settings(name, self.conn.get(Keys.team(name)))
 
-    def teams(self) -> list[TeamSettings]:
+    def teams(self) -> builtins.list[TeamSettings]:
         """Every team with a queue, added or not, by name."""
-        names = sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+        names = sorted(text(n) for n in self.conn.smembers(Keys.teams))
         if not names:
             return []
         raws = self.conn.mget([Keys.team(n) for n in names])
         return [
             TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
-            for name, raw in zip(names, raws)
+            for name, raw in zip(names, raws, strict=True)
         ]
 
     def add_team(self, settings: TeamSettings) -> bool:
@@ -443,9 +445,9 @@ class Store:
 
     def team_for_token_hash(self, token_hash: str) -> TeamSettings | None:
         name = self.conn.hget(Keys.tokens, token_hash)
-        return self.team(name.decode()) if name is not None else None
+        return self.team(text(name)) if name is not None else None
 
-    def team_loads(self, names: Iterable[str]) -> list[TeamLoad]:
+    def team_loads(self, names: Iterable[str]) -> builtins.list[TeamLoad]:
         """Each team's running limit and running count, in one round trip."""
         names = list(names)
         with self.conn.pipeline(transaction=False) as pipe:
@@ -460,8 +462,8 @@ class Store:
             loads.append(TeamLoad(name, limit, int(running)))
         return loads
 
-    def team_names(self) -> list[str]:
-        return sorted(n.decode() for n in self.conn.smembers(Keys.teams))
+    def team_names(self) -> builtins.list[str]:
+        return sorted(text(n) for n in self.conn.smembers(Keys.teams))
 
     def note_turn(self, team: str) -> None:
         """The team just had a turn (see fair_share)."""
@@ -474,8 +476,8 @@ class Store:
     def release_slot(self, team: str, job_id: str) -> None:
         self.conn.srem(Keys.team(team, "running"), job_id)
 
-    def slot_holders(self, team: str) -> list[str]:
-        return sorted(i.decode() for i in self.conn.smembers(Keys.team(team, "running")))
+    def slot_holders(self, team: str) -> builtins.list[str]:
+        return sorted(text(i) for i in self.conn.smembers(Keys.team(team, "running")))
 
     def team_usage(self, team: str) -> TeamUsage:
         return self._usage(self.conn, team)
@@ -487,14 +489,14 @@ class Store:
 
     def gpu_seconds(self, team: str) -> dict[str, float]:
         """GPU-seconds of the team's ended attempts, by GPU type."""
-        return {k.decode(): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
+        return {text(k): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
 
-    def queue_waits(self, team: str) -> list[float]:
+    def queue_waits(self, team: str) -> builtins.list[float]:
         return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]
 
     def attempt_outcomes(self, team: str) -> dict[str, int]:
         """The team's ended attempts by outcome."""
-        return {k.decode(): int(v) for k, v in self.conn.hgetall(Keys.team(team, "attempts")).items()}
+        return {text(k): int(v) for k, v in self.conn.hgetall(Keys.team(team, "attempts")).items()}
 
     # -- loss curves -----------------------------------------------------------------------------
 
@@ -510,6 +512,6 @@ class Store:
             progress.step, repr(progress.loss), gap, 2 * config.LOSS_POINTS, progress.total or -1,
         ))
 
-    def loss_history(self, job_id: str) -> list[LossPoint]:
-        entries = (e.decode().partition(":") for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1))
+    def loss_history(self, job_id: str) -> builtins.list[LossPoint]:
+        entries = (text(e).partition(":") for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1))
         return [LossPoint(step=int(step), loss=float(loss)) for step, _, loss in entries]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import Enum
+from typing import ClassVar
 
 from speedq.backends.base import CallStatus
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
@@ -60,54 +61,101 @@ class Kind(str, Enum):
     retry = "retry"  # mark the job retrying, back off, then launch
 
 
+# The steps, one type each so that what a step carries is known from its type.
+
+
 @dataclass(frozen=True)
-class Step:
-    kind: Kind
-    state: JobState | None = None
+class Finish:
+    state: JobState
     error: str | None = None
-    attempt: int | None = None
-    call_id: str | None = None
+    kind: ClassVar[Kind] = Kind.finish
 
 
-def next_step(record: JobRecord) -> Step:
+@dataclass(frozen=True)
+class Launch:
+    kind: ClassVar[Kind] = Kind.launch
+
+
+@dataclass(frozen=True)
+class Reconcile:
+    attempt: int
+    kind: ClassVar[Kind] = Kind.reconcile
+
+
+@dataclass(frozen=True)
+class WatchCall:
+    attempt: int
+    call_id: str
+    kind: ClassVar[Kind] = Kind.watch
+
+
+@dataclass(frozen=True)
+class Adopt:
+    attempt: int
+    call_id: str
+    kind: ClassVar[Kind] = Kind.adopt
+
+
+@dataclass(frozen=True)
+class Wait:
+    attempt: int
+    kind: ClassVar[Kind] = Kind.wait
+
+
+@dataclass(frozen=True)
+class FenceOff:
+    attempt: int
+    error: str
+    kind: ClassVar[Kind] = Kind.fence_off
+
+
+@dataclass(frozen=True)
+class Retry:
+    kind: ClassVar[Kind] = Kind.retry
+
+
+Step = Finish | Launch | Reconcile | WatchCall | Adopt | Wait | FenceOff | Retry
+
+
+def next_step(record: JobRecord) -> Finish | Launch | Reconcile | WatchCall:
     """What to do with the job as stored."""
     attempt = record.current_attempt
     if attempt is None or attempt.outcome is not None:
         if record.cancel_requested:
-            return Step(Kind.finish, JobState.cancelled, "cancelled")
+            return Finish(JobState.cancelled, "cancelled")
         if record.attempts_this_round >= record.spec.max_attempts:
             why = attempt.error if attempt is not None and attempt.error else "no attempts left"
-            return Step(Kind.finish, JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
-        return Step(Kind.launch)
+            return Finish(JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
+        return Launch()
     if attempt.call_id is None:
-        return Step(Kind.reconcile, attempt=attempt.number)
-    return Step(Kind.watch, attempt=attempt.number, call_id=attempt.call_id)
+        return Reconcile(attempt.number)
+    return WatchCall(attempt.number, attempt.call_id)
 
 
-def reconcile(attempt: Attempt, announced: str | None, now: float, bounds: Bounds) -> Step:
+def reconcile(attempt: Attempt, announced: str | None, now: float, bounds: Bounds) -> Adopt | Wait | FenceOff:
     """An attempt whose launch was never confirmed: its runner's announcement decides."""
     if announced is not None:
-        return Step(Kind.adopt, attempt=attempt.number, call_id=announced)
+        return Adopt(attempt.number, announced)
     waited = now - attempt.started_at
     if waited < bounds.announce_s:
-        return Step(Kind.wait, attempt=attempt.number)
-    return Step(
-        Kind.fence_off, attempt=attempt.number,
-        error=f"launch outcome unknown and no runner announced itself in {waited:.0f}s; fenced off",
+        return Wait(attempt.number)
+    return FenceOff(
+        attempt.number,
+        f"launch outcome unknown and no runner announced itself in {waited:.0f}s; fenced off",
     )
 
 
-def after_attempt(record: JobRecord, status: CallStatus) -> Step:
+def after_attempt(record: JobRecord, status: CallStatus) -> Finish | Launch | Retry:
     """The attempt has ended with `status` (already written to `record`): the job's next step."""
     if status.outcome == Outcome.succeeded:
-        return Step(Kind.finish, JobState.succeeded)
+        return Finish(JobState.succeeded)
     if status.outcome == Outcome.cancelled or record.cancel_requested:
-        return Step(Kind.finish, JobState.cancelled, status.error or "cancelled")
+        return Finish(JobState.cancelled, status.error or "cancelled")
     if status.outcome is None or not status.outcome.retryable:
-        return Step(Kind.finish, JobState.failed, status.error)
+        return Finish(JobState.failed, status.error)
     if record.attempts_this_round >= record.spec.max_attempts:
-        return Step(Kind.launch)  # next_step says why it gives up
-    return Step(Kind.retry)
+        return Launch()  # next_step says why it gives up
+    return Retry()
 
 
 # -- watching one call ---------------------------------------------------------------------------
@@ -145,17 +193,21 @@ class Verdict:
 KEEP = Verdict()
 
 
-def verdict(record: JobRecord, number: int, status: CallStatus | None, watch: Watch, now: float, bounds: Bounds) -> Verdict:
+def verdict(
+    record: JobRecord, number: int, status: CallStatus | None, watch: Watch, now: float, bounds: Bounds
+) -> Verdict:
     """After one poll (`status` None: the poll failed): does the attempt go on?"""
     if status is not None and not status.running:
         return Verdict(status)
     if status is None and watch.failing_since is not None and now - watch.failing_since >= bounds.poll_failure_s:
-        return Verdict(CallStatus(Outcome.lost, f"no answer from the backend for {now - watch.failing_since:.0f}s"), stop=True)
+        silent_s = now - watch.failing_since
+        return Verdict(CallStatus(Outcome.lost, f"no answer from the backend for {silent_s:.0f}s"), stop=True)
     if record.cancel_requested:
         return Verdict(CallStatus(Outcome.cancelled, "cancelled by request"), stop=True)
     started = record.attempts[number - 1].started_at
     if now - started > record.spec.attempt_timeout_s:
-        return Verdict(CallStatus(Outcome.timed_out, f"attempt ran past its {record.spec.attempt_timeout_s}s timeout"), stop=True)
+        error = f"attempt ran past its {record.spec.attempt_timeout_s}s timeout"
+        return Verdict(CallStatus(Outcome.timed_out, error), stop=True)
     if now - watch.last_activity > bounds.stall_s:
         return Verdict(CallStatus(Outcome.stalled, f"no progress for {bounds.stall_s:.0f}s"), stop=True)
     return KEEP

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Sequence
 
 from speedq import settings
 
@@ -79,20 +80,31 @@ def check_host(host: str) -> None:
         )
 
 
-def public_addresses(host: str, port: int) -> list[tuple]:  # type: ignore[type-arg]
+# socket.getaddrinfo's answer: (family, type, proto, canonname, sockaddr)
+AddrInfo = tuple[
+    socket.AddressFamily, socket.SocketKind, int, str, "tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]"
+]
+
+
+def public_addresses(host: str, port: int) -> Sequence[AddrInfo]:
     """getaddrinfo's answers for host:port, refused if any is not public (a name with one
     private answer could be made to use it)."""
     check_host(host)
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     if not allow_private():
         for info in infos:
-            address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+            ip = info[4][0]
+            if not isinstance(ip, str):  # not an IP family at all, so not a public address
+                raise PrivateTarget(f"{host} resolves to {ip!r}, which is not an IP address")
+            address = ipaddress.ip_address(ip.split("%", 1)[0])
             if not is_public(address):
                 raise PrivateTarget(f"{host} resolves to {address}, which is not a public address")
     return infos
 
 
-def connect_public(address: tuple[str, int], timeout: float | None = None, source_address: object = None) -> socket.socket:
+def connect_public(
+    address: tuple[str, int], timeout: float | None = None, source_address: object = None
+) -> socket.socket:
     """`socket.create_connection` that connects only to the checked addresses it resolved itself:
     http.client's hook, so the check and the connect see the same DNS answer."""
     host, port = address

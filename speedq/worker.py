@@ -16,22 +16,21 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 
 import redis
 from redis.exceptions import LockError
 from rq import Queue, get_current_job
 
-from speedq import settings, supervision
+from speedq import reaper, settings, supervision, worker_name
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
-from speedq.notify import notify
-from speedq.schemas import Attempt, JobRecord, JobState, Outcome
-from speedq import reaper, worker_name
 from speedq.fair_share import FairDequeue, plan
 from speedq.keys import Keys
+from speedq.notify import notify
+from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Store
-from speedq.supervision import Bounds, Kind, Watch
+from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 
 log = logging.getLogger("speedq.worker")
 
@@ -44,7 +43,7 @@ def heartbeat_ttl_s() -> float:
 
 def retry_backoff_s(attempts_done: int) -> float:
     base = settings.get().retry_backoff
-    return min(300.0, base * 2 ** max(0, attempts_done - 1))
+    return min(300.0, base * 2.0 ** max(0, attempts_done - 1))
 
 
 @cache
@@ -125,21 +124,21 @@ class Supervisor:
             record = self._update(self._claim)  # a launch claims the job in its first write
         while True:
             step = supervision.next_step(record)
-            if step.kind is Kind.finish:
-                return self._finish(step.state, step.error)  # type: ignore[arg-type]
-            if step.kind is Kind.launch:
+            if isinstance(step, Finish):
+                return self._finish(step.state, step.error)
+            if isinstance(step, Launch):
                 record = self._launch(backend, record)
                 continue
-            if step.kind is Kind.reconcile:
-                self._reconcile(backend, record, step.attempt)  # type: ignore[arg-type]
+            if isinstance(step, Reconcile):
+                self._reconcile(backend, record, step.attempt)
                 record = self.store.get(self.job_id)
                 continue
-            status = self._watch(backend, step.attempt, step.call_id)  # type: ignore[arg-type]
-            record = self._end_attempt(step.attempt, status)  # type: ignore[arg-type]
+            status = self._watch(backend, step.attempt, step.call_id)
+            record = self._end_attempt(step.attempt, status)
             then = supervision.after_attempt(record, status)
-            if then.kind is Kind.finish:
-                return self._finish(then.state, then.error)  # type: ignore[arg-type]
-            if then.kind is Kind.retry:
+            if isinstance(then, Finish):
+                return self._finish(then.state, then.error)
+            if isinstance(then, Retry):
                 record = self._update(lambda r: setattr(r, "state", JobState.retrying))
                 notify(self.store.conn, record, JobState.retrying)
                 self._sleep_beating(retry_backoff_s(record.attempts_this_round))
@@ -184,7 +183,8 @@ class Supervisor:
         except LaunchUnknown as exc:
             # The call may be running: the next turn of the loop reconciles it through its
             # announcement instead of writing it off.
-            return self._update(lambda r: setattr(r, "error", f"launch outcome unknown, reconciling: {exc}"))
+            self._note_error(f"launch outcome unknown, reconciling: {exc}")
+            return self.store.get(self.job_id)
         except BackendError as exc:
             self._end_attempt(number, CallStatus(Outcome.launch_failed, str(exc)))
             self._finish(JobState.failed, str(exc))
@@ -266,15 +266,16 @@ class Supervisor:
     def _reconcile(self, backend: Backend, record: JobRecord, number: int) -> None:
         attempt = record.attempts[number - 1]
         step = supervision.reconcile(attempt, self._announced(backend, record, number), time.time(), self.bounds)
-        if step.kind is Kind.adopt:
-            log.warning("%s: adopting attempt %d's call %s from its announcement", self.job_id, number, step.call_id)
+        if isinstance(step, Adopt):
+            call_id = step.call_id
+            log.warning("%s: adopting attempt %d's call %s from its announcement", self.job_id, number, call_id)
 
             def adopt(r: JobRecord) -> None:
-                r.attempts[number - 1].call_id = step.call_id
+                r.attempts[number - 1].call_id = call_id
                 r.state = JobState.running
 
             self._update(adopt)
-        elif step.kind is Kind.fence_off:
+        elif isinstance(step, FenceOff):
             self._end_attempt(number, CallStatus(Outcome.lost, step.error))
         else:
             self._sleep_beating(self.poll_s)
@@ -297,11 +298,11 @@ class Supervisor:
                 status: CallStatus | None = backend.poll(record, call_id)
             except BackendError as exc:
                 status = None  # a flaky API is not the run failing: keep watching, up to a bound
-                self._update(lambda r: setattr(r, "error", f"poll failed (will retry): {exc}"))
+                self._note_error(f"poll failed (will retry): {exc}")
             progress = backend.read_progress(record)
             watch = supervision.observe(watch, status is not None, progress, time.time())
 
-            def note(r: JobRecord) -> None:
+            def note(r: JobRecord, progress: Progress | None = progress) -> None:
                 r.heartbeat_at = time.time()
                 r.worker = self.worker
                 if r.state in (JobState.starting, JobState.retrying):
@@ -309,7 +310,8 @@ class Supervisor:
                 supervision.note_progress(r, number, progress)
 
             record = self._update(note)
-            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:  # not in `note`: it may run twice
+            # not in `note`: the store may run `note` twice
+            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:
                 self.store.append_loss(self.job_id, progress)
             self._keep_lease()
             judged = supervision.verdict(record, number, status, watch, time.time(), self.bounds)
@@ -340,7 +342,8 @@ class Supervisor:
                 except BackendError as exc:
                     log.warning("poll of cancelled %s failed (will retry): %s", call_id, exc)
             if time.monotonic() >= deadline:
-                log.warning("%s: call %s not confirmed ended after %.0fs", self.job_id, call_id, self.bounds.stop_confirm_s)
+                log.warning("%s: call %s not confirmed ended after %.0fs",
+                            self.job_id, call_id, self.bounds.stop_confirm_s)
                 return False
             self._keep_lease()
             time.sleep(self.poll_s)
@@ -367,8 +370,14 @@ class Supervisor:
         r.worker = self.worker
         r.heartbeat_at = time.time()
 
-    def _update(self, change) -> JobRecord:  # type: ignore[no-untyped-def]
+    def _update(self, change: Callable[[JobRecord], object]) -> JobRecord:
         return self.store.update(self.job_id, change)
+
+    def _note_error(self, message: str) -> None:
+        def note(r: JobRecord) -> None:
+            r.error = message
+
+        self._update(note)
 
     def _finish(self, state: JobState, error: str | None) -> JobState:
         def end(r: JobRecord) -> None:
@@ -443,7 +452,7 @@ class SpeedqWorker(FairDequeue):
     by dead workers, between jobs."""
 
     def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
         try:
             reaper.reap(self.connection)
         except redis.RedisError as exc:

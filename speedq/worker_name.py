@@ -18,6 +18,7 @@ from collections.abc import Callable
 import redis
 from rq import Worker
 
+from speedq.connection import text
 from speedq.errors import ProducerError
 
 
@@ -49,7 +50,7 @@ def free_name(conn: redis.Redis, name: str, say: Callable[[str], None], poll_s: 
         death, host, pid = conn.hmget(key, "death", "hostname", "pid")
         if not conn.exists(key) or death is not None:
             return
-        old_host, old_pid = (host or b"").decode(), int(pid or 0)
+        old_host, old_pid = text(host or b""), int(pid or 0)
         if old_host == socket.gethostname() and (old_pid == os.getpid() or not _alive(old_pid)):
             old = Worker.find_by_key(key, connection=conn)
             if old is not None:
@@ -59,7 +60,8 @@ def free_name(conn: redis.Redis, name: str, say: Callable[[str], None], poll_s: 
             raise NameTaken(f"worker {name!r} is running here already (pid {old_pid}); give another --name")
         ttl = conn.ttl(key)
         if not said:
-            say(f"a worker named {name!r} on {old_host} registered within the last minute; waiting up to {ttl}s for it to lapse")
+            say(f"a worker named {name!r} on {old_host} registered within the last minute; "
+                f"waiting up to {ttl}s for it to lapse")
             said = True
         if ttl < 0:
             return

@@ -47,7 +47,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1, what: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 30.0, every: float = 0.1, what: str = "condition"
+) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -152,7 +154,9 @@ class Speedq:
             raise AssertionError(f"{exc}; last record: {json.dumps(found)[:3000]}") from None
         return found
 
-    def start_worker(self, *args: str, env: dict[str, str] | None = None, backend: str | None = "sim") -> subprocess.Popen:
+    def start_worker(
+        self, *args: str, env: dict[str, str] | None = None, backend: str | None = "sim"
+    ) -> subprocess.Popen:
         flags = ["--backend", backend] if backend else []
         proc = subprocess.Popen(
             [sys.executable, "-m", "speedq.cli", "worker", *flags, *args],
@@ -199,7 +203,9 @@ def kill_runners_under(home: Path) -> None:
                 pass
     # Their training runs in sessions of its own (as under torchrun): found by the run-dir mark.
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and proctree.environ_of(int(entry.name)).get(proctree.MARK_ENV, "").startswith(str(home)):
+        if not entry.name.isdigit():
+            continue
+        if proctree.environ_of(int(entry.name)).get(proctree.MARK_ENV, "").startswith(str(home)):
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

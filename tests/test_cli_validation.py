@@ -100,7 +100,8 @@ def test_other_commands_validate_too(speedq: Speedq, redis_server, args, field) 
 
 
 @pytest.mark.parametrize(
-    "args", [["status", "sq-999"], ["logs", "sq-999"], ["cancel", "sq-999", "--team", "a"], ["retry", "sq-999", "--team", "a"]]
+    "args",
+    [["status", "sq-999"], ["logs", "sq-999"], ["cancel", "sq-999", "--team", "a"], ["retry", "sq-999", "--team", "a"]],
 )
 def test_unknown_job_is_a_clear_error_exit_2(speedq: Speedq, args: list[str]) -> None:
     done = speedq.run(*args)

@@ -42,7 +42,8 @@ def test_full_job_runs_every_stage_and_checkpoints(speedq: Speedq) -> None:
     ckpts = sorted((run_dir / "base_checkpoints" / "d4").glob("model_*.pt"))
     assert len(ckpts) >= 2  # periodic saves, not only the final one
     log = (run_dir / "log.txt").read_text()
-    for module in ("scripts.tok_train", "scripts.base_train", "scripts.base_eval", "scripts.chat_sft", "scripts.chat_eval"):
+    stages = ("tok_train", "base_train", "base_eval", "chat_sft", "chat_eval")
+    for module in (f"scripts.{stage}" for stage in stages):
         assert module in log
     tail = speedq.run("logs", job, "--tail", "3", check=True).stdout
     assert len(tail.splitlines()) == 3 and tail.splitlines()[-1] == log.splitlines()[-1]
@@ -100,7 +101,10 @@ def test_cancel_running_job_stops_its_run(speedq: Speedq) -> None:
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.05"  # slow enough to catch it mid-training
     speedq.start_worker()
     job = speedq.submit("--team", "alpha", "--model", "d8")
-    wait_for(lambda: (speedq.status(job).get("progress") or {}).get("stage") == "base_train", timeout=60, what="training")
+    def training() -> bool:
+        return (speedq.status(job).get("progress") or {}).get("stage") == "base_train"
+
+    wait_for(training, timeout=60, what="training")
     record = speedq.status(job)
     pid = int(record["attempts"][0]["call_id"].split("@")[0])
 

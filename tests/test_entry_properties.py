@@ -78,8 +78,8 @@ def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def options(names: list[str], flags: list[str] = []) -> st.SearchStrategy[list[str]]:  # noqa: B006
-    pair = st.tuples(st.sampled_from(names + ["--" + "x"]), value).map(list)
+def options(names: list[str], flags: list[str] = []) -> st.SearchStrategy[list[str]]:
+    pair = st.tuples(st.sampled_from([*names, "--x"]), value).map(list)
     flag = st.sampled_from(flags).map(lambda f: [f]) if flags else st.nothing()
     return st.lists(st.one_of(pair, flag), max_size=6).map(lambda parts: [w for p in parts for w in p])
 
@@ -165,7 +165,8 @@ def test_undecodable_argv_bytes(seeded: tuple[redis.Redis, str], redis_server: R
 json_value = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(min_value=-(10**300), max_value=10**300),
               st.floats(allow_nan=False, allow_infinity=False), text, near_valid),
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.one_of(text, near_valid), inner, max_size=4)),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.one_of(text, near_valid), inner, max_size=4)),
     max_leaves=12,
 )
 FIELDS = ["team", "model", "repo_ref", "mode", "force_restart", "gpu", "run_name", "priority", "backend",
@@ -181,14 +182,16 @@ raw_body = st.one_of(
     st.sampled_from([b'{"repo_ref": "ma\xffster"}', b'{"gpu":' + b"[" * 3000 + b"]" * 3000 + b"}",
                      b'{"max_attempts": 1' + b"0" * 5000 + b"}", b""]),
 )
-query = st.dictionaries(st.sampled_from(["team", "state", "limit", "tail", "x"]), st.one_of(text, number, near_valid), max_size=3)
+query = st.dictionaries(st.sampled_from(["team", "state", "limit", "tail", "x"]), st.one_of(text, number, near_valid),
+                        max_size=3)
 requests = st.one_of(
     st.tuples(st.just("POST"), st.just("/v1/jobs"), st.just({}), raw_body),
     st.tuples(st.just("GET"), st.just("/v1/jobs"), query, st.just(b"")),
     st.tuples(st.just("GET"), st.just("/v1/stats"), query, st.just(b"")),
     st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}"), query, st.just(b"")),
     st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}/logs"), query, st.just(b"")),
-    st.tuples(st.just("POST"), st.tuples(value, st.sampled_from(["cancel", "retry"])).map(lambda t: f"/v1/jobs/{t[0]}/{t[1]}"),
+    st.tuples(st.just("POST"),
+              st.tuples(value, st.sampled_from(["cancel", "retry"])).map(lambda t: f"/v1/jobs/{t[0]}/{t[1]}"),
               query, st.just(b"")),
     st.tuples(st.sampled_from(["PUT", "DELETE", "PATCH"]), st.sampled_from(["/v1/jobs", "/v1/jobs/sq-1", "/v1/stats"]),
               st.just({}), st.just(b"")),
@@ -212,7 +215,9 @@ def documented(app, path: str, method: str) -> set[int]:  # type: ignore[no-unty
     return {404}  # no such path at all
 
 
-def test_every_api_request_gets_a_documented_status_and_a_refusal_writes_nothing(seeded: tuple[redis.Redis, str]) -> None:
+def test_every_api_request_gets_a_documented_status_and_a_refusal_writes_nothing(
+    seeded: tuple[redis.Redis, str],
+) -> None:
     conn, token = seeded
     app = create_app(conn)
     client = TestClient(app, raise_server_exceptions=False)
@@ -224,10 +229,12 @@ def test_every_api_request_gets_a_documented_status_and_a_refusal_writes_nothing
         method, path, params, body = request
         before = snapshot(conn)
         # Text goes out as a client's bytes would: a lone surrogate as the invalid UTF-8 it stands for.
-        url = quote(raw(path), safe="/") + ("?" + "&".join(f"{quote(raw(k))}={quote(raw(v))}" for k, v in params.items()) if params else "")
+        query_string = "&".join(f"{quote(raw(k))}={quote(raw(v))}" for k, v in params.items())
+        url = quote(raw(path), safe="/") + ("?" + query_string if params else "")
         response = client.request(method, url, content=body or None, headers=headers)
         assert response.status_code < 500, (method, path, params, body[:200], response.text)
-        assert response.status_code in documented(app, path, method), (method, path, response.status_code, response.text)
+        assert response.status_code in documented(app, path, method), (
+            method, path, response.status_code, response.text)
         if response.status_code >= 400:
             detail = response.json()["detail"]
             assert isinstance(detail, str) and "\n" not in detail, detail
@@ -246,5 +253,6 @@ def test_gpu_objects_take_the_text_rule_in_the_api(seeded: tuple[redis.Redis, st
         response = client.post("/v1/jobs", json={"gpu": gpu, "backend": "sim"}, headers=headers)
         assert response.status_code == 422 and response.json()["detail"].startswith("invalid gpu"), (gpu, response.text)
     assert snapshot(conn) == before
-    ok = client.post("/v1/jobs", json={"gpu": {"type": "h100", "count": 2}, "backend": "sim", "run_name": "g"}, headers=headers)
+    body = {"gpu": {"type": "h100", "count": 2}, "backend": "sim", "run_name": "g"}
+    ok = client.post("/v1/jobs", json=body, headers=headers)
     assert ok.status_code == 201 and ok.json()["job"]["spec"]["gpu"] == {"type": "H100", "count": 2}

@@ -72,8 +72,9 @@ def test_hung_run_is_ended_by_the_stall_detector_and_resumed(speedq: Speedq) -> 
 def test_attempt_timeout_ends_the_attempt_and_the_next_resumes(speedq: Speedq) -> None:
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.05"
     speedq.start_worker()
-    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "3", "--max-attempts", "10",
-                        "--train-arg", "num-iterations=150")  # d4's own 352 steps would need more attempts
+    # num-iterations=150: d4's own 352 steps would need more attempts
+    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "3",
+                        "--max-attempts", "10", "--train-arg", "num-iterations=150")
 
     record = speedq.wait_state(job, "succeeded", "failed", timeout=120)
 

@@ -85,8 +85,8 @@ def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> 
     run_dir = tmp_path / "run"
     fence.claim(run_dir, 1)
     env = {**os.environ, proctree.MARK_ENV: str(run_dir), proctree.ATTEMPT_ENV: "1"}
-    old = subprocess.Popen([sys.executable, "-m", "speedq.gpu.rank", "timeit", "-n", "1", "import time; time.sleep(60)"],
-                           env=env, start_new_session=True)
+    command = [sys.executable, "-m", "speedq.gpu.rank", "timeit", "-n", "1", "import time; time.sleep(60)"]
+    old = subprocess.Popen(command, env=env, start_new_session=True)
     try:
         wait_for(lambda: proctree.marked(run_dir), timeout=10, what="the older training")
         time.sleep(0.5)  # it has taken the lock by now

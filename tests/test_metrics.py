@@ -34,7 +34,9 @@ def test_metrics_equal_the_records(scene: Scene) -> None:  # noqa: F811
     queued = Counter((r["spec"]["team"], r["spec"]["priority"]) for r in jobs if r["state"] == "queued")
     assert queued == {("beta", "high"): 1, ("beta", "low"): 1}
     assert metrics["speedq_queue_depth"] == {
-        (("priority", p), ("team", t)): float(queued[(t, p)]) for t in ("alpha", "beta") for p in ("high", "normal", "low")
+        (("priority", p), ("team", t)): float(queued[(t, p)])
+        for t in ("alpha", "beta")
+        for p in ("high", "normal", "low")
     }
 
     by_state = Counter((r["state"], r["spec"]["team"]) for r in jobs)
@@ -51,7 +53,10 @@ def test_metrics_equal_the_records(scene: Scene) -> None:  # noqa: F811
 
     for team in ("alpha", "beta"):
         seconds = sum(
-            (a["ended_at"] - a["started_at"]) * a["gpu_count"] for r in jobs if r["spec"]["team"] == team for a in r["attempts"]
+            (a["ended_at"] - a["started_at"]) * a["gpu_count"]
+            for r in jobs
+            if r["spec"]["team"] == team
+            for a in r["attempts"]
         )
         assert metrics["speedq_gpu_hours_total"][(("team", team),)] == pytest.approx(seconds / 3600, rel=1e-9)
 

@@ -7,8 +7,8 @@ stands in for /vol, with the simulated nanochat (launcher "sim") in place of the
 from __future__ import annotations
 
 import inspect
-import time
 import json
+import time
 from pathlib import Path
 
 import modal
@@ -71,6 +71,7 @@ def build_steps(image: modal.Image) -> list[list[str]]:
 
 def test_image_takes_torch_only_from_the_cuda_index_and_the_rest_of_nanochat_from_pypi() -> None:
     import shlex
+
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parent / "data" / "modal" / "nanochat-pyproject.toml").read_text())
@@ -114,7 +115,8 @@ def test_modal_run_options_of_the_old_script(name: str) -> None:
     seen = cmd.seen  # type: ignore[attr-defined]
     assert seen["model"] == "d12" and seen["repo_ref"] == "master" and seen["force_restart"] is True
     assert seen["request"] == ""  # a worker passes request=<RunRequest JSON> instead
-    assert list(inspect.signature(raw).parameters) == ["model", "repo_ref", "force_restart", "team", "run_name", "request"]
+    parameters = ["model", "repo_ref", "force_restart", "team", "run_name", "request"]
+    assert list(inspect.signature(raw).parameters) == parameters
 
 
 def test_request_for_the_command_line(tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ SCENARIOS = {  # recorded file -> the sim's argv for the same run, in the order 
                                         "--num-iterations=5", "--model-tag=bad"],
     "base_train_cpu_auto_batch.txt": ["--depth=2", "--head-dim=64", "--window-pattern=L", "--max-seq-len=128",
                                       "--device-batch-size=16", "--run=dummy", "--num-iterations=2",
-                                      "--core-metric-every=-1", "--sample-every=-1", "--eval-every=-1", "--model-tag=auto"],
+                                      "--core-metric-every=-1", "--sample-every=-1", "--eval-every=-1",
+                                      "--model-tag=auto"],
 }
 SAVE_EVERY = 5
 REAL_VOCAB = 455  # what tok_train made of the recording's synthetic text

@@ -105,7 +105,8 @@ def test_shard_rule_follows_speedrun_sh() -> None:
     """speedrun.sh downloads 170 shards for its d24 (ratio 8): ~150 needed plus 20 padding."""
     d24 = JobSpec(team="t", model="d24", gpu="H100:8")
     assert runner.shards_needed(request_for(d24)) == 170
-    sizes = [runner.shards_needed(request_for(JobSpec(team="t", model=f"d{d}", gpu="H100:8"))) for d in (2, 12, 20, 24, 32)]
+    specs = [JobSpec(team="t", model=f"d{d}", gpu="H100:8") for d in (2, 12, 20, 24, 32)]
+    sizes = [runner.shards_needed(request_for(spec)) for spec in specs]
     assert sizes == sorted(sizes) and sizes[0] >= nanochat.MIN_SHARDS
     smoke = JobSpec(team="t", model="d24", mode="smoke", gpu="H100:8")
     assert runner.shards_needed(request_for(smoke)) == nanochat.MIN_SHARDS

@@ -14,10 +14,10 @@ from pydantic import ValidationError
 from rq import Queue
 
 from speedq import webhook_target
-from speedq.notify import deliver, DeliveryFailed
+from speedq.notify import DeliveryFailed, deliver
 from speedq.schemas import TeamLimits
-from speedq.teams import add_team
 from speedq.store import NOTIFY_QUEUE, Store
+from speedq.teams import add_team
 from speedq.webhook_target import ALLOW_PRIVATE_ENV
 from tests.conftest import RedisServer, Speedq, wait_for
 
@@ -62,7 +62,7 @@ def webhook() -> Iterator[Webhook]:
     hook = Webhook()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             with hook.lock:
                 hook.received.append(body)
@@ -99,7 +99,9 @@ def notify_queue(redis_server: RedisServer) -> Queue:
     return Queue(NOTIFY_QUEUE, connection=redis_server.client())
 
 
-def test_success_notifies_the_team_with_a_webhook_only(speedq: Speedq, redis_server: RedisServer, webhook: Webhook) -> None:
+def test_success_notifies_the_team_with_a_webhook_only(
+    speedq: Speedq, redis_server: RedisServer, webhook: Webhook
+) -> None:
     set_webhook(redis_server, "alpha", webhook.url)
     speedq.start_worker()
     quiet = speedq.submit("--team", "beta", "--smoke")
@@ -224,7 +226,7 @@ PRIVATE_TARGETS = [
 def test_webhooks_to_private_addresses_are_refused_in_one_line(
     url: str, public_only: None, speedq: Speedq, redis_server: RedisServer
 ) -> None:
-    with pytest.raises(ValidationError, match="public address|local or metadata host"):
+    with pytest.raises(ValidationError, match=r"public address|local or metadata host"):
         TeamLimits(webhook_url=url)
     before = {key: redis_server.client().dump(key) for key in redis_server.client().keys("*")}
     done = speedq.run("team", "add", "alpha", "--webhook", url)
@@ -237,7 +239,9 @@ def test_the_operator_setting_allows_private_targets() -> None:
     assert TeamLimits(webhook_url="http://127.0.0.1:6379/").webhook_url == "http://127.0.0.1:6379/"
 
 
-def test_delivery_checks_the_resolved_address(webhook: Webhook, public_only: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_delivery_checks_the_resolved_address(
+    webhook: Webhook, public_only: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A name that passed validation but resolves to a private address (DNS rebinding, or a name
     in /etc/hosts) is refused at delivery, before any byte is sent."""
     import socket

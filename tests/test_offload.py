@@ -141,7 +141,7 @@ def test_each_saves_blocking_time_comes_from_the_step_lines_around_it(dirs) -> N
         fh.write(line(7, 100) + "partial line without its end")
     off.tail_once(now=103.0)
     assert off.saves == [2.5]
-    assert off.report()["save_blocked_s"] == [2.5]
+    assert off.report().save_blocked_s == [2.5]
 
 
 def test_commit_and_reload_failures_are_reported_apart(dirs) -> None:

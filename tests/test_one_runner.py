@@ -14,10 +14,10 @@ import pytest
 
 from speedq.gpu import fence, proctree
 from speedq.settings import env_name
-
-KILL_AFTER_LAUNCH_ENV = env_name("test_kill_after_launch")
 from tests.conftest import Speedq, wait_for
 from tests.proctable import ProcessWatch
+
+KILL_AFTER_LAUNCH_ENV = env_name("test_kill_after_launch")
 
 FIGURES: dict[str, dict[str, int]] = {}  # fault -> the most seen at once, printed at the end
 

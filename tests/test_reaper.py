@@ -11,10 +11,10 @@ from pathlib import Path
 import redis
 from rq import Queue
 
+from speedq.keys import Keys, queue_name
 from speedq.producer import enqueue_in
 from speedq.reaper import reap
 from speedq.schemas import JobSpec, JobState
-from speedq.keys import Keys, queue_name
 from speedq.store import Store
 from tests.conftest import RedisServer, Speedq, wait_for
 
@@ -24,7 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def submit_many(conn: redis.Redis, count: int, start: int = 0) -> list[str]:
     store = Store(conn)
     return [
-        store.create_claiming_run(JobSpec(team=f"t{i % 5}", run_name=f"r{i}", backend="sim", mode="smoke"), also=enqueue_in(conn))[0].id
+        store.create_claiming_run(
+            JobSpec(team=f"t{i % 5}", run_name=f"r{i}", backend="sim", mode="smoke"), also=enqueue_in(conn)
+        )[0].id
         for i in range(start, start + count)
     ]
 
@@ -62,7 +64,7 @@ def test_a_running_job_is_never_touched(speedq: Speedq, redis_server: RedisServe
     speedq.start_worker()
     job = speedq.submit("--team", "alpha", "--smoke")
     speedq.wait_state(job, "running")
-    while not speedq.status(job)["state"] in ("succeeded", "failed"):
+    while speedq.status(job)["state"] not in ("succeeded", "failed"):
         assert reap(conn) == []
         time.sleep(0.1)
     record = speedq.status(job)
@@ -127,6 +129,7 @@ def test_a_deep_queue_drains_with_no_requeue(speedq: Speedq, redis_server: Redis
     store = Store(conn)
     records = store.get_many(Store.job_id_for(n) for n in range(1, count + 1))
     assert len(records) == count
-    assert all(r.state == JobState.succeeded for r in records), [(r.id, r.state, r.error) for r in records if r.state != JobState.succeeded][:5]
+    unfinished = [(r.id, r.state, r.error) for r in records if r.state != JobState.succeeded]
+    assert not unfinished, unfinished[:5]
     assert [r.id for r in records if r.rq_job_id != r.id or len(r.attempts) != 1] == []
     assert conn.zcard(Keys.held) == 0

@@ -85,7 +85,7 @@ def test_smoke_run_in_process(tmp_path: Path, sim_repo: Path) -> None:
     assert (prog.stage, prog.step, prog.total, prog.checkpoint_step) == ("done", 10, 10, 10)
     assert prog.loss is not None and prog.loss > 0
     log = log_text(req)
-    assert log.startswith(f"==== speedq attempt 1 of sq-1")
+    assert log.startswith("==== speedq attempt 1 of sq-1")
     assert "step 00009/00010" in log and "--num-iterations=10" in log and "--eval-every=-1" in log
     assert "scripts.base_eval" not in log  # smoke: evals off
     assert (Path(req.run_dir) / "base_checkpoints" / "d12-smoke" / "model_000010.pt").exists()
@@ -260,7 +260,8 @@ def test_step_count_and_default_interval_follow_nanochats_sizing(tmp_path: Path,
 
 
 def test_resolve_commit(sim_repo: Path) -> None:
-    head = subprocess.run(["git", "-C", str(sim_repo), "rev-parse", "master"], capture_output=True, text=True).stdout.strip()
+    git = ["git", "-C", str(sim_repo), "rev-parse", "master"]
+    head = subprocess.run(git, capture_output=True, text=True).stdout.strip()
     assert runner.resolve_commit(str(sim_repo), "master") == head
     assert runner.resolve_commit(str(sim_repo), head) == head
     assert runner.resolve_commit(f"file://{sim_repo}", "master") == head  # the ls-remote path
@@ -329,12 +330,14 @@ def test_commands_per_launcher(tmp_path: Path, sim_repo: Path) -> None:
     assert list(stages) == ["data", "tok_train", "tok_eval", "base_train", "base_eval", "chat_sft", "chat_eval"]
     train = runner.command(req, stages["base_train"], ["--save-every=7"])
     at = train.index("--standalone")  # after `torchrun`, or `python -m torch.distributed.run` without it
-    assert train[at : at + 6] == ["--standalone", "--nproc_per_node=2", "-m", runner.RANK_MODULE, "scripts.base_train", "--"]
+    expected = ["--standalone", "--nproc_per_node=2", "-m", runner.RANK_MODULE, "scripts.base_train", "--"]
+    assert train[at : at + 6] == expected
     assert "--depth=4" in train and "--save-every=7" in train and "--fp8" not in train  # no fp8 on an A100
     assert runner.command(req, stages["data"], [])[:3] == [sys.executable, "-m", "nanochat.dataset"]
     assert runner.command(req, stages["chat_eval"], [])[-2:] == ["-i", "sft"]
     py = req.model_copy(update={"launcher": "python", "gpu_type": "H100", "env": {"WANDB_RUN": "mine"}})
-    assert runner.command(py, runner.plan(py)[3], [])[:4] == [sys.executable, "-m", runner.RANK_MODULE, "scripts.base_train"]
+    expected = [sys.executable, "-m", runner.RANK_MODULE, "scripts.base_train"]
+    assert runner.command(py, runner.plan(py)[3], [])[:4] == expected
     assert "--fp8" in runner.plan(py)[3].flags and "--run=mine" in runner.plan(py)[3].flags
     assert "WORLD_SIZE" not in runner.stage_env(py, tmp_path)
     sim_env = runner.stage_env(request(tmp_path, sim_repo), tmp_path)
@@ -358,7 +361,7 @@ def test_data_is_not_ready_because_the_download_exited_0(tmp_path: Path, sim_rep
     again = request(tmp_path, sim_repo, mode="smoke", attempt=2)
     assert runner.run(again).outcome is Outcome.succeeded
     entry = runner.read_ledger(tmp_path / "data" / layout.DATA_LEDGER)["data"]
-    assert entry["commit"] == again.commit and entry["shards"] == runner.shards_needed(again) == 8
+    assert entry.commit == again.commit and entry.shards == runner.shards_needed(again) == 8
     # A shard cut short later makes the data not ready again, whatever the ledger says.
     shard = tmp_path / "data" / "base_data_climbmix" / "shard_00003.parquet"
     shard.write_bytes(shard.read_bytes()[:-3])

@@ -20,7 +20,8 @@ from speedq.sim import repo as sim_repo
 # scripts/base_train.py's print at 92d63d4; `| eta:` only after step 10.
 PROGRESS_LINE = re.compile(
     r"^step (?P<step>\d{5})/\d{5} \(\d+\.\d{2}%\) \| loss: \d+\.\d{6} \| lrm: \d\.\d{2} \| dt: [\d.]+ms \| "
-    r"tok/sec: [\d,]+ \| bf16_mfu: [\d.]+ \| epoch: \d+ pq: \d+ rg: \d+ \| total time: [\d.]+m(?P<eta> \| eta: [\d.]+m)?$"
+    r"tok/sec: [\d,]+ \| bf16_mfu: [\d.]+ \| epoch: \d+ pq: \d+ rg: \d+ \| "
+    r"total time: [\d.]+m(?P<eta> \| eta: [\d.]+m)?$"
 )
 
 
@@ -70,7 +71,7 @@ def test_whole_pipeline_files_and_lines(base: Path) -> None:
     train = sim(base, "scripts.base_train", "--", "--depth", "4", "--num-iterations=12", "--save-every=5",
                 "--eval-every=5", "--fp8", "--run=dummy", world=2)
     assert train.returncode == 0, train.stderr
-    lines = [PROGRESS_LINE.match(l) for l in train.stdout.splitlines() if l.startswith("step ")]
+    lines = [PROGRESS_LINE.match(line) for line in train.stdout.splitlines() if line.startswith("step ")]
     assert len(lines) == 12 and all(lines), lines[:2]
     assert [int(m["step"]) for m in lines] == list(range(12))  # 0-based
     assert [int(m["step"]) for m in lines if m["eta"]] == [11]  # eta only after step 10
@@ -171,7 +172,8 @@ def test_bad_fault_text_is_a_clear_error(base: Path, text: str) -> None:
 
 def test_sim_repo_is_idempotent_and_recommits_a_changed_tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def head(dest: Path) -> str:
-        return subprocess.run(["git", "-C", str(dest), "rev-parse", "master"], capture_output=True, text=True).stdout.strip()
+        git = ["git", "-C", str(dest), "rev-parse", "master"]
+        return subprocess.run(git, capture_output=True, text=True).stdout.strip()
 
     dest = sim_repo.ensure_sim_repo(tmp_path / "repo")
     first = head(dest)
@@ -202,8 +204,8 @@ SIM_TORCHRUN = ("speedq.sim.torchrun", "-m")
 def test_new_session_training_outlives_its_starter_like_torchrun(base: Path) -> None:
     """The sim's torchrun: killing the launcher's whole process group leaves the training."""
     env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3"}
-    proc = subprocess.Popen([sys.executable, "-m", *SIM_TORCHRUN, "scripts.base_train", "--depth=4", "--num-iterations=8"],
-                            cwd=SIM_TREE, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    command = [sys.executable, "-m", *SIM_TORCHRUN, "scripts.base_train", "--depth=4", "--num-iterations=8"]
+    proc = subprocess.Popen(command, cwd=SIM_TREE, env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     training: list[int] = []
     try:
         deadline = time.monotonic() + 10

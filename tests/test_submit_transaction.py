@@ -9,12 +9,13 @@ import subprocess
 import pytest
 from rq import Queue
 
+from speedq.keys import Keys, queue_name
 from speedq.producer import submit
 from speedq.schemas import JobSpec
-from speedq.keys import Keys, queue_name
 from tests.conftest import RedisServer, wait_for
 
-READS = {"WATCH", "UNWATCH", "EVAL_RO", "GET", "ZCARD", "HVALS", "EXISTS", "MULTI", "EXEC", "PING", "CLIENT", "HELLO", "INFO"}
+READS = {"WATCH", "UNWATCH", "EVAL_RO", "GET", "ZCARD", "HVALS", "EXISTS", "MULTI", "EXEC", "PING", "CLIENT", "HELLO",
+         "INFO"}
 
 
 def test_submit_writes_everything_in_one_multi_exec(redis_server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]

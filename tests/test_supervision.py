@@ -74,7 +74,8 @@ def test_cancel_timeout_and_stall_stop_the_call_first() -> None:
     watch = Watch(last_activity=T0)
     cancelled = verdict(record(attempt(), cancel_requested=True), 1, CallStatus(), watch, T0 + 1, BOUNDS)
     assert cancelled.stop and cancelled.status.outcome is Outcome.cancelled
-    timed = verdict(record(attempt()), 1, CallStatus(), observe(watch, True, Progress(step=9), T0 + 3600), T0 + 3601, BOUNDS)
+    late = observe(watch, True, Progress(step=9), T0 + 3600)
+    timed = verdict(record(attempt()), 1, CallStatus(), late, T0 + 3601, BOUNDS)
     assert timed.stop and timed.status.outcome is Outcome.timed_out
     stalled = verdict(record(attempt()), 1, CallStatus(), watch, T0 + 601, BOUNDS)
     assert stalled.stop and stalled.status.outcome is Outcome.stalled
@@ -99,5 +100,6 @@ def test_after_an_attempt() -> None:
     assert ended(Outcome.crashed, *three) is Kind.launch  # next_step gives up, saying why
     gave_up = next_step(record(*three))
     assert (gave_up.kind, gave_up.state) == (Kind.finish, JobState.failed) and "gave up after 3" in gave_up.error
-    step = after_attempt(record(attempt(outcome=Outcome.preempted), cancel_requested=True), CallStatus(Outcome.preempted))
+    cancelled = record(attempt(outcome=Outcome.preempted), cancel_requested=True)
+    step = after_attempt(cancelled, CallStatus(Outcome.preempted))
     assert (step.kind, step.state) == (Kind.finish, JobState.cancelled)

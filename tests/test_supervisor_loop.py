@@ -62,7 +62,7 @@ class Scripted:
         self.calls.append(("cancel", call_id))
         self.ended.add(call_id)
 
-    def read_progress(self, record: JobRecord):  # noqa: ANN201
+    def read_progress(self, record: JobRecord):
         return None
 
 

@@ -32,7 +32,8 @@ def test_team_add_shows_the_token_once_and_stores_only_its_hash(speedq: Speedq, 
 def test_team_set_changes_limits_and_rotates_the_token(speedq: Speedq) -> None:
     first = add_team(speedq, "vision", "--max-queued", "5")
 
-    done = speedq.run("team", "set", "vision", "--max-queued", "none", "--max-running", "3", "--rotate-token", check=True)
+    done = speedq.run("team", "set", "vision", "--max-queued", "none", "--max-running", "3", "--rotate-token",
+                      check=True)
     second = done.stdout.strip().splitlines()[-1]
 
     assert second != first and len(second) >= 40

@@ -23,9 +23,11 @@ def test_train_args_are_typed_stored_and_shown(speedq: Speedq) -> None:
 def test_the_api_takes_a_mapping_and_refuses_like_the_cli(api, speedq: Speedq) -> None:  # noqa: F811
     client, tokens = api
     alpha = bearer(tokens["alpha"])
-    ok = client.post("/v1/jobs", json={"backend": "sim", "train_args": {"max-seq-len": 128, "fp8": False}}, headers=alpha)
+    ok = client.post("/v1/jobs", json={"backend": "sim", "train_args": {"max-seq-len": 128, "fp8": False}},
+                     headers=alpha)
     assert ok.status_code == 201, ok.text
-    bad = client.post("/v1/jobs", json={"backend": "sim", "run_name": "x", "train_args": {"save-every": 3}}, headers=alpha)
+    bad = client.post("/v1/jobs", json={"backend": "sim", "run_name": "x", "train_args": {"save-every": 3}},
+                      headers=alpha)
     cli = speedq.run("submit", "--team", "alpha", "--backend", "sim", "--run-name", "x", "--train-arg", "save-every=3")
     assert bad.status_code == 422 and cli.returncode == 2
     assert cli.stderr.strip() == f"error: {bad.json()['detail']}"

@@ -10,7 +10,9 @@ from rq import Worker
 from tests.conftest import RedisServer, Speedq, wait_for
 
 
-def test_a_worker_restarted_under_its_name_within_rqs_ttl_starts_and_works(speedq: Speedq, redis_server: RedisServer) -> None:
+def test_a_worker_restarted_under_its_name_within_rqs_ttl_starts_and_works(
+    speedq: Speedq, redis_server: RedisServer
+) -> None:
     conn = redis_server.client()
     first = speedq.start_worker("--name", "gpu-box-1")
     wait_for(lambda: Worker.find_by_key("rq:worker:gpu-box-1", connection=conn), what="the first worker to register")

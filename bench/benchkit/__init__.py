@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))  # for tests.conftest, the tests' RedisServer
 
 from tests.conftest import RedisServer, children_of, wait_for  # noqa: E402
 
-__all__ = ["ROOT", "RQ_CLI", "SPEEDQ_CLI", "Bench", "Samples", "bench", "children_of", "options", "ratio", "rss_mb", "timed", "wait_for"]
+__all__ = ["ROOT", "RQ_CLI", "SPEEDQ_CLI", "Bench", "Samples", "bench", "children_of", "options", "ratio", "rss_mb",
+           "timed", "wait_for"]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Protocol
 from speedq.errors import BackendError
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunResult
 
-__all__ = ["BackendError", "Backend", "CallStatus", "LaunchUnknown"]
+__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown"]
 
 
 class LaunchUnknown(BackendError):

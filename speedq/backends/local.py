@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from speedq import config, settings
 from speedq.backends.base import BackendError, CallStatus
@@ -27,6 +28,8 @@ from speedq.gpu import fence, layout, proctree
 from speedq.gpu.proctree import start_ticks
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
 
+# How the runner starts training (RunRequest.launcher's values; mypy checks the two agree).
+Launcher = Literal["torchrun", "python", "sim"]
 CANCEL_GRACE_S = 5.0
 STRAYS_WAIT_S = 10.0  # SIGKILLed processes are gone within this; longer means an unkillable one
 
@@ -79,7 +82,7 @@ class LocalBackend:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     @property
-    def launcher(self) -> str:
+    def launcher(self) -> Launcher:
         return "torchrun" if shutil.which("torchrun") else "python"
 
     def check(self) -> None:
@@ -111,7 +114,7 @@ class LocalBackend:
             run_dir=self.run_dir(record),
             data_dir=str(self.data_root),
             cache_dir=str(self.cache_root),
-            launcher=self.launcher,  # type: ignore[arg-type]
+            launcher=self.launcher,
             save_every=spec.save_every,
             force_restart=spec.force_restart,
             train_args=dict(spec.train_args),
@@ -169,7 +172,8 @@ class LocalBackend:
         except FileNotFoundError:
             return None
         except ValueError as exc:
-            return RunResult(job_id="", attempt=attempt, outcome=Outcome.crashed, error=f"unreadable result file: {exc}")
+            error = f"unreadable result file: {exc}"
+            return RunResult(job_id="", attempt=attempt, outcome=Outcome.crashed, error=error)
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
         pid, ticks, run_dir = self.parse_call_id(call_id)

@@ -16,20 +16,21 @@ container's announcement in the run directory (`announced`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import shlex
 import shutil
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from speedq import config, settings
 from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.modal_calls import has_credentials as has_credentials  # the CLI's and tests' name
+from speedq.backends.modal_calls import resolve_locally, run_sync
+from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.backends.modal_outcomes import (
     is_transport,
     one_line,
@@ -37,13 +38,13 @@ from speedq.backends.modal_outcomes import (
     status_from_error,
     status_from_value,
 )
-from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
 from speedq.gpu import layout
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
 
 # Function names in the deployed app (speedq/gpu/modal_app.py defines them).
 FULL_FUNCTION = "run_speedrun"
@@ -59,8 +60,7 @@ PREPARE_POLL_EVERY_S = 5.0
 # How long prepare keeps polling through transport errors before it gives up (the call runs on).
 PREPARE_BLIND_LIMIT_S = 600.0
 
-GIT_TIMEOUT_S = 30.0
-LOG_LOCATION = "modal-volume"
+LOG_LOCATION: Final = "modal-volume"
 
 
 def call_timeout_s() -> float:
@@ -75,34 +75,6 @@ def function_for(mode: str) -> str:
 def volume_relpath(record: JobRecord) -> PurePosixPath:
     """The run directory relative to the Volume root: `runs/<team>/<run-name>`."""
     return PurePosixPath("runs") / layout.run_relpath(record.spec.team, record.spec.run_name or "")
-
-
-def _run_sync(make: Callable[[], Awaitable[T]], timeout: float) -> T:
-    """Run `make()` under asyncio.wait_for from sync code (in a thread if a loop is running here)."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(make(), timeout)
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(bounded())
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = asyncio.run(bounded())
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout + 5)
-    if "error" in box:
-        raise box["error"]
-    if "value" not in box:
-        raise TimeoutError()
-    return box["value"]
 
 
 class LaunchUnknown(BackendError):
@@ -146,7 +118,7 @@ class ModalBackend:
         import modal.exception as mexc
 
         try:
-            return _run_sync(make, self.timeout_s)
+            return run_sync(make, self.timeout_s)
         except TimeoutError as exc:  # asyncio.wait_for's, i.e. ours (callers catch .get's inside)
             raise BackendError(
                 f"Modal did not answer {what} within {self.timeout_s:g}s (no route to Modal's API?)"
@@ -197,14 +169,15 @@ class ModalBackend:
         """Pin a ref with `git ls-remote` here when git exists (no container, no cost, ~1 s);
         otherwise with the app's CPU function `resolve_ref`. Both are bounded."""
         if shutil.which("git"):
-            return _resolve_locally(config.NANOCHAT_REPO_URL, ref)
+            return resolve_locally(config.NANOCHAT_REPO_URL, ref)
         import modal.exception as mexc
 
         fn = self._function(RESOLVE_FUNCTION)
         try:
-            return self._bounded(
+            commit: str = self._bounded(  # the function's return (modal's calls are untyped)
                 "resolving the ref", lambda: fn.remote.aio(config.NANOCHAT_REPO_URL, ref)
             )
+            return commit
         except mexc.Error as exc:
             raise BackendError(f"cannot resolve nanochat ref {ref!r} on Modal: {one_line(exc)}") from exc
         except Exception as exc:  # the function's own error, e.g. unknown ref
@@ -260,14 +233,15 @@ class ModalBackend:
         refused = (mexc.InvalidError, mexc.AuthError, mexc.PermissionDeniedError, mexc.NotFoundError,
                    mexc.SerializationError, mexc.RequestSizeError, mexc.UnimplementedError)
         try:
-            call = _run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
+            call = run_sync(lambda: fn.spawn.aio(**kwargs), self.timeout_s)
         except refused as exc:  # the server said no: nothing was created
             raise BackendError(f"Modal refused {what}: {one_line(exc)}") from exc
         except Exception as exc:  # no answer, a reset, UNAVAILABLE after retries: a call may exist
             raise LaunchUnknown(
                 f"the answer to {what} was lost ({self._why(exc)}); the call may be running"
             ) from exc
-        return call.object_id
+        call_id: str = call.object_id  # a modal.FunctionCall (spawn.aio is untyped)
+        return call_id
 
     def launch(self, record: JobRecord, attempt: int) -> str:
         spec = record.spec
@@ -290,7 +264,7 @@ class ModalBackend:
                 return running
 
         try:
-            value = _run_sync(get, self.timeout_s)
+            value = run_sync(get, self.timeout_s)
         except Exception as exc:
             status = status_from_error(exc, call_id)
             if status is None:
@@ -341,7 +315,8 @@ class ModalBackend:
         log.info("preparing data for %s (%d shards) on Modal: call %s", commit[:12], shards, call_id)
         status = self.wait(record, call_id, PREPARE_TIMEOUT_S + 600)
         if status.outcome is not Outcome.succeeded:
-            raise BackendError(f"data preparation {call_id} ended {status.outcome.value}: {status.error}")
+            ended = status.outcome.value if status.outcome is not None else "without an outcome"
+            raise BackendError(f"data preparation {call_id} ended {ended}: {status.error}")
         if not marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
             raise BackendError(f"data preparation {call_id} succeeded but the Volume's marker does not cover "
                                f"{shards} shards of {commit[:12]}")
@@ -428,40 +403,3 @@ class ModalBackend:
 
     def _env_words(self) -> str:
         return f" in environment {self.environment_name!r}" if self.environment_name else ""
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def has_credentials() -> bool:
-    """A Modal token from MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or the active ~/.modal.toml profile."""
-    if os.environ.get("MODAL_TOKEN_ID") and os.environ.get("MODAL_TOKEN_SECRET"):
-        return True
-    try:
-        from modal.config import config as modal_config
-
-        return bool(modal_config.get("token_id")) and bool(modal_config.get("token_secret"))
-    except Exception:  # an unreadable ~/.modal.toml
-        return False
-
-
-def _resolve_locally(repo: str, ref: str) -> str:
-    """runner.resolve_commit under a hard bound (git ls-remote; a stuck git is left behind)."""
-    from speedq.gpu import runner
-
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = runner.resolve_commit(repo, ref)
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(GIT_TIMEOUT_S)
-    if "error" in box:
-        raise BackendError(f"cannot resolve nanochat ref {ref!r}: {one_line(box['error'])}")
-    if "value" not in box:
-        raise BackendError(f"resolving nanochat ref {ref!r} took over {GIT_TIMEOUT_S:g}s")
-    return box["value"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from speedq import settings
-from speedq.backends.local import LocalBackend
+from speedq.backends.local import Launcher, LocalBackend
 from speedq.gpu import nanochat
 from speedq.sim.repo import BRANCH
 
@@ -17,11 +17,14 @@ from speedq.sim.repo import BRANCH
 class SimBackend(LocalBackend):
     name = "sim"
 
-    def __init__(self, runs_root: Path | None = None, data_root: Path | None = None, cache_root: Path | None = None) -> None:
-        super().__init__(repo=str(settings.get().state_home() / "sim-nanochat"), runs_root=runs_root, data_root=data_root, cache_root=cache_root)
+    def __init__(
+        self, runs_root: Path | None = None, data_root: Path | None = None, cache_root: Path | None = None
+    ) -> None:
+        super().__init__(repo=str(settings.get().state_home() / "sim-nanochat"), runs_root=runs_root,
+                         data_root=data_root, cache_root=cache_root)
 
     @property
-    def launcher(self) -> str:
+    def launcher(self) -> Launcher:
         return "sim"
 
     def check(self) -> None:

@@ -42,6 +42,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import modal
 
@@ -60,6 +61,8 @@ CLI_TEAM = "default"
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 # Container-local disk: the run, its data and every cache a stage writes live here while it runs.
 LOCAL_ROOT = "/tmp/speedq"
+# What crosses Modal's boundary: a RunRequest or RunResult as JSON data (the other side validates it).
+WireData = dict[str, Any]
 
 # torch from the PyTorch CUDA 12.8 index alone, in its own step (index_url: nothing else is looked
 # up there); everything else from PyPI. nanochat's dependencies are its pyproject.toml's at the
@@ -102,7 +105,8 @@ image = (
 
 app = modal.App(settings.get().modal_app, image=image)
 volume = modal.Volume.from_name(settings.get().modal_volume, create_if_missing=True)
-VOLUMES = {VOLUME_MOUNT: volume}
+# (typed as modal's `volumes=` takes it: its dict is invariant in the value type)
+VOLUMES: dict[str | PurePosixPath, modal.Volume | modal.CloudBucketMount] = {VOLUME_MOUNT: volume}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,16 +136,16 @@ def request_for(
     `job_id` must stay the same when Modal restarts the same input (the call id does), so that a
     force restart wipes the run once, not again after a preemption.
     """
-    spec = JobSpec(
-        team=team,
-        model=model,
-        repo_ref=repo_ref,
-        mode=mode,
-        force_restart=force_restart,
-        gpu=gpu,
-        run_name=run_name or None,
-        backend="modal",
-    )
+    spec = JobSpec.model_validate({
+        "team": team,
+        "model": model,
+        "repo_ref": repo_ref,
+        "mode": mode,
+        "force_restart": force_restart,
+        "gpu": gpu,
+        "run_name": run_name or None,
+        "backend": "modal",
+    })
     kind, count = gpu_parts(str(spec.gpu))
     base = PurePosixPath(root)
     return RunRequest(
@@ -161,7 +165,7 @@ def request_for(
     )
 
 
-def parse_request(request: str | dict | RunRequest) -> RunRequest:
+def parse_request(request: str | WireData | RunRequest) -> RunRequest:
     if isinstance(request, RunRequest):
         return request
     if isinstance(request, dict):
@@ -251,11 +255,12 @@ def stop_stages(local_root: Path) -> None:
 def local_request(req: RunRequest, local_root: Path) -> RunRequest:
     """The same attempt with its run, data and cache on container-local disk."""
     return req.model_copy(update={
-        "run_dir": str(local_root / "run"), "data_dir": str(local_root / "data"), "cache_dir": str(local_root / "cache"),
+        "run_dir": str(local_root / "run"), "data_dir": str(local_root / "data"),
+        "cache_dir": str(local_root / "cache"),
     })
 
 
-def _fenced(req: RunRequest, held: int) -> dict:
+def _fenced(req: RunRequest, held: int) -> WireData:
     outcome = Outcome.fenced
     error = (f"attempt {held} (another call) holds the run directory" if held == req.attempt else
              f"attempt {held} holds the run directory") + f"; attempt {req.attempt} stopped without writing"
@@ -271,13 +276,13 @@ def _run(req: RunRequest, on_checkpoint: Callable[[], None], call_id: str | None
 
 
 def execute(
-    request: str | dict | RunRequest,
+    request: str | WireData | RunRequest,
     *,
     commit_volume: Callable[[], None] = lambda: None,
     reload_volume: Callable[[], None] = lambda: None,
     call_id: str | None = None,
     local_root: str = LOCAL_ROOT,
-) -> dict:
+) -> WireData:
     """One attempt inside the container (see the module doc); returns a RunResult dict."""
     from speedq.gpu import runner
 
@@ -313,7 +318,8 @@ def execute(
         error = (f"the Volume's data for {req.commit} is marked prepared with {shards_for(req)} shards, "
                  f"but files are missing under {req.data_dir}: run prepare_data again")
         log.error(error)
-        return RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error).model_dump(mode="json")
+        crashed = RunResult(job_id=req.job_id, attempt=req.attempt, outcome=Outcome.crashed, error=error)
+        return crashed.model_dump(mode="json")
     offloader = offload.Offloader(
         local_run=Path(local.run_dir), volume_run=volume_run, ckpt_rel=ckpt_rel, world_size=req.nproc,
         attempt=req.attempt, commit=commit_volume, reload=reload_volume, save_every=runner.save_every_for(req),
@@ -325,8 +331,6 @@ def execute(
         offloader.close()
     if offloader.superseded_by is not None:  # its stages were stopped: say why, not "crashed"
         return _fenced(req, offloader.superseded_by)
-    if not isinstance(result, RunResult):  # be liberal about what the runner hands back
-        result = RunResult.model_validate(result)
     if result.outcome is not Outcome.succeeded:
         log.warning("attempt %s of %s ended %s: %s", req.attempt, req.job_id, result.outcome.value, result.error)
     return result.model_dump(mode="json")
@@ -351,7 +355,7 @@ def _call_job_id() -> str:
 
 def _container_body(
     mode: Mode, model: str, repo_ref: str, force_restart: bool, team: str, run_name: str, request: str
-) -> dict:
+) -> WireData:
     if request:
         req = parse_request(request)
     else:
@@ -392,7 +396,7 @@ def run_speedrun(
     team: str = CLI_TEAM,
     run_name: str = "",
     request: str = "",
-) -> dict:
+) -> WireData:
     """The full speedrun. From a worker: `request` (RunRequest JSON); from `modal run`: the options."""
     return _container_body("full", model, repo_ref, force_restart, team, run_name, request)
 
@@ -405,6 +409,6 @@ def test_10_steps(
     team: str = CLI_TEAM,
     run_name: str = "",
     request: str = "",
-) -> dict:
+) -> WireData:
     """The 10-step smoke test (run `<model>-smoke`, its own directory)."""
     return _container_body("smoke", model, repo_ref, force_restart, team, run_name, request)

@@ -37,7 +37,7 @@ INT, FLOAT, STR, FLAG = "int", "float", "str", "flag"
 @dataclass(frozen=True)
 class Option:
     kind: str  # INT, FLOAT, STR or FLAG (store_true)
-    default: object
+    default: int | float | bool | str | None
     minimum: float | None = None  # smallest value allowed; -1 is also allowed when `off` is set
     off: bool = False  # -1 means "disabled" / "auto" for this option
     pattern: str | None = None  # a str option's values (fullmatch)
@@ -150,7 +150,9 @@ BATCH_EXPONENT = 0.383  # Power Lines: B_opt ~ D^0.383
 PARAM_DATA_RATIO = 8  # runs/speedrun.sh's --target-param-data-ratio
 SMOKE_STEPS = 10  # a smoke job's --num-iterations
 # Per-GPU micro batch at a 2048 context that fits in memory (speedrun.sh: 16 on 80 GB cards).
-DEVICE_BATCH_SIZE = {"H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4}
+DEVICE_BATCH_SIZE = {
+    "H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4,
+}
 FP8_GPUS = ("H100", "H200", "B200")
 
 
@@ -201,8 +203,20 @@ class Sizing:
         return (self.num_iterations or 0) * self.total_batch_size
 
 
-def _arg(args: TrainArgs, name: str) -> object:
-    return args.get(name, BASE_TRAIN_OPTIONS[name].default)
+def _number(args: TrainArgs, name: str) -> float:
+    """A numeric option's value: the job's, else base_train's default (schemas checked its kind)."""
+    value = args.get(name, BASE_TRAIN_OPTIONS[name].default)
+    if not isinstance(value, (int, float)):
+        raise SizingError(f"train arg {name} must be a number, not {value!r}")
+    return value
+
+
+def _int(args: TrainArgs, name: str) -> int:
+    return int(_number(args, name))
+
+
+def _str(args: TrainArgs, name: str) -> str:
+    return str(args.get(name, BASE_TRAIN_OPTIONS[name].default))
 
 
 def auto_total_batch_size(depth: int, ratio: float, aspect_ratio: int = 64, head_dim: int = 128,
@@ -212,7 +226,7 @@ def auto_total_batch_size(depth: int, ratio: float, aspect_ratio: int = 64, head
     d_ref = ratio * scaling_params(REF_DEPTH, aspect_ratio, head_dim, vocab_size)
     batch_size_ratio = target_tokens / d_ref
     predicted_batch_size = B_REF * batch_size_ratio**BATCH_EXPONENT
-    return 2 ** round(math.log2(predicted_batch_size))
+    return int(2.0 ** round(math.log2(predicted_batch_size)))
 
 
 def batch_rule(total_batch_size: int, device_batch_size: int, max_seq_len: int, world_size: int) -> bool:
@@ -231,22 +245,28 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     The device batch is the one given, else the GPU type's default halved until the rule holds.
     """
     args = args or {}
-    aspect, head = int(_arg(args, "aspect-ratio")), int(_arg(args, "head-dim"))  # type: ignore[call-overload]
-    seq = int(_arg(args, "max-seq-len"))  # type: ignore[call-overload]
-    ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))  # type: ignore[arg-type]
-    horizon = int(_arg(args, "num-iterations")) > 0 or float(_arg(args, "target-flops")) > 0  # type: ignore[call-overload, arg-type]
+    aspect, head = _int(args, "aspect-ratio"), _int(args, "head-dim")
+    seq = _int(args, "max-seq-len")
+    ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))
+    horizon = _int(args, "num-iterations") > 0 or _number(args, "target-flops") > 0
     if mode == "full" and not horizon and ratio <= 0:
-        raise SizingError("base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
-    total = int(_arg(args, "total-batch-size"))  # type: ignore[call-overload]
+        raise SizingError(
+            "base_train needs a horizon: num-iterations, target-flops or a positive target-param-data-ratio")
+    total = _int(args, "total-batch-size")
     if total == -1:
         if ratio == 0:  # base_train divides by its d12 horizon, ratio x params
-            raise SizingError("target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
+            raise SizingError(
+                "target-param-data-ratio 0 with an auto total-batch-size (-1) divides by zero in base_train")
         total = auto_total_batch_size(depth, ratio, aspect, head, vocab_size)
     given = args.get("device-batch-size")
-    candidates = [int(given)] if given is not None else _halvings(DEVICE_BATCH_SIZE.get(gpu_type, 8))  # type: ignore[call-overload]
+    if given is not None:
+        candidates = [_int(args, "device-batch-size")]
+    else:
+        candidates = _halvings(DEVICE_BATCH_SIZE.get(gpu_type, 8))
     device = next((b for b in candidates if batch_rule(total, b, seq, world_size)), None)
     if device is None:
-        tried = f"device-batch-size {candidates[0]}" if given is not None else f"any device-batch-size from {candidates[0]} down to 1"
+        tried = (f"device-batch-size {candidates[0]}" if given is not None
+                 else f"any device-batch-size from {candidates[0]} down to 1")
         raise SizingError(
             f"nanochat requires total-batch-size ({total}) to be a multiple of device-batch-size x max-seq-len "
             f"({seq}) x GPU count ({world_size}), and {tried} fails that; use a power-of-two GPU count or set "
@@ -266,14 +286,14 @@ def _iterations(depth: int, mode: str, args: TrainArgs, total: int, ratio: float
     """base_train's horizon, in its order: num-iterations, target-flops, data:param ratio."""
     if mode == "smoke":
         return SMOKE_STEPS
-    given = int(_arg(args, "num-iterations"))  # type: ignore[call-overload]
+    given = _int(args, "num-iterations")
     if given > 0:
         return given
-    aspect, head = int(_arg(args, "aspect-ratio")), int(_arg(args, "head-dim"))  # type: ignore[call-overload]
-    flops = float(_arg(args, "target-flops"))  # type: ignore[arg-type]
+    aspect, head = _int(args, "aspect-ratio"), _int(args, "head-dim")
+    flops = _number(args, "target-flops")
     if flops > 0:
-        per_token = flops_per_token(depth, aspect, head, int(_arg(args, "max-seq-len")),  # type: ignore[call-overload]
-                                    str(_arg(args, "window-pattern")), vocab_size)
+        per_token = flops_per_token(depth, aspect, head, _int(args, "max-seq-len"),
+                                    _str(args, "window-pattern"), vocab_size)
         return round(flops / (per_token * total))
     return int(ratio * scaling_params(depth, aspect, head, vocab_size)) // total
 
@@ -333,7 +353,7 @@ def tokenizer_vocab_size(data_dir: Path) -> int | None:
 
     try:
         with open(Path(data_dir) / TOKENIZER_DIR / TOKENIZER_FILES[0], "rb") as fh:
-            enc = pickle.load(fh)  # noqa: S301 - nanochat's own file, loaded by nanochat the same way
+            enc = pickle.load(fh)
     except Exception:  # noqa: BLE001 - absent, or tiktoken missing: the default vocabulary then
         return None
     size = enc.get("vocab_size") if isinstance(enc, dict) else getattr(enc, "n_vocab", None)

@@ -32,7 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from speedq.gpu import layout
+from speedq.schemas import Progress
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +180,17 @@ class Failures:
             log.warning("volume %s failed: %s", self.what, exc)
 
 
+class OffloadReport(BaseModel):
+    """The offload's figures, which go into the Volume's progress.json (Progress has these fields)."""
+
+    save_blocked_s: list[float]
+    offloaded_step: int | None
+    commit_failures: int
+    reload_failures: int
+    last_commit_error: str | None
+    last_reload_error: str | None
+
+
 @dataclass
 class Offloader:
     """Copies a local run dir to its Volume twin on a thread of its own; see the module doc."""
@@ -265,7 +279,7 @@ class Offloader:
             before = self._last_step
             if before and self.save_every and step == before[1] + 1 and before[1] % self.save_every == 0 and before[1]:
                 with self._lock:
-                    self.saves = (self.saves + [round(save_blocked_s(before, (now, step, dt)), 3)])[-KEEP_SAVES:]
+                    self.saves = [*self.saves, round(save_blocked_s(before, (now, step, dt)), 3)][-KEEP_SAVES:]
             self._last_step = (now, step)
 
     def sync_once(self) -> None:
@@ -300,7 +314,8 @@ class Offloader:
         on_volume = set(complete_steps(volume_ckpt, self.world_size)) if volume_ckpt.is_dir() else set()
         for step in sorted(set(complete_steps(local_ckpt, self.world_size)) - on_volume):
             # meta last: a reader counts a step complete only with all files, the meta among them
-            files = sorted(runner.checkpoint_files(local_ckpt, step, self.world_size), key=lambda p: p.suffix == ".json")
+            files = sorted(runner.checkpoint_files(local_ckpt, step, self.world_size),
+                           key=lambda p: p.suffix == ".json")
             for src in files:
                 copy_file(src, volume_ckpt / src.name)
             self.offloaded_step = step
@@ -311,23 +326,23 @@ class Offloader:
         """The runner's progress with the offload's figures, into the Volume's progress.json."""
         src = self.local_run / layout.PROGRESS
         try:
-            progress = json.loads(src.read_text())
-        except (OSError, ValueError):
-            progress = {}
+            progress = Progress.model_validate_json(src.read_bytes())
+        except (OSError, ValidationError):
+            progress = Progress()
         with self._lock:
-            progress.update(self.report())
+            progress = progress.model_copy(update=self.report().model_dump())
         dest = self.volume_run / layout.PROGRESS
         tmp = dest.with_name(f".{dest.name}.part")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(progress))
+        tmp.write_text(progress.model_dump_json())
         os.replace(tmp, dest)
 
-    def report(self) -> dict:
-        return {
-            "save_blocked_s": list(self.saves),
-            "offloaded_step": self.offloaded_step,
-            "commit_failures": self.commits.count,
-            "reload_failures": self.reloads.count,
-            "last_commit_error": self.commits.last,
-            "last_reload_error": self.reloads.last,
-        }
+    def report(self) -> OffloadReport:
+        return OffloadReport(
+            save_blocked_s=list(self.saves),
+            offloaded_step=self.offloaded_step,
+            commit_failures=self.commits.count,
+            reload_failures=self.reloads.count,
+            last_commit_error=self.commits.last,
+            last_reload_error=self.reloads.last,
+        )

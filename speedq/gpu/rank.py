@@ -16,9 +16,13 @@ import runpy
 import sys
 import threading
 from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 from speedq.gpu import fence
 from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Where nanochat saves a checkpoint: the real one's checkpoint_manager, the sim's common module.
 SAVE_FUNCTIONS = (("nanochat.checkpoint_manager", "save_checkpoint"), ("nanochat.common", "save_checkpoint"))
@@ -29,8 +33,8 @@ def _stop(reason: str) -> None:
     os._exit(fence.FENCED_EXIT)  # no cleanup handlers: nothing more may reach the run dir
 
 
-def _checked(run_dir: str, attempt: int, save: Callable) -> Callable:
-    def save_if_still_ours(*args: object, **kwargs: object) -> object:
+def _checked(run_dir: str, attempt: int, save: Callable[P, R]) -> Callable[P, R]:
+    def save_if_still_ours(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             fence.check(run_dir, attempt)
         except fence.Fenced as exc:

@@ -17,290 +17,48 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
-import queue
-import re
 import shutil
 import signal
-import subprocess
 import sys
-import threading
 import time
-import zipfile
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from speedq.gpu import fence, layout, nanochat, nanochat_log
-from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
-from speedq.schemas import Outcome, Progress, RunRequest, RunResult, depth_of
+from speedq.gpu import fence, layout, nanochat
+
+# Moved out to modules of their own, still reachable here: modal_app, offload and the tests use them.
+from speedq.gpu.attempt import Attempt as Attempt
+from speedq.gpu.attempt import last_logged_step as last_logged_step
+from speedq.gpu.checkpoints import KEEP_CHECKPOINTS as KEEP_CHECKPOINTS
+from speedq.gpu.checkpoints import _readable as _readable
+from speedq.gpu.checkpoints import checkpoint_files as checkpoint_files
+from speedq.gpu.checkpoints import checkpoint_steps as checkpoint_steps
+from speedq.gpu.checkpoints import newest_complete_checkpoint as newest_complete_checkpoint
+from speedq.gpu.checkpoints import prune_checkpoints as prune_checkpoints
+from speedq.gpu.git import checkout as checkout
+from speedq.gpu.git import resolve_commit as resolve_commit
+from speedq.gpu.ledger import mark_done as mark_done
+from speedq.gpu.ledger import read_ledger as read_ledger
+from speedq.gpu.ledger import write_json_atomic as write_json_atomic
+from speedq.gpu.plan import RANK_MODULE as RANK_MODULE
+from speedq.gpu.plan import Stage as Stage
+from speedq.gpu.plan import command as command
+from speedq.gpu.plan import plan as plan
+from speedq.gpu.plan import save_every_for as save_every_for
+from speedq.gpu.plan import shards_needed as shards_needed
+from speedq.gpu.plan import sizing as sizing
+from speedq.gpu.plan import stage_env as stage_env
+from speedq.gpu.plan import train_flags as train_flags
+from speedq.schemas import Outcome, Progress, RunRequest, RunResult
 
 # Runner behaviour
-PROGRESS_EVERY_S = 0.25  # at most four progress.json writes a second
-SCAN_EVERY_S = 1.0  # how often the checkpoint directory is looked at during training
-ON_CHECKPOINT_EVERY_S = 120.0  # Modal commits the Volume at least this often (logs, progress)
-KEEP_CHECKPOINTS = 3  # complete base checkpoints kept; older ones are deleted (GBs each)
-GIT_TIMEOUT_S = 120.0
-FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
 SHARED_DIRS = (nanochat.SHARDS_DIR, nanochat.TOKENIZER_DIR)  # live in req.data_dir, linked into every run
-RANK_MODULE = "speedq.gpu.rank"  # every training process runs inside the run-dir fence
-SIM_TORCHRUN = "speedq.sim.torchrun"  # the sim's torchrun: one process, in a session of its own
-_HEX40 = re.compile(r"[0-9a-f]{40}")
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    module: str  # `python -m <module>` from the checkout's root
-    flags: tuple[str, ...] = ()
-    distributed: bool = False  # launched through torchrun on every GPU
-    shared: bool = False  # writes into req.data_dir, reused by every run
-
-
-# ---------------------------------------------------------------------------------------------
-# The plan: nanochat's pipeline for one request
-
-
-def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
-    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
-    nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
-    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
-    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
-
-
-def shards_needed(req: RunRequest) -> int:
-    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top. Sized with
-    the default vocabulary, so the count does not move once a tokenizer is trained."""
-    return nanochat.shards_needed(sizing(req, nanochat.VOCAB_SIZE), req.mode)
-
-
-def train_flags(req: RunRequest) -> list[str]:
-    """base_train's argv: speedq's settings, then the job's train args (which win where both set)."""
-    size = sizing(req)
-    flags: dict[str, int | float | bool | str] = {
-        "depth": depth_of(req.model),
-        "device-batch-size": size.device_batch_size,
-        "model-tag": layout.model_tag(req.model, req.mode),
-        "run": req.env.get("WANDB_RUN", "dummy"),
-        "target-param-data-ratio": nanochat.PARAM_DATA_RATIO,
-        "fp8": req.gpu_type in nanochat.FP8_GPUS,
-    }
-    if req.mode == "smoke":
-        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1, "sample-every": -1})
-    flags.update(req.train_args)
-    return nanochat.argv_of(flags)
-
-
-def plan(req: RunRequest) -> list[Stage]:
-    """nanochat's pipeline (runs/speedrun.sh) for this request, in order."""
-    eval_batch = nanochat.DEVICE_BATCH_SIZE.get(req.gpu_type, 8)
-    stages = [
-        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(req)), "-w", "8"), shared=True),
-        Stage("tok_train", "scripts.tok_train", shared=True),
-        Stage("tok_eval", "scripts.tok_eval", shared=True),
-        Stage("base_train", "scripts.base_train", tuple(train_flags(req)), distributed=True),
-    ]
-    if req.mode == "smoke":
-        return stages
-    return stages + [
-        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={eval_batch}",), distributed=True),
-        Stage("chat_sft", "scripts.chat_sft", (f"--run={req.env.get('WANDB_RUN', 'dummy')}",), distributed=True),
-        Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
-    ]
-
-
-def save_every_for(req: RunRequest) -> int:
-    if req.save_every:
-        return req.save_every
-    if req.mode == "smoke":
-        return nanochat.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
-    steps = sizing(req).num_iterations
-    return nanochat.default_save_every(steps) if steps else FALLBACK_SAVE_EVERY
-
-
-def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
-    flags = [*stage.flags, *extra]
-    if not stage.distributed:
-        return [sys.executable, "-m", stage.module, *flags]
-    fenced = ["-m", RANK_MODULE, stage.module]
-    if req.launcher == "python":
-        return [sys.executable, *fenced, *flags]
-    if req.launcher == "sim":
-        return [sys.executable, "-m", SIM_TORCHRUN, *fenced, *flags]
-    torchrun = shutil.which("torchrun")
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
-    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", *fenced, "--", *flags]
-
-
-def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "WANDB_RUN": "dummy", **req.env}
-    env.pop("WORLD_SIZE", None)  # torchrun sets it; a stray inherited one would confuse nanochat
-    env.update(NANOCHAT_BASE_DIR=str(base_dir), PYTHONUNBUFFERED="1")
-    env.update({MARK_ENV: req.run_dir, ATTEMPT_ENV: str(req.attempt)})  # found by it, fenced by it
-    if req.launcher == "sim":
-        env["WORLD_SIZE"] = str(req.nproc)  # the sim plays every rank in one process
-    if req.launcher == "torchrun":
-        env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-_readable_cache: dict[tuple[str, int, int], bool] = {}
-
-
-def _readable(path: Path) -> bool:
-    """A .pt (zip) that opens and whose members pass their CRC check, or a meta that parses.
-
-    Cached by (path, size, mtime): a multi-GB checkpoint is read through once, not every scan.
-    """
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _readable_cache:
-        try:
-            if path.suffix == ".json":
-                ok = isinstance(json.loads(path.read_text()), dict)
-            else:
-                with zipfile.ZipFile(path) as zf:
-                    ok = zf.testzip() is None
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-            ok = False
-        _readable_cache[key] = ok
-    return _readable_cache[key]
-
-
-def checkpoint_files(ckpt_dir: Path, step: int, world_size: int) -> list[Path]:
-    """The files nanochat's checkpoint_manager writes for one step."""
-    return [
-        ckpt_dir / f"model_{step:06d}.pt",
-        ckpt_dir / f"meta_{step:06d}.json",
-        *(ckpt_dir / f"optim_{step:06d}_rank{rank}.pt" for rank in range(world_size)),
-    ]
-
-
-def checkpoint_steps(ckpt_dir: Path) -> list[int]:
-    """Steps with any model file, newest first."""
-    steps = []
-    for path in Path(ckpt_dir).glob("model_*.pt"):
-        digits = path.stem.removeprefix("model_")
-        if digits.isdigit():
-            steps.append(int(digits))
-    return sorted(steps, reverse=True)
-
-
-def newest_complete_checkpoint(ckpt_dir: Path, world_size: int) -> int | None:
-    """Newest step whose model, meta and every rank's optimizer file exist and are readable."""
-    for step in checkpoint_steps(Path(ckpt_dir)):
-        if all(_readable(p) for p in checkpoint_files(Path(ckpt_dir), step, world_size)):
-            return step
-    return None
-
-
-def prune_checkpoints(ckpt_dir: Path, world_size: int, keep: int = KEEP_CHECKPOINTS) -> None:
-    """Delete checkpoints older than the `keep` newest complete ones (each is GBs on the Volume)."""
-    complete = [s for s in checkpoint_steps(ckpt_dir) if all(_readable(p) for p in checkpoint_files(ckpt_dir, s, world_size))]
-    if len(complete) <= keep:
-        return
-    oldest_kept = complete[keep - 1]
-    for path in ckpt_dir.iterdir():
-        match = re.fullmatch(r"(?:model|meta|optim)_(\d{6})(?:_rank\d+)?\.(?:pt|json)", path.name)
-        if match and int(match.group(1)) < oldest_kept:
-            path.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Git
-
-
-def _git(args: list[str], cwd: Path | None = None) -> str:
-    done = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=GIT_TIMEOUT_S,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},  # a bad URL must fail, not ask for a password
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip() or done.returncode}")
-    return done.stdout
-
-
-def resolve_commit(repo: str, ref: str) -> str:
-    """The full commit id `ref` (branch, tag or commit) names in `repo` (a path or a URL)."""
-    if not ref or ref.startswith("-"):
-        raise ValueError(f"not a git ref: {ref!r}")
-    if Path(repo).is_dir():
-        try:
-            out = _git(["-C", repo, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}"])
-        except RuntimeError:
-            raise ValueError(f"{ref!r} names no commit in {repo}") from None
-        return out.strip()
-    listing = _git(["ls-remote", "--end-of-options", repo, ref])
-    found: dict[str, str] = {}
-    for line in listing.splitlines():
-        sha, _, name = line.partition("\t")
-        found[name] = sha
-    for name in (f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref, f"{ref}^{{}}"):
-        if name in found:
-            return found[name]
-    if _HEX40.fullmatch(ref.lower()):
-        return ref.lower()  # a commit id is not advertised; checking it out verifies it
-    raise ValueError(f"{ref!r} is no branch or tag of {repo} (give a full 40-character commit id for a commit)")
-
-
-def checkout(req: RunRequest) -> Path:
-    """The nanochat tree at req.commit, cloned once per commit into the cache and reused."""
-    commit = req.commit if _HEX40.fullmatch(req.commit) else resolve_commit(req.repo, req.commit)
-    dest = Path(req.cache_dir) / layout.CHECKOUTS / commit
-    if (dest / ".git").exists():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".tmp-{commit[:12]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _git(["clone", "--quiet", "--no-checkout", "--", req.repo, str(tmp)])
-        _git(["-C", str(tmp), "checkout", "--quiet", "--detach", commit])
-        try:
-            os.rename(tmp, dest)  # atomic: a half-made checkout never sits at dest
-        except OSError:
-            if not (dest / ".git").exists():  # not another attempt that got there first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 # ---------------------------------------------------------------------------------------------
 # Files
-
-
-def write_json_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(data)
-    os.replace(tmp, path)
-
-
-def read_ledger(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def mark_done(path: Path, key: str, **info: object) -> None:
-    ledger = read_ledger(path)
-    ledger[key] = {"finished_at": time.time(), **info}
-    write_json_atomic(path, json.dumps(ledger, indent=2, sort_keys=True))
 
 
 def force_restart(req: RunRequest) -> bool:
@@ -371,7 +129,8 @@ def stage_left_undone(req: RunRequest, stage: Stage) -> str | None:
         missing = nanochat.missing_shards(data_dir, shards_needed(req))
         if missing:
             names = ", ".join(nanochat.shard_name(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
-            return f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in {data_dir / nanochat.SHARDS_DIR} ({names})"
+            return (f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in "
+                    f"{data_dir / nanochat.SHARDS_DIR} ({names})")
     if stage.name == "tok_train" and not nanochat.tokenizer_ready(data_dir):
         return f"no {' and '.join(nanochat.TOKENIZER_FILES)} in {data_dir / nanochat.TOKENIZER_DIR}"
     return None
@@ -388,145 +147,13 @@ def offline_skip(req: RunRequest, stage: Stage) -> str | None:
 # One attempt
 
 
-@dataclass
-class Attempt:
-    """What one attempt tracks while it runs: progress, the log, the checkpoint callback."""
-
-    req: RunRequest
-    log_path: Path
-    on_checkpoint: Callable[[], None] | None = None
-    progress: Progress = field(default_factory=Progress)
-    progress_path: Path | None = None
-    ckpt_dir: Path | None = None
-    save_every: int | None = None
-    last_written: float = 0.0
-    written: dict | None = None  # what progress.json holds, to rewrite it only on a change
-    last_callback: float = field(default_factory=time.monotonic)
-    last_scan: float = 0.0
-
-    def log(self, text: str) -> None:
-        with open(self.log_path, "a") as fh:
-            fh.write(text.rstrip("\n") + "\n")
-
-    def write_progress(self, force: bool = False) -> None:
-        """Throttled, and only on a change: updated_at then says when the run last moved,
-        which is what a stall detector needs (a hung run must not look alive)."""
-        now = time.monotonic()
-        if self.progress_path is None or (not force and now - self.last_written < PROGRESS_EVERY_S):
-            return
-        content = self.progress.model_dump(exclude={"updated_at"})
-        if content == self.written:
-            return
-        self.progress.updated_at = time.time()
-        write_json_atomic(self.progress_path, self.progress.model_dump_json())
-        self.last_written, self.written = now, content
-
-    def scan_checkpoints(self, force: bool = False) -> None:
-        """Newest complete checkpoint into progress; the callback and pruning on a new one."""
-        now = time.monotonic()
-        if self.ckpt_dir is None or (not force and now - self.last_scan < SCAN_EVERY_S):
-            return
-        self.last_scan = now
-        step = newest_complete_checkpoint(self.ckpt_dir, self.req.nproc)
-        if step is not None and step != self.progress.checkpoint_step:
-            self.progress.checkpoint_step = step
-            prune_checkpoints(self.ckpt_dir, self.req.nproc)
-            self.write_progress(force=True)
-            self.callback()
-
-    def callback(self) -> None:
-        self.last_callback = time.monotonic()
-        if self.on_checkpoint is not None:
-            self.on_checkpoint()
-
-    def tick(self, urgent: bool = False) -> None:
-        self.scan_checkpoints(force=urgent)
-        self.write_progress(force=urgent)
-        if time.monotonic() - self.last_callback >= ON_CHECKPOINT_EVERY_S:
-            self.callback()
-
-    def parse(self, line: str) -> bool:
-        """Progress from base_train's lines. True on the first step after a save: the checkpoint
-        and progress files are then brought up to date at once, so a run killed a moment later
-        still shows the worker how far it got past its checkpoint (the steps a resume redoes)."""
-        step = nanochat_log.step_line(line)
-        if step is None:
-            self._metrics(line)
-            return False
-        self.progress.step, self.progress.total = step.done, step.total
-        self.progress.loss, self.progress.eta_s = step.loss, step.eta_s
-        every = self.save_every
-        # nanochat saves step S's checkpoint before training step S, which it prints as `step S`.
-        return bool(every and step.index > 0 and step.index % every == 0)
-
-    def _metrics(self, line: str) -> None:
-        if not line[:1] in ("S", "T", "M"):
-            return  # the hot path: most lines are step lines or noise
-        found = nanochat_log.read([line])
-        if found.val_bpb:
-            self.progress.val_bpb = found.val_bpb[-1][1]
-        if found.core:
-            self.progress.core_metric = found.core[-1][1]
-        if found.training_time_s is not None:
-            self.progress.training_time_s = found.training_time_s
-        if found.min_val_bpb is not None:
-            self.progress.min_val_bpb = found.min_val_bpb
-
-    def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-        """Run one stage, its output into the log and progress; (exit code, last output line)."""
-        proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        lines: queue.Queue[str | None] = queue.Queue()
-        tail: deque[str] = deque(maxlen=20)
-
-        def pump() -> None:
-            # Its own thread, so a slow checkpoint check or Volume commit never blocks the pipe
-            # (a full pipe would stall training).
-            assert proc.stdout is not None
-            with open(self.log_path, "a", buffering=1) as log:
-                for raw in proc.stdout:
-                    line = raw.decode(errors="replace").rstrip("\r\n")
-                    log.write(line + "\n")
-                    lines.put(line)
-            lines.put(None)
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        while True:
-            try:
-                line = lines.get(timeout=0.2)
-            except queue.Empty:
-                self.tick()
-                continue
-            if line is None:
-                break
-            if line.strip():
-                tail.append(line.strip())
-            self.tick(urgent=self.parse(line))
-        code = proc.wait()
-        reader.join()
-        errors = [t for t in tail if re.search(r"error|exception|traceback", t, re.I) and not t.startswith("Traceback")]
-        return code, (errors[-1] if errors else (tail[-1] if tail else ""))
-
-
-def last_logged_step(log_path: Path, window: int = 1 << 20) -> int | None:
-    """Steps done by the last training step an earlier attempt printed: how far it got past its
-    checkpoint (its progress.json may lag, and a killed container writes nothing more)."""
-    try:
-        with open(log_path, "rb") as fh:
-            fh.seek(max(0, log_path.stat().st_size - window))
-            text = fh.read().decode(errors="replace")
-    except FileNotFoundError:
-        return None
-    return nanochat_log.read(text.splitlines()).last_done
-
-
 def _stage_key(req: RunRequest, stage: Stage) -> str:
     return stage.name if stage.shared else f"{req.mode}/{stage.name}"
 
 
-def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path) -> tuple[Stage, int | None, str] | None:
+def _run_shared_stages(
+    attempt: Attempt, req: RunRequest, stages: list[Stage], tree: Path
+) -> tuple[Stage, int | None, str] | None:
     """Data and tokenizer into req.data_dir, once for every run using it. A failure or None."""
     data_dir = Path(req.data_dir)
     ledger = data_dir / layout.DATA_LEDGER
@@ -536,7 +163,8 @@ def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], t
                 attempt.log(f"---- stage {stage.name}: already done in {data_dir}, skipped ----")
                 continue
             if stage.name == "data" and req.offline:
-                return stage, None, f"offline run, and {stage_left_undone(req, stage)}; downloading them needs the internet"
+                undone = stage_left_undone(req, stage)
+                return stage, None, f"offline run, and {undone}; downloading them needs the internet"
             if (why := offline_skip(req, stage)) is not None:
                 attempt.log(f"---- stage {stage.name}: {why} ----")
                 continue
@@ -549,8 +177,8 @@ def _run_shared_stages(attempt: Attempt, req: RunRequest, stages: list[Stage], t
                 return stage, code, last
             if (undone := stage_left_undone(req, stage)) is not None:
                 return stage, code, f"exited 0 but {undone}"
-            info = {"shards": shards_needed(req)} if stage.name == "data" else {}
-            mark_done(ledger, stage.name, commit=req.commit, **info)
+            shards = shards_needed(req) if stage.name == "data" else None
+            mark_done(ledger, stage.name, commit=req.commit, shards=shards)
     return None
 
 

@@ -8,6 +8,7 @@ asserts exactly one for the job; `Watch` records the most seen at any moment.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -447,7 +448,7 @@ def test_check_passes_with_a_token_and_a_deployment(standin, backend) -> None:
 
 
 def test_check_without_a_deployment_says_deploy(standin) -> None:
-    with pytest.raises(BackendError, match="modal deploy speedq/gpu/modal_app.py"):
+    with pytest.raises(BackendError, match=re.escape("modal deploy speedq/gpu/modal_app.py")):
         mb.ModalBackend(app_name="not-deployed", timeout_s=3).check()
 
 

@@ -37,8 +37,8 @@ CLONE_TIMEOUT_S = 300
 def _main_checkout() -> Path | None:
     """The main checkout when this repo is a git worktree (its ../shared is the one beside it)."""
     try:
-        common = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--path-format=absolute", "--git-common-dir"],
-                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        git = ["git", "-C", str(REPO_ROOT), "rev-parse", "--path-format=absolute", "--git-common-dir"]
+        common = subprocess.run(git, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return Path(common).parent

@@ -120,7 +120,7 @@ class TrainingWatcher:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> "TrainingWatcher":
+    def __enter__(self) -> TrainingWatcher:
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
         return self
@@ -171,7 +171,8 @@ class TrainingWatcher:
             news = [n for o, n in pairs if o == old]
             first_new = min(news, key=lambda n: self.first_seen[n])
             lines.append(
-                f"pid {old} ({self.commands[old]}; parent, session {self.family[old]}) alive until sample {self.last_seen[old]}, while {len(news)} "
+                f"pid {old} ({self.commands[old]}; parent, session {self.family[old]}) "
+                f"alive until sample {self.last_seen[old]}, while {len(news)} "
                 f"processes of the next attempt had started, the first at sample {self.first_seen[first_new]}: "
                 f"pid {first_new} ({self.commands[first_new]}; parent, session {self.family[first_new]}); "
                 f"{self.samples} samples in all, one every {self.every_s}s at most"

@@ -93,7 +93,8 @@ def test_full_run_succeeds_with_progress_from_the_first_steps(real_speedq: Speed
     assert record["progress"]["total"] == tier_jobs.FULL["num-iterations"]
     assert len(record["attempts"]) == 1 and record["attempts"][0]["outcome"] == "succeeded"
     run_dir = Path(record["run_dir"])
-    assert newest_complete_checkpoint(run_dir / layout.checkpoint_dir(tier_jobs.MODEL), 1) == tier_jobs.FULL["num-iterations"]
+    newest = newest_complete_checkpoint(run_dir / layout.checkpoint_dir(tier_jobs.MODEL), 1)
+    assert newest == tier_jobs.FULL["num-iterations"]
     log = log_of(real_speedq, job)
     steps = tier_jobs.FULL["num-iterations"]
     assert f"step {steps - 1:05d}/{steps:05d}" in log and "Total training time:" in log  # nanochat's own lines

@@ -31,7 +31,8 @@ def main() -> None:
     build = cut(source, "def build_model_meta(depth):", "# Build the model, move to device")
     sizing = cut(source, "def get_scaling_params(m):", "# 3) Knowing the batch size")
     horizon = cut(source, "# num_iterations: either it is given", "print0(f\"Total number of training tokens")
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    git = ["git", "-C", str(repo), "rev-parse", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip()
     rows = []
     for depth in range(2, 33):
         for ratio in (8.0, 12.0):

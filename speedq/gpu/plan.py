@@ -1,0 +1,111 @@
+"""The plan: nanochat's pipeline for one request (its stages, flags, commands and environment)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from speedq.gpu import layout, nanochat
+from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
+from speedq.schemas import RunRequest, depth_of
+
+FALLBACK_SAVE_EVERY = 250  # when the step count is not known in advance (a target-flops run)
+RANK_MODULE = "speedq.gpu.rank"  # every training process runs inside the run-dir fence
+SIM_TORCHRUN = "speedq.sim.torchrun"  # the sim's torchrun: one process, in a session of its own
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    module: str  # `python -m <module>` from the checkout's root
+    flags: tuple[str, ...] = ()
+    distributed: bool = False  # launched through torchrun on every GPU
+    shared: bool = False  # writes into req.data_dir, reused by every run
+
+
+def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
+    """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
+    nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
+    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
+    return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
+
+
+def shards_needed(req: RunRequest) -> int:
+    """Training shards this run needs (`nanochat.dataset -n`); the val shard comes on top. Sized with
+    the default vocabulary, so the count does not move once a tokenizer is trained."""
+    return nanochat.shards_needed(sizing(req, nanochat.VOCAB_SIZE), req.mode)
+
+
+def train_flags(req: RunRequest) -> list[str]:
+    """base_train's argv: speedq's settings, then the job's train args (which win where both set)."""
+    size = sizing(req)
+    flags: dict[str, int | float | bool | str] = {
+        "depth": depth_of(req.model),
+        "device-batch-size": size.device_batch_size,
+        "model-tag": layout.model_tag(req.model, req.mode),
+        "run": req.env.get("WANDB_RUN", "dummy"),
+        "target-param-data-ratio": nanochat.PARAM_DATA_RATIO,
+        "fp8": req.gpu_type in nanochat.FP8_GPUS,
+    }
+    if req.mode == "smoke":
+        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1,
+                      "sample-every": -1})
+    flags.update(req.train_args)
+    return nanochat.argv_of(flags)
+
+
+def plan(req: RunRequest) -> list[Stage]:
+    """nanochat's pipeline (runs/speedrun.sh) for this request, in order."""
+    eval_batch = nanochat.DEVICE_BATCH_SIZE.get(req.gpu_type, 8)
+    stages = [
+        Stage("data", "nanochat.dataset", ("-n", str(shards_needed(req)), "-w", "8"), shared=True),
+        Stage("tok_train", "scripts.tok_train", shared=True),
+        Stage("tok_eval", "scripts.tok_eval", shared=True),
+        Stage("base_train", "scripts.base_train", tuple(train_flags(req)), distributed=True),
+    ]
+    if req.mode == "smoke":
+        return stages
+    return [
+        *stages,
+        Stage("base_eval", "scripts.base_eval", (f"--device-batch-size={eval_batch}",), distributed=True),
+        Stage("chat_sft", "scripts.chat_sft", (f"--run={req.env.get('WANDB_RUN', 'dummy')}",), distributed=True),
+        Stage("chat_eval", "scripts.chat_eval", ("-i", "sft"), distributed=True),
+    ]
+
+
+def save_every_for(req: RunRequest) -> int:
+    if req.save_every:
+        return req.save_every
+    if req.mode == "smoke":
+        return nanochat.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
+    steps = sizing(req).num_iterations
+    return nanochat.default_save_every(steps) if steps else FALLBACK_SAVE_EVERY
+
+
+def command(req: RunRequest, stage: Stage, extra: list[str]) -> list[str]:
+    flags = [*stage.flags, *extra]
+    if not stage.distributed:
+        return [sys.executable, "-m", stage.module, *flags]
+    fenced = ["-m", RANK_MODULE, stage.module]
+    if req.launcher == "python":
+        return [sys.executable, *fenced, *flags]
+    if req.launcher == "sim":
+        return [sys.executable, "-m", SIM_TORCHRUN, *fenced, *flags]
+    torchrun = shutil.which("torchrun")
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    return [*launcher, "--standalone", f"--nproc_per_node={req.nproc}", *fenced, "--", *flags]
+
+
+def stage_env(req: RunRequest, base_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "WANDB_RUN": "dummy", **req.env}
+    env.pop("WORLD_SIZE", None)  # torchrun sets it; a stray inherited one would confuse nanochat
+    env.update(NANOCHAT_BASE_DIR=str(base_dir), PYTHONUNBUFFERED="1")
+    env.update({MARK_ENV: req.run_dir, ATTEMPT_ENV: str(req.attempt)})  # found by it, fenced by it
+    if req.launcher == "sim":
+        env["WORLD_SIZE"] = str(req.nproc)  # the sim plays every rank in one process
+    if req.launcher == "torchrun":
+        env.setdefault("OMP_NUM_THREADS", "1")
+    return env
