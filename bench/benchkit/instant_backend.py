@@ -28,6 +28,9 @@ class InstantBackend:
     def run_dir(self, record: JobRecord) -> str:
         return f"/nonexistent/{record.spec.run_key}"
 
+    def prepare(self, record: JobRecord) -> None:
+        pass  # no data to make ready
+
     def launch(self, record: JobRecord, attempt: int) -> str:
         return f"instant@{time.time()!r}"
 
