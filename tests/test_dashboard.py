@@ -22,7 +22,7 @@ def test_the_board_shows_each_teams_jobs_by_state(scene: Scene) -> None:  # noqa
     # rows: job, state, stage, step, loss, eta, tries, updated; grouped running > queued > ... > succeeded
     assert [r[:4] for r in alpha.rows()] == [
         [scene.cancelled, "cancelled", "-", "-"],
-        [scene.preempted, "succeeded", "done", "176/176 (100%)"],
+        [scene.preempted, "succeeded", "done", "352/352 (100%)"],
     ]
     assert [r[:4] for r in beta.rows()] == [
         [scene.waiting_low, "queued", "-", "-"],
@@ -45,7 +45,7 @@ def test_a_job_page_shows_progress_loss_curve_and_attempts_but_no_log_without_a_
     facts = page.one("dl", id="facts")
     shown = dict(zip((dt.text for dt in facts.all("dt")), (dd.text for dd in facts.all("dd"))))
     assert shown["State"] == "succeeded" and shown["Team"] == "alpha"
-    assert shown["Step"] == "176/176 (100%)" and shown["Tries"] == "2/3"
+    assert shown["Step"] == "352/352 (100%)" and shown["Tries"] == "2/3"
 
     # The plot draws every point the store kept, and the loss goes down (up the SVG's y axis).
     stored = Store(redis_server.client()).loss_history(scene.preempted)

@@ -16,6 +16,7 @@ from speedq.gpu import fence, layout, proctree, runner
 from speedq.schemas import Outcome, RunRequest
 from speedq.sim.repo import ensure_sim_repo
 from tests.conftest import wait_for
+from tests.real.conftest import nanochat_source
 
 
 @pytest.fixture(scope="module")
@@ -101,16 +102,13 @@ def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> 
             old.wait()
 
 
-BUNDLE = Path(__file__).resolve().parents[1].parent.parent / "shared" / "nanochat" / "nanochat.bundle"
-
-
 @pytest.mark.real
 def test_the_real_nanochats_checkpoint_save_is_fenced(tmp_path: Path) -> None:
     """speedq.gpu.rank guards the real checkpoint_manager.save_checkpoint that base_train imports."""
     pytest.importorskip("torch", reason="the real nanochat needs torch (pip install torch==2.13.0)")
-    repo = Path(os.environ.get("SPEEDQ_NANOCHAT_REPO") or BUNDLE)
-    if not repo.exists():
-        pytest.skip(f"no nanochat at {repo} (set SPEEDQ_NANOCHAT_REPO)")
+    repo, why = nanochat_source()  # the tier's lookup: the bundle beside the repo (as CI lays it) first
+    if repo is None:
+        pytest.skip(why)
     tree = tmp_path / "nanochat"
     subprocess.run(["git", "clone", "--quiet", str(repo), str(tree)], check=True, timeout=120)
     run_dir = tmp_path / "run"

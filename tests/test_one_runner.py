@@ -100,7 +100,8 @@ def test_runner_killed_leaves_its_training_which_ends_before_the_next_attempt(sp
 def test_timeout_relaunch(speedq: Speedq) -> None:
     with ProcessWatch() as watch:
         speedq.start_worker()
-        job = submit(speedq, "--timeout", "3", "--max-attempts", "10")
+        # 80 steps of 0.05 s: past one 3 s attempt on any machine, and a few attempts under load.
+        job = submit(speedq, "--timeout", "3", "--max-attempts", "10", "--train-arg", "num-iterations=80")
         record = finish(speedq, watch, job, "attempt timeout and relaunch")
     assert record["state"] == "succeeded", record["error"]
     assert record["attempts"][0]["outcome"] == "timed_out"

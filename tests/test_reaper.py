@@ -115,7 +115,7 @@ def test_a_deep_queue_drains_with_no_requeue(speedq: Speedq, redis_server: Redis
     """Two workers, a deep queue of instant jobs (the benchmark backend): every job finishes, in
     one attempt, never re-queued. (bench/drain.py does 2,000 and prints the rate.)"""
     conn = redis_server.client()
-    count = 300
+    count = 100
     submit_many(conn, count)
     workers = [
         subprocess.Popen([sys.executable, str(ROOT / "bench" / "benchkit" / "instant_backend.py"), "--burst"],

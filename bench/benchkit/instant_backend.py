@@ -29,10 +29,10 @@ class InstantBackend:
         return f"/nonexistent/{record.spec.run_key}"
 
     def prepare(self, record: JobRecord) -> None:
-        pass
+        pass  # no data to make ready
 
     def announced(self, record: JobRecord, attempt: int) -> str | None:
-        return None
+        return None  # launches never go unanswered here
 
     def launch(self, record: JobRecord, attempt: int) -> str:
         return f"instant@{time.time()!r}"
