@@ -90,6 +90,14 @@ def is_training(argv: tuple[str, ...]) -> bool:
     return module == TRAIN_MODULE or (module is not None and args[:1] == (TRAIN_MODULE,))
 
 
+def training_pids(procs: list[Proc]) -> tuple[int, ...]:
+    """The trainings among `procs` (one sample of the process table). A training's child seen
+    between its fork and its exec (a compiler or probe torch.compile starts) still shows the
+    training's command line; it is that training, not a second one."""
+    training = {p.pid: p.argv for p in procs if is_training(p.argv)}
+    return tuple(sorted(p.pid for p in procs if p.pid in training and training.get(p.ppid) != p.argv))
+
+
 def in_run_dir(run_dir: Path) -> list[Proc]:
     """nanochat's processes (launchers and trainings) working in `run_dir` right now."""
     run_dir = Path(os.path.realpath(run_dir))
@@ -98,7 +106,8 @@ def in_run_dir(run_dir: Path) -> list[Proc]:
 
 def trainings(run_dir: Path) -> list[Proc]:
     """The base_train processes training in `run_dir` right now."""
-    return [p for p in in_run_dir(run_dir) if is_training(p.argv)]
+    procs = in_run_dir(run_dir)
+    return [p for p in procs if p.pid in training_pids(procs)]
 
 
 @dataclass
@@ -133,7 +142,7 @@ class TrainingWatcher:
     def _watch(self) -> None:
         while not self._stop.is_set():
             procs = in_run_dir(self.run_dir)
-            training = tuple(sorted(p.pid for p in procs if is_training(p.argv)))
+            training = training_pids(procs)
             self.samples += 1
             for proc in procs:
                 self.first_seen.setdefault(proc.pid, self.samples)
