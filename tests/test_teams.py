@@ -113,11 +113,13 @@ def test_unknown_teams_run_open_unless_the_operator_locks_the_queue(speedq: Spee
 def test_max_running_holds_the_team_back_while_another_team_runs(speedq: Speedq, redis_server) -> None:
     add_team(speedq, "capped", "--max-running", "1")
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.1"  # each run lasts a second or two: they would overlap
-    speedq.start_worker()
-    speedq.start_worker()
+    # All three queued before any worker starts: under load a submit after the start could come
+    # only once the capped team's first run had ended, and then prove nothing.
     first = speedq.submit("--team", "capped", "--smoke", "--run-name", "c1")
     second = speedq.submit("--team", "capped", "--smoke", "--run-name", "c2")
     other = speedq.submit("--team", "other", "--smoke", "--run-name", "o1")
+    speedq.start_worker()
+    speedq.start_worker()
 
     done = {j: speedq.wait_state(j, "succeeded", "failed", timeout=90) for j in (first, second, other)}
 
