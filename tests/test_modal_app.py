@@ -386,7 +386,9 @@ def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
     latest claim wins; the other container copies nothing more and kills its stages."""
     import threading
 
-    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.05")
+    # ~50 s of training: long enough that a loaded machine still sees a checkpoint on the Volume
+    # well before the end (the takeover comes at the first one)
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.15")
     req = prepared(sim_request(vol, sim, mode="full"))
     run_dir = Path(req.run_dir)
     ckpt = run_dir / layout.checkpoint_dir("d4", "full")

@@ -217,9 +217,11 @@ def test_an_unreachable_api_is_a_backend_error_within_the_bound(tmp_path) -> Non
     for name in ("check", "poll", "cancel", "read_log", "announced"):
         raised = rows[name]["raised"] or ""
         assert "no answer within 0.5s" in raised or "did not answer" in raised, rows[name]
-        assert rows[name]["s"] < 3, rows[name]
+        # returned at the bound, not after the client's own retry loop (about 57 s); generous, as the
+        # machine may be loaded
+        assert rows[name]["s"] < 20, rows[name]
     # the lookup before the spawn failed: nothing was sent, so a plain BackendError, not LaunchUnknown
-    assert rows["launch"]["raised"].startswith("BackendError") and rows["launch"]["s"] < 3
+    assert rows["launch"]["raised"].startswith("BackendError") and rows["launch"]["s"] < 20
     assert rows["read_progress"]["value"] is None  # advisory: never raises
 
 
@@ -246,7 +248,7 @@ def test_a_spawn_without_an_answer_is_reconciled_through_the_announcement(standi
     """The call was created but its answer never came (no answer at all, or a reset connection
     through all the client's retries): launch raises LaunchUnknown, not a failure; the container's
     announcement then names the call, which is adopted: one live call, never a second spawn."""
-    backend = mb.ModalBackend(timeout_s=2.0)
+    backend = mb.ModalBackend(timeout_s=5.0)  # room for the lookup before the spawn on a loaded machine
     rec = record()
     watch = Watch(standin)
     standin.fault(map_fault=fault, map_count=10)
