@@ -5,8 +5,8 @@ failure a user can cause is a `speedq.errors.SpeedqError`: one line on stderr an
 never a traceback. Imports stay light (no RQ, modal, fastapi or worker) so `status` is fast.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads every command's signature on each run,
+# and string annotations cost it an eval apiece (about 3.5 ms of every `speedq` call, issue 11).
 import functools
 import json
 import sys
@@ -40,7 +40,7 @@ app = typer.Typer(
 # rich is imported on first use, not with the module: `status --json` and `worker` never print
 # through it, and an idle worker should not hold it (issue 11).
 @functools.cache
-def out() -> Console:
+def out() -> "Console":
     from rich.console import Console
 
     # Piped output (tests, `| less`) gets wide tables instead of squeezed columns.
@@ -48,7 +48,7 @@ def out() -> Console:
 
 
 @functools.cache
-def err() -> Console:
+def err() -> "Console":
     from rich.console import Console
 
     return Console(stderr=True)
@@ -236,7 +236,7 @@ WebhookOpt = Annotated[
 
 def _team_change(
     name: str, max_queued: str | None, max_running: str | None, budget: str | None, webhook: str | None
-) -> tuple[str, TeamLimits]:
+) -> "tuple[str, TeamLimits]":
     """The team name and the settings given, validated."""
     from speedq.schemas import TeamLimits, TeamRef
 
@@ -244,7 +244,7 @@ def _team_change(
     return TeamRef(team=name).team, TeamLimits.model_validate({k: v for k, v in given.items() if v is not None})
 
 
-def _show_team(team: TeamSettings, token: str | None, as_json: bool) -> None:
+def _show_team(team: "TeamSettings", token: str | None, as_json: bool) -> None:
     from speedq.views import teams_table
 
     if as_json:
