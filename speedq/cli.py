@@ -5,8 +5,9 @@ failure a user can cause is a `speedq.errors.SpeedqError`: one line on stderr an
 never a traceback. Imports stay light (no RQ, modal, fastapi or worker) so `status` is fast.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer reads every command's signature on each run,
+# and string annotations cost it an eval apiece (about 3.5 ms of every `speedq` call, issue 11).
+import functools
 import json
 import sys
 import time
@@ -15,9 +16,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import BaseModel, ValidationError
-from rich.console import Console
-from rich.live import Live
-from rich.text import Text
 from typer.exceptions import Abort, Exit, TyperException
 
 from speedq import config, settings
@@ -26,6 +24,8 @@ from speedq.errors import InvalidInput, ProducerError, SpeedqError
 from speedq.schemas import describe
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from speedq.schemas import TeamLimits, TeamSettings
 
 app = typer.Typer(
@@ -35,10 +35,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# Piped output (tests, `| less`) gets wide tables instead of squeezed columns.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True)
 
+
+# rich is imported on first use, not with the module: `status --json` and `worker` never print
+# through it, and an idle worker should not hold it (issue 11).
+@functools.cache
+def out() -> "Console":
+    from rich.console import Console
+
+    # Piped output (tests, `| less`) gets wide tables instead of squeezed columns.
+    return Console(width=None if sys.stdout.isatty() else 200)
+
+
+@functools.cache
+def err() -> "Console":
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _client() -> Client:
@@ -88,12 +101,12 @@ def submit(
     done = _client().submit({"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields})
     job, spec = done.job, done.job.spec
     if not done.created:
-        err.print(f"run {spec.run_key} already has active job {job.id} ({job.state.value}); not submitting another")
+        err().print(f"run {spec.run_key} already has active job {job.id} ({job.state.value}); not submitting another")
     if as_json:
         _print_json(job)
     else:
         if done.created:
-            err.print(f"queued {spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}")
+            err().print(f"queued {spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}")
         print(job.id)
 
 
@@ -106,7 +119,7 @@ def status(job: str, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(record)
     else:
-        out.print(job_detail(record))
+        out().print(job_detail(record))
 
 
 @app.command("ls")
@@ -126,9 +139,11 @@ def list_jobs(
         _print_json(records)
         return
     if not watch:
-        out.print(jobs_table(records))
+        out().print(jobs_table(records))
         return
-    with Live(jobs_table(records), console=out, refresh_per_second=4) as live:
+    from rich.live import Live
+
+    with Live(jobs_table(records), console=out(), refresh_per_second=4) as live:
         while not all(r.state.terminal for r in records):
             time.sleep(0.5)
             records = client.list(team, state, limit)
@@ -156,7 +171,7 @@ def logs(
         if not follow:
             return
         follower.skip_to_end(record)
-    with err.status(f"following {record.id} ({record.state.value})") as spinner:
+    with err().status(f"following {record.id} ({record.state.value})") as spinner:
         while True:
             record = client.get(record.id)
             sys.stdout.write(follower.new(record))
@@ -165,7 +180,7 @@ def logs(
             if record.state.terminal:  # read after the state: the log is whole
                 break
             time.sleep(settings.get().poll_interval)
-    err.print(f"job {record.id} {record.state.value}")
+    err().print(f"job {record.id} {record.state.value}")
 
 
 @app.command()
@@ -175,7 +190,7 @@ def cancel(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(record)
     else:
-        out.print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
+        out().print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
 
 
 @app.command()
@@ -185,7 +200,7 @@ def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(record)
     else:
-        out.print(f"re-queued {record.id}")
+        out().print(f"re-queued {record.id}")
 
 
 @app.command()
@@ -203,7 +218,8 @@ def worker(
     options = WorkerOptions.model_validate({"backends": backend or default, "notify_only": notify_only})
     conn = _client().conn
     serving = "webhook notifications" if notify_only else f"{', '.join(options.backends)} jobs"
-    err.print(f"speedq worker serving {serving}" + (" (burst)" if burst else ""))
+    # A plain line: a worker never needs rich, and holding it would cost every idle worker memory.
+    print(f"speedq worker serving {serving}" + (" (burst)" if burst else ""), file=sys.stderr, flush=True)
     run_worker(conn, list(options.backends), burst=burst, name=name)
 
 
@@ -220,7 +236,7 @@ WebhookOpt = Annotated[
 
 def _team_change(
     name: str, max_queued: str | None, max_running: str | None, budget: str | None, webhook: str | None
-) -> tuple[str, TeamLimits]:
+) -> "tuple[str, TeamLimits]":
     """The team name and the settings given, validated."""
     from speedq.schemas import TeamLimits, TeamRef
 
@@ -228,16 +244,17 @@ def _team_change(
     return TeamRef(team=name).team, TeamLimits.model_validate({k: v for k, v in given.items() if v is not None})
 
 
-def _show_team(team: TeamSettings, token: str | None, as_json: bool) -> None:
+def _show_team(team: "TeamSettings", token: str | None, as_json: bool) -> None:
     from speedq.views import teams_table
 
     if as_json:
         document = team.model_dump(mode="json", exclude={"token_hash"}) | ({"token": token} if token else {})
         sys.stdout.write(json.dumps(document) + "\n")
         return
-    out.print(teams_table([team]))
+    out().print(teams_table([team]))
     if token:
-        err.print("the team's API token (shown this once; `team set --rotate-token` makes a new one):", soft_wrap=True)
+        note = "the team's API token (shown this once; `team set --rotate-token` makes a new one):"
+        err().print(note, soft_wrap=True)
         print(token)
 
 
@@ -287,7 +304,7 @@ def team_ls(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(teams, exclude={"token_hash"})
     else:
-        out.print(teams_table(teams))
+        out().print(teams_table(teams))
 
 
 @app.command()
@@ -302,7 +319,7 @@ def stats(
     if as_json:
         _print_json(figures)
     else:
-        out.print(stats_table(figures))
+        out().print(stats_table(figures))
 
 
 @app.command()
@@ -324,7 +341,7 @@ def api(
 
     url = redis_url()
     connect_checked(url)  # a wrong URL fails here, in one line, not on the first request
-    err.print(f"speedq API on http://{options.host}:{options.port} (docs at /docs)")
+    err().print(f"speedq API on http://{options.host}:{options.port} (docs at /docs)")
     uvicorn.run(create_app(connect_for_requests(url)), host=options.host, port=options.port, log_level="warning")
 
 
@@ -346,7 +363,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int) -> None:
-    err.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    from rich.text import Text
+
+    err().print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(code)
 
 
