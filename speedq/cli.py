@@ -212,7 +212,7 @@ def worker(
 ) -> None:
     """Run an RQ worker for speedq's queues."""
     from speedq.schemas import WorkerOptions
-    from speedq.worker import run_worker
+    from speedq.worker_process import run_worker
 
     default = [] if notify_only else [settings.get().backend]
     options = WorkerOptions.model_validate({"backends": backend or default, "notify_only": notify_only})

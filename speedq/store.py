@@ -23,9 +23,10 @@ from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
+from speedq.store_teams import Guard, TeamLoad, TeamStore, TeamUsage, team_settings
 
 # Re-exported: where callers looked for them before keys.py held them.
-__all__ = ["NOTIFY_QUEUE", "JobNotFound", "Keys", "Store", "queue_name"]
+__all__ = ["NOTIFY_QUEUE", "Guard", "JobNotFound", "Keys", "Store", "TeamLoad", "TeamUsage", "queue_name"]
 
 
 # Writes another module adds to a store transaction (called after MULTI, so they are queued
@@ -33,31 +34,6 @@ __all__ = ["NOTIFY_QUEUE", "JobNotFound", "Keys", "Store", "queue_name"]
 # to write.
 Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
 
-
-@dataclass(frozen=True)
-class TeamLoad:
-    """What a worker needs to know of a team before a dequeue."""
-
-    name: str
-    max_running: int | None
-    running: int
-
-    @property
-    def full(self) -> bool:
-        return self.max_running is not None and self.running >= self.max_running
-
-
-@dataclass(frozen=True)
-class TeamUsage:
-    """A team's figures that submit quotas compare against."""
-
-    queued: int
-    gpu_seconds: float
-
-
-# Decides whether a submit may go in, from the team's settings and usage as of the transaction;
-# raises to refuse it.
-Guard = Callable[[TeamSettings, TeamUsage], None]
 
 # What a run claim decides on, in one round trip: the claim's holder and its record (KEYS[6] is
 # the job key prefix; the holder's id is only known here), the team's queued count, its
@@ -92,12 +68,7 @@ class _ClaimRead:
         )
 
     def settings(self, team: str) -> TeamSettings:
-        return _team_settings(team, self.team_raw)
-
-
-def _team_settings(name: str, raw: bytes | str | None) -> TeamSettings:
-    """A team's stored settings; a team nobody added gets open ones (no limits, no token)."""
-    return TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
+        return team_settings(team, self.team_raw)
 
 
 def _active(raw: bytes | None) -> JobRecord | None:
@@ -108,18 +79,6 @@ def _active(raw: bytes | None) -> JobRecord | None:
     return None if record.state.terminal else record
 
 
-# Take a running slot for a job: yes if it already holds one (a re-delivered or reattached
-# job), or if the team has fewer than its limit: `max_running` of its stored TeamSettings
-# (KEYS[2]; none stored or null: no limit), read here so a dequeue costs one round trip.
-_TAKE_SLOT = """
-if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
-local raw = redis.call('get', KEYS[2])
-local limit = raw and cjson.decode(raw).max_running
-if type(limit) == 'number' and redis.call('scard', KEYS[1]) >= limit then return 0 end
-redis.call('sadd', KEYS[1], ARGV[1])
-return 1
-"""
-
 # Take or renew a job's lease for ARGV[1] (ARGV[2] ms) and index its expiry; returns the other
 # live worker holding it, if one does.
 _ACQUIRE = """
@@ -129,11 +88,6 @@ redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
 local t = redis.call('time')
 redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
 return false
-"""
-
-# Give team ARGV[1] the newest turn number, in one round trip.
-_NOTE_TURN = """
-return redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), ARGV[1])
 """
 
 _RELEASE = """
@@ -171,7 +125,7 @@ def _indexes(record: JobRecord) -> list[str]:
     return [Keys.index(), Keys.index(team=team), Keys.index(state=state), Keys.index(team, state)]
 
 
-class Store:
+class Store(TeamStore):
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 
@@ -404,100 +358,6 @@ class Store:
             for state in JobState:
                 pipe.zcard(Keys.index(team, state))
             return {state: int(n) for state, n in zip(JobState, pipe.execute(), strict=True)}
-
-    # -- teams -----------------------------------------------------------------------------------
-
-    def team(self, name: str) -> TeamSettings:
-        """The team's settings; a team nobody added gets open ones (no limits, no token)."""
-        return _team_settings(name, self.conn.get(Keys.team(name)))
-
-    def teams(self) -> builtins.list[TeamSettings]:
-        """Every team with a queue, added or not, by name."""
-        names = sorted(text(n) for n in self.conn.smembers(Keys.teams))
-        if not names:
-            return []
-        raws = self.conn.mget([Keys.team(n) for n in names])
-        return [
-            TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
-            for name, raw in zip(names, raws, strict=True)
-        ]
-
-    def add_team(self, settings: TeamSettings) -> bool:
-        """Store a new team; False if one by that name was already added."""
-        if not self.conn.set(Keys.team(settings.name), settings.model_dump_json(), nx=True):
-            return False
-        with self.conn.pipeline() as pipe:
-            pipe.sadd(Keys.teams, settings.name)
-            if settings.token_hash:
-                pipe.hset(Keys.tokens, settings.token_hash, settings.name)
-            pipe.execute()
-        return True
-
-    def save_team(self, settings: TeamSettings, old_token_hash: str | None) -> None:
-        """Overwrite an added team's settings, moving its token entry if the token changed."""
-        with self.conn.pipeline() as pipe:
-            pipe.set(Keys.team(settings.name), settings.model_dump_json())
-            if old_token_hash and old_token_hash != settings.token_hash:
-                pipe.hdel(Keys.tokens, old_token_hash)
-            if settings.token_hash:
-                pipe.hset(Keys.tokens, settings.token_hash, settings.name)
-            pipe.execute()
-
-    def team_for_token_hash(self, token_hash: str) -> TeamSettings | None:
-        name = self.conn.hget(Keys.tokens, token_hash)
-        return self.team(text(name)) if name is not None else None
-
-    def team_loads(self, names: Iterable[str]) -> builtins.list[TeamLoad]:
-        """Each team's running limit and running count, in one round trip."""
-        names = list(names)
-        with self.conn.pipeline(transaction=False) as pipe:
-            for name in names:
-                pipe.get(Keys.team(name))
-                pipe.scard(Keys.team(name, "running"))
-            replies = pipe.execute()
-        loads = []
-        for i, name in enumerate(names):
-            raw, running = replies[2 * i], replies[2 * i + 1]
-            limit = TeamSettings.model_validate_json(raw).max_running if raw is not None else None
-            loads.append(TeamLoad(name, limit, int(running)))
-        return loads
-
-    def team_names(self) -> builtins.list[str]:
-        return sorted(text(n) for n in self.conn.smembers(Keys.teams))
-
-    def note_turn(self, team: str) -> None:
-        """The team just had a turn (see fair_share)."""
-        self.conn.eval(_NOTE_TURN, 2, Keys.turns, Keys.turn_counter, team)
-
-    def take_slot(self, team: str, job_id: str) -> bool:
-        """A running slot for the job, under the team's max_running as stored right now."""
-        return bool(self.conn.eval(_TAKE_SLOT, 2, Keys.team(team, "running"), Keys.team(team), job_id))
-
-    def release_slot(self, team: str, job_id: str) -> None:
-        self.conn.srem(Keys.team(team, "running"), job_id)
-
-    def slot_holders(self, team: str) -> builtins.list[str]:
-        return sorted(text(i) for i in self.conn.smembers(Keys.team(team, "running")))
-
-    def team_usage(self, team: str) -> TeamUsage:
-        return self._usage(self.conn, team)
-
-    def _usage(self, conn: redis.Redis | redis.client.Pipeline, team: str) -> TeamUsage:
-        queued = conn.zcard(Keys.index(team, JobState.queued))
-        seconds = conn.hvals(Keys.team(team, "gpu-seconds"))
-        return TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds))
-
-    def gpu_seconds(self, team: str) -> dict[str, float]:
-        """GPU-seconds of the team's ended attempts, by GPU type."""
-        return {text(k): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
-
-    def queue_waits(self, team: str) -> builtins.list[float]:
-        return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]
-
-    def attempt_outcomes(self, team: str) -> dict[str, int]:
-        """The team's ended attempts by outcome."""
-        return {text(k): int(v) for k, v in self.conn.hgetall(Keys.team(team, "attempts")).items()}
-
     # -- loss curves -----------------------------------------------------------------------------
 
     def append_loss(self, job_id: str, progress: Progress) -> bool:

@@ -8,24 +8,20 @@ to it instead of launching again.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import cache
 
-import redis
 from redis.exceptions import LockError
-from rq import Queue, get_current_job
+from rq import get_current_job
 
-from speedq import reaper, settings, supervision, worker_name
+from speedq import settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
-from speedq.fair_share import FairDequeue, plan
 from speedq.keys import Keys
 from speedq.notify import notify
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
@@ -33,7 +29,6 @@ from speedq.store import JobNotFound, Store
 from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 
 log = logging.getLogger("speedq.worker")
-
 
 
 def heartbeat_ttl_s() -> float:
@@ -411,18 +406,6 @@ def _die_with_worker() -> None:
     os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
-def _settle_heap() -> None:
-    """Once the imports are done: collect, freeze what survived (each work horse is a fork, and a
-    frozen object is never written by the collector, so its pages stay shared), and hand the
-    heap freed by start-up back to the OS (glibc only), so an idle worker holds less."""
-    gc.collect()
-    gc.freeze()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: the freed heap stays with the process
-
-
 def _prepare_lock_key(record: JobRecord) -> str:
     from speedq.gpu import nanochat  # nanochat's shard rule, sized as the runner sizes it
 
@@ -433,47 +416,3 @@ def _prepare_lock_key(record: JobRecord) -> str:
 
 class _Done(Exception):
     """The supervisor has already written the job's end (or handed it over)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# The worker process.
-
-
-def worker_queues(conn: redis.Redis, backends: Iterable[str]) -> list[Queue]:
-    """The notify queue and every known team's queues; the worker refreshes this list before each
-    dequeue (see fair_share.plan for the order it takes them in)."""
-    store = Store(conn)
-    current = plan(store.team_loads(store.team_names()), tuple(backends))
-    return [Queue(name, connection=conn) for name in current.names]
-
-
-class SpeedqWorker(FairDequeue):
-    """An RQ worker that takes teams' jobs in turn (fair_share) and also re-homes jobs orphaned
-    by dead workers, between jobs."""
-
-    def run_maintenance_tasks(self) -> None:
-        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # RQ leaves it unannotated
-        try:
-            reaper.reap(self.connection)
-        except redis.RedisError as exc:
-            self.log.warning("reaper skipped: %s", exc)
-
-
-def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name: str | None = None) -> bool:
-    for backend in backends:
-        backend_named(backend).check()  # fail at start, in one line, not on the first job
-    reap_every = settings.get().reap_interval
-    name = name or worker_name.default_name()  # readable in `status` and `rq info`
-    worker_name.free_name(conn, name, say=log.warning)
-    worker = SpeedqWorker(
-        worker_queues(conn, backends),
-        connection=conn,
-        name=name,
-        worker_ttl=int(reap_every) + 15,  # RQ blocks on the queue for worker_ttl - 15 s
-        maintenance_interval=int(reap_every),
-    )
-    worker.speedq_backends = tuple(backends)
-    worker.speedq_lease_s = heartbeat_ttl_s()
-    _settle_heap()
-    # The scheduler (a child process) puts notification retries back on their queue when due.
-    return worker.work(burst=burst, logging_level=settings.get().log_level, with_scheduler=True)

@@ -16,15 +16,13 @@ container's announcement in the run directory (`announced`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shlex
 import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import PurePosixPath
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from speedq import config, settings
 from speedq.backends.base import BackendError, CallStatus
@@ -38,8 +36,8 @@ from speedq.backends.modal_outcomes import (
     status_from_error,
     status_from_value,
 )
-from speedq.gpu import layout
-from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest
+from speedq.backends.modal_volume import VolumeFiles, volume_relpath
+from speedq.schemas import JobRecord, Outcome, RunRequest
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +58,6 @@ PREPARE_POLL_EVERY_S = 5.0
 # How long prepare keeps polling through transport errors before it gives up (the call runs on).
 PREPARE_BLIND_LIMIT_S = 600.0
 
-LOG_LOCATION: Final = "modal-volume"
-
 
 def call_timeout_s() -> float:
     """The bound on any one network call to Modal (SPEEDQ_MODAL_CALL_TIMEOUT, seconds)."""
@@ -70,11 +66,6 @@ def call_timeout_s() -> float:
 
 def function_for(mode: str) -> str:
     return SMOKE_FUNCTION if mode == "smoke" else FULL_FUNCTION
-
-
-def volume_relpath(record: JobRecord) -> PurePosixPath:
-    """The run directory relative to the Volume root: `runs/<team>/<run-name>`."""
-    return PurePosixPath("runs") / layout.run_relpath(record.spec.team, record.spec.run_name or "")
 
 
 class LaunchUnknown(BackendError):
@@ -90,7 +81,7 @@ def attempt_timeout_for(mode: str, job_timeout_s: int) -> int:
     return min(job_timeout_s, SMOKE_TIMEOUT_S) if mode == "smoke" else job_timeout_s
 
 
-class ModalBackend:
+class ModalBackend(VolumeFiles):
     """Launch attempts as calls of the deployed Modal app; see speedq/backends/base.py."""
 
     name = "modal"
@@ -287,17 +278,6 @@ class ModalBackend:
         except mexc.Error as exc:
             raise BackendError(f"Modal refused to cancel {call_id}: {one_line(exc)}") from exc
 
-    def announced(self, record: JobRecord, attempt: int) -> str | None:
-        """The call id the container of `attempt` wrote into the run directory as its first act."""
-        raw = self._read(str(volume_relpath(record) / layout.announce_name(attempt)))
-        if not raw:
-            return None
-        try:
-            call_id = json.loads(raw).get("call_id")
-        except (ValueError, AttributeError):
-            return None  # half-written: not announced yet, as far as we can tell
-        return call_id if isinstance(call_id, str) and call_id else None
-
     def prepare(self, record: JobRecord) -> None:
         """Dataset shards and tokenizer for the job's commit onto the Volume, on a CPU container,
         before any GPU is spawned. Returns when the data marker covers the job; BackendError if not.
@@ -343,58 +323,6 @@ class ModalBackend:
                 self.cancel(call_id)
                 raise BackendError(f"{call_id} ran past {limit_s:g}s; cancelled")
             time.sleep(every)
-
-    def _read(self, relpath: str) -> bytes | None:
-        """A file of the Volume, or None if it (or the Volume) does not exist."""
-        import modal.exception as mexc
-
-        vol = self._volume()
-
-        async def read() -> bytes:
-            chunks = [chunk async for chunk in vol.read_file.aio(relpath)]
-            return b"".join(chunks)
-
-        try:
-            return self._bounded(f"reading {relpath} from volume {self.volume_name!r}", read)
-        except (FileNotFoundError, mexc.NotFoundError):
-            return None
-        except mexc.Error as exc:
-            raise BackendError(f"cannot read {relpath} from the Modal volume: {one_line(exc)}") from exc
-
-    def read_progress(self, record: JobRecord) -> Progress | None:
-        """None when there is no progress.json yet or it cannot be read now (never raises)."""
-        try:
-            raw = self._read(str(volume_relpath(record) / layout.PROGRESS))
-        except BackendError as exc:
-            log.warning("progress of %s: %s", record.id, exc)
-            return None
-        if not raw:
-            return None
-        try:
-            return Progress.model_validate_json(raw)
-        except ValueError:
-            return None  # half-written or foreign
-
-    def read_log(self, record: JobRecord, tail: int | None = None) -> str:
-        """The log from the Volume ('' when none yet); BackendError when Modal cannot be reached."""
-        raw = self._read(str(volume_relpath(record) / layout.LOG))
-        if not raw:
-            return ""
-        text = raw.decode("utf-8", errors="replace")
-        if tail is not None:
-            lines = text.splitlines(keepends=True)
-            text = "".join(lines[-tail:]) if tail > 0 else ""
-        return text
-
-    def log_pointer(self, record: JobRecord) -> LogPointer:
-        path = str(volume_relpath(record) / layout.LOG)
-        env = f" --env {shlex.quote(self.environment_name)}" if self.environment_name else ""
-        return LogPointer(
-            location=LOG_LOCATION,
-            path=path,
-            volume=self.volume_name,
-            command=f"modal volume get{env} {shlex.quote(self.volume_name)} {shlex.quote(path)} -",
-        )
 
     def _why(self, exc: BaseException) -> str:
         if isinstance(exc, TimeoutError) and not str(exc):
