@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 KNOWN_GOOD_COMMIT = "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd"  # master on 2026-03, tried on a CPU
+# dev/LEADERBOARD.md: a run counts for time-to-GPT-2 when its CORE metric beats GPT-2's, trained
+# on one node of this many of this GPU.
+GPT2_CORE = 0.256525
+LEADERBOARD_GPU = ("H100", 8)
 
 # ---------------------------------------------------------------------------------------------
 # Files under NANOCHAT_BASE_DIR

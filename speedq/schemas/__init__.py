@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         LogPointer,
         Submitted,
     )
+    from speedq.schemas.results import RunResults
     from speedq.schemas.rules import (
         MAX_DEPTH,
         MAX_REF_LEN,
@@ -103,6 +104,7 @@ _HOMES = {
     "Progress": "protocol",
     "RunRequest": "protocol",
     "RunResult": "protocol",
+    "RunResults": "results",
     "ApiOptions": "queries",
     "JobRef": "queries",
     "ListQuery": "queries",
@@ -198,6 +200,7 @@ __all__ = [
     "Progress",
     "RunRequest",
     "RunResult",
+    "RunResults",
     "Seconds",
     "Slug",
     "StatsQuery",

@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from speedq.schemas.protocol import Outcome, Progress
+from speedq.schemas.results import RunResults
 from speedq.schemas.rules import BackendName
 from speedq.schemas.spec import JobSpec
 
@@ -89,6 +90,7 @@ class JobRecord(BaseModel):
     finished_at: float | None = None
     attempts: list[Attempt] = Field(default_factory=list)
     progress: Progress | None = None
+    results: RunResults | None = None  # set when the job succeeds
     nanochat_commit: str | None = None
     run_dir: str | None = None
     log: LogPointer | None = None
