@@ -32,6 +32,7 @@ from speedq.schemas import (
     JobSpec,
     ListQuery,
     LogQuery,
+    Preview,
     StatsQuery,
     Submitted,
     TeamRef,
@@ -93,6 +94,15 @@ class Client:
         checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
         done = producer.submit(self.conn, checked)
         return Submitted(created=done.created, job=done.record)
+
+    def preview(self, spec: JobSpec | Mapping[str, Any]) -> Preview:
+        """What `submit(spec)` would do, storing nothing: the same validation, the resolved
+        commit, nanochat's step count, the estimated GPU-hours and cost, the team's budget left,
+        and `refusal`, the line the submit would be refused with now (None: it would go in)."""
+        from speedq import preview
+
+        checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        return preview.preview(self.conn, checked)
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; `JobNotFound` if there is none."""

@@ -46,6 +46,34 @@ DEFAULT_GPU_PRICES = {
     "CPU": 0.0,
 }
 
+# Cost preview: a run's GPU-hours are estimated from the team's own succeeded runs of the same
+# model, mode and GPU type (the median GPU-seconds per training token of the last
+# ESTIMATE_HISTORY_KEPT, times this run's tokens), else from this table:
+#   GPU-seconds = tokens x FLOPs per token / (peak bf16 FLOP/s x ESTIMATE_MFU)
+#                 + ESTIMATE_OVERHEAD_S[mode] x GPU count
+# Peak bf16 FLOP/s per GPU are nanochat's own (nanochat/common.py get_peak_flops); A10G, which it
+# does not list, is NVIDIA's A10 sheet (125 TFLOP/s dense), and CPU a nominal 1 TFLOP/s.
+ESTIMATE_PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100-80GB": 312e12,
+    "A100-40GB": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "B200": 2.25e15,
+    "CPU": 1e12,
+}
+# nanochat's d24 record (dev/LEADERBOARD.md, March 2026): 1.65 h on 8xH100 with fp8, about 59%
+# of the bf16 peak; 50% leaves room for runs without fp8 and smaller models.
+ESTIMATE_MFU = 0.5
+# What a run spends besides base training's steps: container start, compile, the data and
+# tokenizer stages; a full run also base_eval (CORE), chat_sft and chat_eval. Wall seconds.
+ESTIMATE_OVERHEAD_S = {"smoke": 10 * 60, "full": 45 * 60}
+ESTIMATE_HISTORY_KEPT = 20  # succeeded runs per (team, model, mode, GPU type)
+# A dry run resolves the ref the way a worker will; without an answer in this long (no network),
+# it says so instead of waiting on git.
+PREVIEW_RESOLVE_TIMEOUT_S = 10.0
+
 # How many recent queue waits per team `stats` takes its median and p95 from.
 WAIT_SAMPLES_KEPT = 1000
 

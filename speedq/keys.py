@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
-TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
+TeamPart = Literal["running", "gpu-seconds", "waits", "attempts", "reserved"]
 
 
 class StrEnum(Protocol):
@@ -73,6 +73,12 @@ class Keys:
         """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
 
+    @staticmethod
+    def run_history(team: str, model: str, mode: str, gpu_type: str) -> str:
+        """The team's succeeded runs of one model, mode and GPU type, newest first (a list of
+        `RunSample` JSON, capped): what cost previews estimate from."""
+        return f"{PREFIX}:history:{team}:{model}:{mode}:{gpu_type}"
+
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"
 
@@ -93,7 +99,9 @@ class Keys:
         `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
         `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
         `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first);
-        `attempts`: its ended attempts by outcome (a hash of counts).
+        `attempts`: its ended attempts by outcome (a hash of counts);
+        `reserved`: GPU-seconds its queued and running jobs still hold against its budget (an
+        integer: the sum of `estimate.reservation_s` over its records that have not ended).
         """
         return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from speedq import config
+from speedq import config, estimate
 from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
@@ -37,14 +37,15 @@ Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
 
 # What a run claim decides on, in one round trip: the claim's holder and its record (KEYS[6] is
 # the job key prefix; the holder's id is only known here), the team's queued count, its
-# GPU-seconds, the id sequence and the team's settings. Run by EVAL_RO: the server refuses
-# any write from it, so everything a submit writes stays in its MULTI/EXEC.
+# GPU-seconds, the id sequence, the team's settings and its reserved GPU-seconds (KEYS[7]). Run
+# by EVAL_RO: the server refuses any write from it, so everything a submit writes stays in its
+# MULTI/EXEC.
 _READ_CLAIM = """
 local holder = redis.call('get', KEYS[1])
 local holder_raw = false
 if holder then holder_raw = redis.call('get', KEYS[6] .. holder) end
 return {holder, holder_raw, redis.call('zcard', KEYS[2]), redis.call('hvals', KEYS[3]),
-        redis.call('get', KEYS[4]), redis.call('get', KEYS[5])}
+        redis.call('get', KEYS[4]), redis.call('get', KEYS[5]), redis.call('get', KEYS[7])}
 """
 
 
@@ -58,11 +59,12 @@ class _ClaimRead:
 
     @classmethod
     def of(cls, reply: list[Any]) -> _ClaimRead:
-        holder, holder_raw, queued, seconds, seq, team_raw = reply
+        holder, holder_raw, queued, seconds, seq, team_raw, reserved = reply
         return cls(
             holder=holder.decode() if holder else None,
             holder_raw=holder_raw or None,
-            usage=TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds)),
+            usage=TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds),
+                            reserved_s=int(reserved or 0)),
             seq=int(seq or 0),
             team_raw=team_raw or None,
         )
@@ -186,10 +188,12 @@ class Store(TeamStore):
         with self.conn.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq)
+                    reserved = Keys.team(team, "reserved")
+                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq,
+                               reserved)
                     seen = _ClaimRead.of(pipe.eval_ro(
-                        _READ_CLAIM, 6, claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"),
-                        Keys.seq, Keys.team(team), Keys.job(""),
+                        _READ_CLAIM, 7, claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"),
+                        Keys.seq, Keys.team(team), Keys.job(""), reserved,
                     ))
                     if seen.holder is not None and (own is None or seen.holder != own.id):
                         existing = _active(seen.holder_raw)
@@ -248,6 +252,10 @@ class Store(TeamStore):
 
     def _write(self, pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
         pipe.set(Keys.job(record.id), record.model_dump_json())
+        # The team's reserved counter moves with every record written: it is the sum over them.
+        held = estimate.reservation_s(record) - (estimate.reservation_s(previous) if previous is not None else 0)
+        if held:
+            pipe.incrby(Keys.team(record.spec.team, "reserved"), held)
         if previous is not None and previous.state != record.state:
             for index in _indexes(previous):
                 pipe.zrem(index, record.id)
@@ -270,6 +278,11 @@ class Store(TeamStore):
                 waited = attempt.started_at - (after.queued_at or after.created_at)
                 pipe.lpush(Keys.team(team, "waits"), repr(max(0.0, waited)))
                 pipe.ltrim(Keys.team(team, "waits"), 0, config.WAIT_SAMPLES_KEPT - 1)
+        if after.state == JobState.succeeded and before.state != JobState.succeeded:
+            spec = after.spec
+            history = Keys.run_history(team, spec.model, spec.mode, spec.gpu.type)
+            pipe.lpush(history, estimate.sample_of(after).model_dump_json())
+            pipe.ltrim(history, 0, config.ESTIMATE_HISTORY_KEPT - 1)
 
     def _release_claim(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         # Only if this job still holds it: a later job may own the run by now.

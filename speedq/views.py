@@ -6,10 +6,11 @@ import time
 from datetime import datetime
 
 from rich.console import Group
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import JobRecord, JobState, Progress, TeamSettings, TeamStats
+from speedq.schemas import Estimate, JobRecord, JobState, Preview, Progress, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -122,6 +123,7 @@ def job_detail(record: JobRecord) -> Group:
         ("val bpb", metrics_text(p)),
         ("log", f"{record.log.path}\n{record.log.command}" if record.log else "-"),
         ("gpu time", f"{record.gpu_seconds / 3600:.3f} GPU-hours"),
+        ("estimate", estimate_text(record.estimate) if record.estimate else "-"),
         ("recomputed", f"{record.steps_recomputed} steps"),
         ("submitted", when(record.created_at)),
         ("started", when(record.started_at)),
@@ -150,6 +152,35 @@ def job_detail(record: JobRecord) -> Group:
             a.error or "",
         )
     return Group(facts, attempts)
+
+
+def estimate_text(estimate: Estimate) -> str:
+    return f"{estimate.gpu_hours:.3f} GPU-hours, ${estimate.cost_usd:.2f} (from {estimate.source})"
+
+
+def preview_panel(preview: Preview) -> Panel:
+    """`submit --dry-run`: what the submit would do, in a small panel."""
+    spec, budget = preview.spec, preview.budget
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    commit: Text | str = preview.commit or Text(preview.commit_note or "not resolved", style="yellow")
+    left = budget.left_gpu_hours
+    rows: list[tuple[str, Text | str]] = [
+        ("run", f"{spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}"),
+        ("commit", Text.assemble(f"{spec.repo_ref} -> ", commit) if spec.repo_ref != preview.commit else commit),
+        ("steps", f"{preview.steps if preview.steps is not None else '-'} ({preview.tokens:,} tokens)"),
+        ("estimate", estimate_text(preview.estimate)),
+        ("basis", Text(preview.estimate.basis, style="dim")),
+        ("budget", "no GPU-hour budget" if left is None else
+         f"{left:.3f} of {budget.gpu_hours_budget:g} GPU-hours left ({budget.spent_gpu_hours:.3f} spent, "
+         f"{budget.reserved_gpu_hours:.3f} reserved by runs queued or running)"),
+        ("verdict", Text(f"refused: {preview.refusal}", style="bold red") if preview.refusal
+         else Text("would be queued", style="bold green")),
+    ]
+    for key, value in rows:
+        facts.add_row(key, value)
+    return Panel(facts, title="speedq submit --dry-run (nothing stored)", title_align="left", expand=False)
 
 
 def _limit(value: float | None) -> str:

@@ -24,6 +24,7 @@ from speedq import settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.keys import Keys
 from speedq.notify import notify
+from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Store
 from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
@@ -144,6 +145,9 @@ class Supervisor:
     def _launch(self, backend: Backend, record: JobRecord) -> JobRecord:
         """Start a new attempt once the previous one has surely ended; the call id is stored the
         moment the backend returns it. Returns the record as last written."""
+        if record.attempts_this_round == 0 and (why := over_budget_now(self.store, record.spec.team)):
+            self._finish(JobState.failed, why)  # the budget was lowered since the submit reserved it
+            raise _Done
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:

@@ -12,6 +12,7 @@ from pydantic import (
     computed_field,
 )
 
+from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
 from speedq.schemas.rules import BackendName
@@ -91,6 +92,7 @@ class JobRecord(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     progress: Progress | None = None
     results: RunResults | None = None  # set when the job succeeds
+    estimate: Estimate | None = None  # set at submit; held against the team's budget until the job ends
     nanochat_commit: str | None = None
     run_dir: str | None = None
     log: LogPointer | None = None
