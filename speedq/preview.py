@@ -24,16 +24,19 @@ def preview(conn: redis.Redis, spec: JobSpec) -> Preview:
     store = Store(conn)
     cost = producer.estimate_for(store, spec)
     team, usage = store.team(spec.team), store.team_usage(spec.team)
-    try:
-        producer.admit(team, usage, cost.gpu_seconds)
-        refusal = None
-    except QuotaExceeded as exc:
-        refusal = str(exc)
+    holder = store.run_holder(spec)
+    refusal = None
+    if holder is None:  # else the submit returns that job, checking nothing
+        try:
+            producer.admit(team, usage, cost.gpu_seconds)
+        except QuotaExceeded as exc:
+            refusal = str(exc)
     commit, note = resolve(spec)
     sizing = spec.sizing()
     return Preview(
         spec=spec, commit=commit, commit_note=note, steps=sizing.num_iterations, tokens=sizing.train_tokens,
         estimate=cost, budget=estimate.budget(team, usage.gpu_seconds, usage.reserved_s), refusal=refusal,
+        active_job=holder.id if holder is not None else None,
     )
 
 

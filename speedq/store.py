@@ -73,7 +73,7 @@ class _ClaimRead:
         return team_settings(team, self.team_raw)
 
 
-def _active(raw: bytes | None) -> JobRecord | None:
+def _active(raw: bytes | str | None) -> JobRecord | None:
     """The record if it is stored and has not ended."""
     if raw is None:
         return None
@@ -162,6 +162,11 @@ class Store(TeamStore):
         included). `also` adds its own writes (the RQ enqueue) to the same MULTI/EXEC.
         """
         return self._claim_run(spec, None, guard, also)
+
+    def run_holder(self, spec: JobSpec) -> JobRecord | None:
+        """The active job holding the spec's run, if one does (a submit would return it)."""
+        holder = self.conn.get(Keys.run_claim(spec.team, spec.run_name or ""))
+        return _active(self.conn.get(Keys.job(text(holder)))) if holder is not None else None
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
         """Write new records and their index entries in one round trip, claiming no runs: for

@@ -175,12 +175,19 @@ def preview_panel(preview: Preview) -> Panel:
         ("budget", "no GPU-hour budget" if left is None else
          f"{left:.3f} of {budget.gpu_hours_budget:g} GPU-hours left ({budget.spent_gpu_hours:.3f} spent, "
          f"{budget.reserved_gpu_hours:.3f} reserved by runs queued or running)"),
-        ("verdict", Text(f"refused: {preview.refusal}", style="bold red") if preview.refusal
-         else Text("would be queued", style="bold green")),
+        ("verdict", _verdict(preview)),
     ]
     for key, value in rows:
         facts.add_row(key, value)
     return Panel(facts, title="speedq submit --dry-run (nothing stored)", title_align="left", expand=False)
+
+
+def _verdict(preview: Preview) -> Text:
+    if preview.active_job:
+        return Text(f"run {preview.spec.run_key} already has active job {preview.active_job}: a submit returns it")
+    if preview.refusal:
+        return Text(f"refused: {preview.refusal}", style="bold red")
+    return Text("would be queued", style="bold green")
 
 
 def _limit(value: float | None) -> str:

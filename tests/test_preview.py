@@ -240,3 +240,42 @@ def test_a_budget_lowered_after_the_submit_stops_the_run_before_it_starts(
     stopped = next(r for r in records.values() if r["state"] == "failed")
     assert stopped["attempts"] == [] and "budget" in stopped["error"] and "lowered" in stopped["error"]
     wait_for(lambda: budget_of(client, "alpha").reserved_gpu_hours == 0, timeout=10, what="every reservation released")
+
+
+def test_a_dry_run_of_anything_writes_nothing(
+    redis_server: RedisServer, tmp_path, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    """Fed anything (the CLI fuzz's inputs), a dry run exits 0, 2 or 3 and Redis stays byte for
+    byte as it was, whether it would have been queued or refused."""
+    from hypothesis import given
+
+    from tests.test_entry_properties import SETTINGS, SUBMIT, options, run_cli
+
+    conn = redis_server.client()
+    conn.flushall()
+    monkeypatch.setenv("SPEEDQ_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("SPEEDQ_HOME", str(tmp_path))
+    monkeypatch.setenv("SPEEDQ_OFFLINE", "1")  # a ref to resolve on GitHub is reported, not fetched
+    add_team_in(Store(conn), "alpha", TeamLimits(max_queued=1, gpu_hours_budget=100))
+    Client(conn).submit(JobSpec(team="alpha", backend="sim", run_name="held"))
+    before = snapshot(conn)
+    codes: set[int] = set()
+
+    @SETTINGS
+    @given(argv=options(SUBMIT, ["--smoke", "--force-restart", "--json"]))
+    def check(argv: list[str]) -> None:
+        code, _, err = run_cli(["submit", "--dry-run", "--team", "alpha", *argv])
+        codes.add(code)
+        assert code in (0, 2, 3), (argv, code, err)
+        assert snapshot(conn) == before, argv
+
+    check()
+    assert {2, 3} <= codes  # both refusals met (alpha's one queued place is taken: a valid new run is 3)
+
+
+def test_a_dry_run_for_a_run_with_an_active_job_says_the_submit_returns_it(speedq: Speedq) -> None:
+    add_team(speedq, "alpha", "--max-queued", "1")
+    held = speedq.submit("--team", "alpha", *SMOKE[2:])
+    shown = preview_json(speedq, "--team", "alpha", *SMOKE)
+    assert shown["active_job"] == held and shown["refusal"] is None  # the submit returns it, over no quota
+    assert speedq.submit("--team", "alpha", *SMOKE[2:]) == held

@@ -56,7 +56,8 @@ class Budget(BaseModel):
 
 class Preview(BaseModel):
     """What `submit --dry-run` shows: nothing is stored. `refusal` is the line the submit would
-    be refused with now (None: it would be queued)."""
+    be refused with now (None: it would be queued); `active_job`, the job already holding the run,
+    which the submit would return instead of queuing another."""
 
     spec: JobSpec
     commit: str | None  # the ref resolved as a worker would pin it; None when it could not be
@@ -66,3 +67,4 @@ class Preview(BaseModel):
     estimate: Estimate
     budget: Budget
     refusal: str | None = None
+    active_job: str | None = None
