@@ -77,8 +77,11 @@ def check_quota(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> No
 def over_budget_now(store: Store, team: str) -> str | None:
     """Why a job of `team` (its estimate reserved already) may not start its round now: the
     budget was lowered under what is spent and reserved. None: it may start."""
+    team_settings = store.team(team)
+    if team_settings.gpu_hours_budget is None:
+        return None  # most teams: one read
     usage = store.team_usage(team)
-    return estimate.refusal_at_start(store.team(team), usage.gpu_seconds, usage.reserved_s)
+    return estimate.refusal_at_start(team_settings, usage.gpu_seconds, usage.reserved_s)
 
 
 def enqueue_in(conn: redis.Redis) -> Also:
