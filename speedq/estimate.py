@@ -11,7 +11,8 @@ budget. Pure functions over models: the store, producer, worker and preview do t
   store keeps each team's sum of these in one counter, written with each record change.
 - A submit (or retry) fits when spent + reserved + its own estimate is within the budget; a job
   about to start its round's first attempt fits when spent + reserved (its own included) is, so
-  a budget lowered after the submit stops runs before they start.
+  a budget lowered after the submit (or runs that spent more than their estimates) stops runs
+  before they start, the first to be picked up first, until the rest fit.
 """
 
 from __future__ import annotations
@@ -112,5 +113,5 @@ def refusal_at_start(team: TeamSettings, spent_s: float, reserved_s: float) -> s
         return None
     return (f"not started: team {team.name!r} is over its {team.gpu_hours_budget:g} GPU-hour budget with this run "
             f"({spent_s / 3600:.2f} spent, {reserved_s / 3600:.2f} reserved by runs queued or running, this one's "
-            "included); the budget was lowered after the submit")
+            "included): the budget was lowered, or runs spent more than their estimates, since the submit")
 

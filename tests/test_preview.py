@@ -238,7 +238,7 @@ def test_a_budget_lowered_after_the_submit_stops_the_run_before_it_starts(
     states = sorted(r["state"] for r in records.values())
     assert states == ["failed", "succeeded"], {j: r["error"] for j, r in records.items()}
     stopped = next(r for r in records.values() if r["state"] == "failed")
-    assert stopped["attempts"] == [] and "budget" in stopped["error"] and "lowered" in stopped["error"]
+    assert stopped["attempts"] == [] and "budget" in stopped["error"] and "not started" in stopped["error"]
     wait_for(lambda: budget_of(client, "alpha").reserved_gpu_hours == 0, timeout=10, what="every reservation released")
 
 
@@ -279,3 +279,23 @@ def test_a_dry_run_for_a_run_with_an_active_job_says_the_submit_returns_it(speed
     shown = preview_json(speedq, "--team", "alpha", *SMOKE)
     assert shown["active_job"] == held and shown["refusal"] is None  # the submit returns it, over no quota
     assert speedq.submit("--team", "alpha", *SMOKE[2:]) == held
+
+
+def test_a_retry_reserves_its_estimate_again_and_is_refused_when_it_does_not_fit(
+    speedq: Speedq, redis_server, client: Client
+) -> None:
+    need_s = smoke_estimate_s(client, "alpha")
+    add_team(speedq, "alpha", "--gpu-hours-budget", repr(1.5 * need_s / 3600))
+    job = speedq.submit("--team", "alpha", "--smoke", "--gpu", "CPU:1", "--run-name", "one")
+    speedq.run("cancel", job, "--team", "alpha", check=True)
+    other = speedq.submit("--team", "alpha", "--smoke", "--gpu", "CPU:1", "--run-name", "two")
+    conn = redis_server.client()
+    before = snapshot(conn)
+
+    refused = speedq.run("retry", job, "--team", "alpha")
+
+    assert refused.returncode == 3 and "budget" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert snapshot(conn) == before
+    speedq.run("cancel", other, "--team", "alpha", check=True)
+    speedq.run("retry", job, "--team", "alpha", check=True)
+    assert budget_of(client, "alpha").reserved_gpu_hours == pytest.approx(need_s / 3600, abs=1e-4)
