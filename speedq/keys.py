@@ -73,6 +73,20 @@ class Keys:
         """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
 
+    # The leaderboard, kept by the store as it writes records (see store_board.py): sorted sets
+    # of succeeded jobs with results. `board_time`: time-to-GPT-2 entries scored by training
+    # seconds; `board_bpb`: full runs of one model scored by minimum val bpb; `board_models`:
+    # every model with a `board_bpb` set, scored by depth.
+    @staticmethod
+    def board_time(team: str | None = None, model: str | None = None) -> str:
+        return f"{PREFIX}:board:time:team={team or '*'}:model={model or '*'}"
+
+    @staticmethod
+    def board_bpb(model: str, team: str | None = None) -> str:
+        return f"{PREFIX}:board:bpb:team={team or '*'}:model={model}"
+
+    board_models = f"{PREFIX}:board:models"
+
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"
 
