@@ -74,8 +74,12 @@ def seed(store: Store, names: tuple[str, ...] = tuple(RUNS)) -> dict[str, str]:
     return {name: store_run(store, name, RUNS[name]) for name in names}
 
 
-def store_curve(store: Store, job_id: str, steps: int, start_loss: float, seconds_per_step: float) -> None:
-    """A loss curve as the worker stores it from the runner's progress: falling, timed."""
-    for step in range(0, steps + 1, max(1, steps // 40)):
-        loss = 1.0 + start_loss / (1 + step / 50)
-        store.append_loss(job_id, Progress(step=step, total=steps, loss=loss, updated_at=1_000_000 + step * seconds_per_step))
+def store_curve(store: Store, job_id: str, steps: int, floor: float, seconds_per_step: float) -> int:
+    """A loss curve as the worker stores it from the runner's progress: from about 11 down to
+    `floor`, one point a step apart in time by `seconds_per_step`. Returns the points stored."""
+    stored = 0
+    for step in range(0, steps + 1, max(1, steps // 60)):
+        loss = floor + (11 - floor) / (1 + step / 40)
+        progress = Progress(step=step, total=steps, loss=loss, updated_at=1_000_000 + step * seconds_per_step)
+        stored += store.append_loss(job_id, progress)
+    return stored
