@@ -125,8 +125,8 @@ def test_compare_shows_a_run_in_flight_and_names_an_unknown_job(shown: Shown) ->
     ids = shown.ids
     page = rendered(f"{shown.base_url}/#/compare?jobs={ids['fast']},{ids['live']}")
     assert list(_curves(page)) == [ids["fast"], ids["live"]]
-    rows = {tr.one("th").text: [td.text for td in tr.all("td")] for tr in page.one("table", id="compare-table").all("tr")
-            if tr.all("td")}
+    table = page.one("table", id="compare-table")
+    rows = {tr.one("th").text: [td.text for td in tr.all("td")] for tr in table.all("tr") if tr.all("td")}
     assert rows["State"] == ["succeeded", "running"] and rows["Training time"] == ["2h43m20s", "-"]
     assert rows["Options"] == ["fp8 matrix-lr=0.025", "(hidden)"]  # no token: a run without results shows status
 
@@ -136,7 +136,8 @@ def test_compare_shows_a_run_in_flight_and_names_an_unknown_job(shown: Shown) ->
 
 def test_every_job_on_the_jobs_list_can_be_picked_for_compare(shown: Shown) -> None:
     page = rendered(f"{shown.base_url}/")
-    listed = [a.text for table in page.all("table", class_="jobs") for a in table.all("a")]
-    boxes = [box.attrs["data-job"] for table in page.all("table", class_="jobs") for box in table.all("input", class_="pick")]
+    tables = page.all("table", class_="jobs")
+    listed = [a.text for table in tables for a in table.all("a")]
+    boxes = [box.attrs["data-job"] for table in tables for box in table.all("input", class_="pick")]
     assert sorted(listed) == sorted(shown.ids.values()) and boxes == listed
     assert page.one("a", id="compare-link").text == "Compare (0)"

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from speedq.keys import Keys
-from speedq.schemas import CompareQuery, JobState, LeaderboardQuery
 from speedq.leaderboard import comparison, leaderboard
+from speedq.schemas import CompareQuery, JobState, LeaderboardQuery
 from speedq.store import Store
 from speedq.store_board import board_entries
 from tests.board_scene import Run, seed, store_run
