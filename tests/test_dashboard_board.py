@@ -3,6 +3,7 @@ the dashboard from a real `speedq api`, on runs stored as the worker stores them
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import pytest
 from speedq.store import Store
 from tests.api_server import start_api
 from tests.board_scene import seed, store_curve
-from tests.browser import Node, rendered, screenshot
+from tests.browser import LivePage, Node, rendered, screenshot
 from tests.conftest import RedisServer, make_speedq
 
 STEPS = 5_000
@@ -141,3 +142,35 @@ def test_every_job_on_the_jobs_list_can_be_picked_for_compare(shown: Shown) -> N
     boxes = [box.attrs["data-job"] for table in tables for box in table.all("input", class_="pick")]
     assert sorted(listed) == sorted(shown.ids.values()) and boxes == listed
     assert page.one("a", id="compare-link").text == "Compare (0)"
+
+
+def test_a_person_ticks_runs_on_the_jobs_list_and_the_leaderboard_then_compares_them(shown: Shown) -> None:
+    ids = shown.ids
+    link = "document.getElementById('compare-link')"
+    with LivePage(f"{shown.base_url}/#/") as page:
+        page.wait(f"document.querySelectorAll('input.pick').length === {len(ids)}", what="a box by every job")
+        page.click(f"input.pick[data-job='{ids['fast']}']")
+        page.click(f"input.pick[data-job='{ids['deep']}']")
+        assert page.evaluate(f"{link}.textContent") == "Compare (2)"
+
+        # The page redraws itself every 2 s: the ticks stay.
+        shown_at = page.evaluate("document.getElementById('updated').textContent")
+        page.wait(f"document.getElementById('updated').textContent !== {json.dumps(shown_at)}", what="a refresh")
+        assert page.evaluate("[...document.querySelectorAll('input.pick:checked')].map(b => b.dataset.job)") == [
+            ids["fast"], ids["deep"]]
+
+        page.click("#nav-board")  # the leaderboard shows the same runs ticked, and ticks more
+        page.wait("!!document.querySelector('#time-to-gpt2 input.pick')", what="the leaderboard")
+        ticked = "[...document.querySelectorAll('#time-to-gpt2 input.pick:checked')].map(b => b.dataset.job)"
+        assert page.evaluate(ticked) == [ids["fast"], ids["deep"]]
+        page.click(f"#time-to-gpt2 input.pick[data-job='{ids['slow']}']")
+        assert page.evaluate(f"{link}.textContent") == "Compare (3)"
+
+        page.click("#compare-link")
+        curves = "[...document.querySelectorAll('#compare-plot path.curve')].map(p => p.dataset.job)"
+        assert page.wait(f"{curves}.length === 3 && {curves}") == [ids["fast"], ids["deep"], ids["slow"]]
+        page.click("#x-time")
+        heading = "document.querySelector('#compare h2').textContent"
+        page.wait(f"{heading}.endsWith('by wall time')", what="the wall-time plot")
+        assert page.evaluate(curves) == [ids["fast"], ids["deep"], ids["slow"]]
+        page.screenshot("compare-picked.png")
