@@ -70,7 +70,7 @@ class Keys:
 
     @staticmethod
     def loss_history(job_id: str) -> str:
-        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
+        """The job's base-training loss curve: a list of "step:loss:time" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
 
     # The leaderboard, kept by the store as it writes records (see store_board.py): sorted sets

@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -148,6 +149,7 @@ class LivePage:
         self._proc = subprocess.Popen(
             [CHROMIUM, *flags, "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=wire, pass_fds=(3, 4),
+            start_new_session=True,  # its renderers and helpers go with it at the end
         )
         os.close(to_chromium)
         os.close(from_chromium)
@@ -214,7 +216,10 @@ class LivePage:
         return path
 
     def close(self) -> None:
-        self._proc.kill()
+        try:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self._proc.wait()
         os.close(self._commands)
         os.close(self._answers)
