@@ -23,10 +23,14 @@ from speedq import errors
 from speedq.client import Client
 from speedq.connection import connect_for_requests
 from speedq.schemas import (
+    CompareQuery,
+    Comparison,
     JobId,
     JobRecord,
     JobSpec,
     JobStatus,
+    Leaderboard,
+    LeaderboardQuery,
     ListQuery,
     LogQuery,
     Preview,
@@ -160,6 +164,20 @@ def retry(job_id: JobId, team: Team, client: ClientDep) -> JobRecord:
 def stats(query: Annotated[StatsQuery, Query()], team: Team, client: ClientDep) -> list[TeamStats]:
     """Per team: jobs by state, GPU-hours, estimated cost, queue waits."""
     return client.stats(query.team)
+
+
+@router.get("/leaderboard", response_model=Leaderboard, responses=ERRORS)
+def leaderboard(query: Annotated[LeaderboardQuery, Query()], team: Team, client: ClientDep) -> Leaderboard:
+    """Time to GPT-2 (CORE above GPT-2's on 8xH100, fastest first) and the best val bpb per
+    depth; every team's entries, each with its repository, commit, options and results."""
+    return client.leaderboard(query.model, query.team, query.limit)
+
+
+@router.get("/compare", response_model=Comparison, responses=JOB_ERRORS)
+def compare(query: Annotated[CompareQuery, Query()], team: Team, client: ClientDep) -> Comparison:
+    """Jobs' results side by side (`?jobs=sq-1&jobs=sq-2`); another team's run without results
+    shows its status only."""
+    return client.compare(*query.jobs, viewer=team.name)
 
 
 def create_app(conn: redis.Redis | None = None) -> FastAPI:

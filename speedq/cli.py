@@ -345,6 +345,38 @@ def stats(
 
 
 @app.command()
+def leaderboard(
+    model: Annotated[str | None, typer.Option(help="Only this model (d<depth>).")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's runs.")] = None,
+    limit: Annotated[str, typer.Option(help="At most this many time-to-GPT-2 entries.")] = "50",
+    as_json: JsonFlag = False,
+) -> None:
+    """Time to GPT-2 (CORE above GPT-2's on 8xH100, fastest first) and the best val bpb per depth."""
+    from speedq.views_board import leaderboard_view
+
+    board = _client().leaderboard(model, team, limit)
+    if as_json:
+        _print_json(board)
+    else:
+        out().print(leaderboard_view(board))
+
+
+@app.command()
+def compare(
+    jobs: Annotated[list[str], typer.Argument(help="Job ids, e.g. sq-7 sq-9.", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Jobs' results side by side: training time, CORE, val bpb, throughput, cost, code and options."""
+    from speedq.views_board import compare_table
+
+    comparison = _client().compare(*jobs)
+    if as_json:
+        _print_json(comparison)
+    else:
+        out().print(compare_table(comparison))
+
+
+@app.command()
 def api(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[str, typer.Option(help="Port to listen on.")] = "8000",

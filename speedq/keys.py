@@ -70,8 +70,22 @@ class Keys:
 
     @staticmethod
     def loss_history(job_id: str) -> str:
-        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
+        """The job's base-training loss curve: a list of "step:loss:time" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
+
+    # The leaderboard, kept by the store as it writes records (see store_board.py): sorted sets
+    # of succeeded jobs with results. `board_time`: time-to-GPT-2 entries scored by training
+    # seconds; `board_bpb`: full runs of one model scored by minimum val bpb; `board_models`:
+    # every model with a `board_bpb` set, scored by depth.
+    @staticmethod
+    def board_time(team: str | None = None, model: str | None = None) -> str:
+        return f"{PREFIX}:board:time:team={team or '*'}:model={model or '*'}"
+
+    @staticmethod
+    def board_bpb(model: str, team: str | None = None) -> str:
+        return f"{PREFIX}:board:bpb:team={team or '*'}:model={model}"
+
+    board_models = f"{PREFIX}:board:models"
 
     @staticmethod
     def run_history(team: str, model: str, mode: str, gpu_type: str) -> str:

@@ -1,4 +1,6 @@
-"""The Redis layout: job records, listing indexes, run claims, teams and their counters.
+"""The Redis layout: job records, listing indexes, run claims, teams and their counters, the
+leaderboard's indexes (store_board.py), and the budget's reservations and run history
+(store_budget.py).
 Nobody else builds a key name.
 
 Each job record is one JSON string. Listing reads a sorted set (score = creation time) chosen
@@ -18,11 +20,13 @@ from typing import Any
 
 import redis
 
-from speedq import config, estimate
+from speedq import config
 from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
+from speedq.store_board import BoardStore, index_board
+from speedq.store_budget import hold, note_success
 from speedq.store_teams import Guard, TeamLoad, TeamStore, TeamUsage, team_settings
 
 # Re-exported: where callers looked for them before keys.py held them.
@@ -105,10 +109,10 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-# Append a loss point if it is at least ARGV[3] steps past the last one kept (the final step,
-# ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed attempt replays
-# steps the curve already has: those are skipped, so each step appears once, the first time the
-# run reached it.
+# Append a loss point "step:loss:time" if it is at least ARGV[3] steps past the last one kept
+# (the final step, ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed
+# attempt replays steps the curve already has: those are skipped, so each step appears once, the
+# first time the run reached it.
 _APPEND_LOSS = """
 local last = redis.call('lindex', KEYS[1], -1)
 if last then
@@ -116,7 +120,7 @@ if last then
   local gap = tonumber(ARGV[1]) == tonumber(ARGV[5]) and 1 or tonumber(ARGV[3])
   if tonumber(ARGV[1]) < step + gap then return 0 end
 end
-redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 redis.call('ltrim', KEYS[1], -tonumber(ARGV[4]), -1)
 return 1
 """
@@ -127,7 +131,7 @@ def _indexes(record: JobRecord) -> list[str]:
     return [Keys.index(), Keys.index(team=team), Keys.index(state=state), Keys.index(team, state)]
 
 
-class Store(TeamStore):
+class Store(TeamStore, BoardStore):
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 
@@ -257,10 +261,7 @@ class Store(TeamStore):
 
     def _write(self, pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
         pipe.set(Keys.job(record.id), record.model_dump_json())
-        # The team's reserved counter moves with every record written: it is the sum over them.
-        held = estimate.reservation_s(record) - (estimate.reservation_s(previous) if previous is not None else 0)
-        if held:
-            pipe.incrby(Keys.team(record.spec.team, "reserved"), held)
+        hold(pipe, record, previous)
         if previous is not None and previous.state != record.state:
             for index in _indexes(previous):
                 pipe.zrem(index, record.id)
@@ -269,6 +270,7 @@ class Store(TeamStore):
                 pipe.zadd(index, {record.id: record.created_at})
         if previous is None:
             pipe.sadd(Keys.teams, record.spec.team)  # workers find the team's queues from here
+        index_board(pipe, record, previous)
 
     def _account(self, pipe: redis.client.Pipeline, before: JobRecord, after: JobRecord) -> None:
         """Per-team usage from the attempts this change began or ended (same transaction)."""
@@ -283,11 +285,7 @@ class Store(TeamStore):
                 waited = attempt.started_at - (after.queued_at or after.created_at)
                 pipe.lpush(Keys.team(team, "waits"), repr(max(0.0, waited)))
                 pipe.ltrim(Keys.team(team, "waits"), 0, config.WAIT_SAMPLES_KEPT - 1)
-        if after.state == JobState.succeeded and before.state != JobState.succeeded:
-            spec = after.spec
-            history = Keys.run_history(team, spec.model, spec.mode, spec.gpu.type)
-            pipe.lpush(history, estimate.sample_of(after).model_dump_json())
-            pipe.ltrim(history, 0, config.ESTIMATE_HISTORY_KEPT - 1)
+        note_success(pipe, before, after)
 
     def _release_claim(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
         # Only if this job still holds it: a later job may own the run by now.
@@ -388,8 +386,21 @@ class Store(TeamStore):
         return bool(self.conn.eval(
             _APPEND_LOSS, 1, Keys.loss_history(job_id),
             progress.step, repr(progress.loss), gap, 2 * config.LOSS_POINTS, progress.total or -1,
+            repr(progress.updated_at),
         ))
 
     def loss_history(self, job_id: str) -> builtins.list[LossPoint]:
-        entries = (text(e).partition(":") for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1))
-        return [LossPoint(step=int(step), loss=float(loss)) for step, _, loss in entries]
+        return [_loss_point(text(e)) for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1)]
+
+    def loss_histories(self, job_ids: Iterable[str]) -> builtins.list[builtins.list[LossPoint]]:
+        """Several jobs' loss curves in one round trip, in the order given."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.lrange(Keys.loss_history(job_id), 0, -1)
+            return [[_loss_point(text(e)) for e in entries] for entries in pipe.execute()]
+
+
+def _loss_point(entry: str) -> LossPoint:
+    """"step:loss:time", or "step:loss" as stored before points kept their time."""
+    step, loss, *when = entry.split(":")
+    return LossPoint(step=int(step), loss=float(loss), t=float(when[0]) if when else None)

@@ -35,6 +35,9 @@ class LossPoint(BaseModel):
 
     step: int
     loss: float
+    # When the run reported the step (the runner's clock, epoch seconds): the curve by wall time.
+    # None on points stored before the store kept it.
+    t: float | None = None
 
 
 class JobOverview(JobStatus):
