@@ -43,9 +43,9 @@ def table_estimate(spec: JobSpec, prices: PriceTable) -> Estimate:
     overhead_s = config.ESTIMATE_OVERHEAD_S[spec.mode] * spec.gpu.count
     seconds = math.ceil(train_s + overhead_s)
     basis = (
-        f"table: {tokens * per_token:.3g} FLOPs at {config.ESTIMATE_MFU:.0%} MFU of {gpu}'s "
+        f"{tokens * per_token:.3g} FLOPs at {config.ESTIMATE_MFU:.0%} MFU of {gpu}'s "
         f"{config.ESTIMATE_PEAK_FLOPS[gpu] / 1e12:g} TFLOP/s, plus {config.ESTIMATE_OVERHEAD_S[spec.mode] // 60} min "
-        f"of overhead per GPU (no past {spec.model} {spec.mode} runs on {gpu} for this team)"
+        f"of overhead on each GPU (no past {spec.model} {spec.mode} runs on {gpu} for this team)"
     )
     return Estimate(gpu_seconds=seconds, cost_usd=_cost(seconds, gpu, prices), source="table", basis=basis)
 
@@ -57,7 +57,7 @@ def history_estimate(spec: JobSpec, samples: Sequence[RunSample], prices: PriceT
     rate = statistics.median(s.seconds_per_token for s in usable)
     seconds = math.ceil(rate * tokens_of(spec))
     basis = (
-        f"history: median of {len(usable)} past {spec.model} {spec.mode} run{'s' if len(usable) != 1 else ''} "
+        f"median of {len(usable)} past {spec.model} {spec.mode} run{'s' if len(usable) != 1 else ''} "
         f"on {spec.gpu.type} ({rate * 1e6:.3g} GPU-seconds per million tokens)"
     )
     return Estimate(gpu_seconds=seconds, cost_usd=_cost(seconds, spec.gpu.type, prices), source="history",

@@ -299,3 +299,24 @@ def test_a_retry_reserves_its_estimate_again_and_is_refused_when_it_does_not_fit
     speedq.run("cancel", other, "--team", "alpha", check=True)
     speedq.run("retry", job, "--team", "alpha", check=True)
     assert budget_of(client, "alpha").reserved_gpu_hours == pytest.approx(need_s / 3600, abs=1e-4)
+
+
+def test_the_job_page_shows_its_team_the_estimate_its_submit_reserved(speedq: Speedq) -> None:
+    from tests.api_server import start_api
+    from tests.browser import LivePage
+
+    token = add_team(speedq, "alpha")
+    job = speedq.submit("--team", "alpha", "--model", "d24", "--gpu", "H100:8")  # queued: no worker serves it
+    estimate = speedq.status(job)["estimate"]
+    base_url = start_api(speedq)
+
+    with LivePage(f"{base_url}/#/jobs/{job}") as page:
+        page.wait("!!document.getElementById('facts')", what="the job page")
+        assert not page.evaluate("!!document.getElementById('estimate')")  # the team's own view only
+        page.evaluate(f"document.getElementById('token').value = {json.dumps(token)}")
+        page.click("#token-form button")
+        shown = page.wait("document.getElementById('estimate')?.textContent", what="the estimate")
+        page.screenshot("job-estimate.png")
+
+    assert f"{estimate['gpu_hours']:.3f} GPU-hours" in str(shown)
+    assert f"${estimate['cost_usd']:.2f}" in str(shown) and "from table" in str(shown)
