@@ -88,6 +88,10 @@ def submit(
         "--train-arg",
         help="A base_train option KEY=VALUE without dashes (max-seq-len=128; a bare fp8 is true). Repeatable.",
     )] = None,
+    no_preflight: Annotated[bool, typer.Option(
+        "--no-preflight",
+        help=f"Launch a multi-GPU full run at once, without first running {config.PREFLIGHT_STEPS} steps on one GPU.",
+    )] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
@@ -97,7 +101,9 @@ def submit(
         "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
-    fields = {k: v for k, v in given.items() if v is not None}
+    fields: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    if no_preflight:
+        fields["preflight"] = False
     done = _client().submit({"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields})
     job, spec = done.job, done.job.spec
     if not done.created:

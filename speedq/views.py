@@ -9,7 +9,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import JobRecord, JobState, Progress, TeamSettings, TeamStats
+from speedq.schemas import JobRecord, JobState, PreflightState, Progress, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -41,6 +41,8 @@ def ago(ts: float | None) -> str:
 
 def state_text(record: JobRecord) -> Text:
     label = record.state.value
+    if record.in_preflight:
+        label += " (preflight)"
     if record.cancel_requested and not record.state.terminal:
         label += " (cancelling)"
     return Text(label, style=STATE_STYLE[record.state])
@@ -99,6 +101,21 @@ def metrics_text(p: Progress | None) -> str:
     return " ".join(parts)
 
 
+def preflight_text(record: JobRecord) -> str | Text:
+    """The preflight's state, size, GPU time and, when it failed, its error and log."""
+    done = record.preflight
+    if done is None:
+        if record.spec.mode == "full" and record.spec.gpu.count > 1 and not record.spec.preflight:
+            return "skipped (--no-preflight)"
+        return "-"
+    hours = record.preflight_gpu_seconds / 3600
+    text = f"{done.state.value}: {done.steps} steps on {done.gpu}, {hours:.3f} GPU-hours"
+    if done.state is PreflightState.failed:
+        where = f"\n{done.log.command}" if done.log is not None else ""
+        return Text(f"{text}\n{done.error or ''}{where}", style="red")
+    return text
+
+
 def job_detail(record: JobRecord) -> Group:
     spec, p = record.spec, record.progress
     facts = Table.grid(padding=(0, 2))
@@ -114,7 +131,8 @@ def job_detail(record: JobRecord) -> Group:
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
                      + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
-        ("stage", p.stage if p and p.stage else "-"),
+        ("preflight", preflight_text(record)),
+        ("stage", ("preflight: " if record.in_preflight else "") + (p.stage if p and p.stage else "-")),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
         ("eta", eta_text(record)),
@@ -139,7 +157,7 @@ def job_detail(record: JobRecord) -> Group:
         attempts.add_column(column)
     for a in record.attempts:
         attempts.add_row(
-            str(a.number),
+            f"{a.number} (preflight)" if a.preflight else str(a.number),
             a.backend,
             a.call_id or "-",
             when(a.started_at),

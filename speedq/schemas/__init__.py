@@ -44,6 +44,8 @@ if TYPE_CHECKING:
         JobRecord,
         JobState,
         LogPointer,
+        PreflightState,
+        PreflightStatus,
         Submitted,
     )
     from speedq.schemas.results import RunResults
@@ -117,6 +119,8 @@ _HOMES = {
     "JobRecord": "record",
     "JobState": "record",
     "LogPointer": "record",
+    "PreflightState": "record",
+    "PreflightStatus": "record",
     "Submitted": "record",
     "MAX_DEPTH": "rules",
     "MAX_REF_LEN": "rules",
@@ -195,6 +199,8 @@ __all__ = [
     "Mode",
     "ModelName",
     "Outcome",
+    "PreflightState",
+    "PreflightStatus",
     "PriceTable",
     "Priority",
     "Progress",
