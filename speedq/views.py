@@ -41,11 +41,18 @@ def ago(ts: float | None) -> str:
 
 def state_text(record: JobRecord) -> Text:
     label = record.state.value
-    if record.in_preflight:
-        label += " (preflight)"
     if record.cancel_requested and not record.state.terminal:
         label += " (cancelling)"
     return Text(label, style=STATE_STYLE[record.state])
+
+
+def stage_text(record: JobRecord, short: bool = False) -> str:
+    """The runner's stage; in preflight, that it is the preflight's (`ls`: just "preflight")."""
+    p = record.progress
+    stage = p.stage if p and p.stage else "-"
+    if not record.in_preflight:
+        return stage
+    return "preflight" if short else f"preflight: {stage} (1 GPU)"
 
 
 def step_text(record: JobRecord) -> str:
@@ -74,7 +81,7 @@ def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
             r.spec.team,
             r.spec.run_name,
             state_text(r),
-            (p.stage if p and p.stage else "-"),
+            stage_text(r, short=True),
             step_text(r),
             f"{p.loss:.3f}" if p and p.loss is not None else "-",
             eta_text(r),
@@ -132,7 +139,7 @@ def job_detail(record: JobRecord) -> Group:
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
                      + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
         ("preflight", preflight_text(record)),
-        ("stage", ("preflight: " if record.in_preflight else "") + (p.stage if p and p.stage else "-")),
+        ("stage", stage_text(record)),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
         ("eta", eta_text(record)),
