@@ -195,7 +195,8 @@ def test_prepare_runs_before_every_launch_under_the_data_lock(store: Store, monk
 def test_a_crashed_preflight_fails_the_job_and_the_full_run_never_launches(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    backend = Scripted(poll_script=lambda call_id, n: CallStatus(Outcome.crashed, "stage base_train exited with code 1"))
+    crashed = CallStatus(Outcome.crashed, "stage base_train exited with code 1")
+    backend = Scripted(poll_script=lambda call_id, n: crashed)
     record = supervise(store, backend, monkeypatch, preflight=True, gpu="H100:8")
     assert record.state.value == "failed"
     assert backend.count("launch") == 1  # the preflight alone, and it was not retried
@@ -230,10 +231,35 @@ def test_a_preempted_preflight_is_retried_as_a_preflight(store: Store, monkeypat
         (True, Outcome.preempted), (True, Outcome.succeeded), (False, Outcome.succeeded)]
 
 
-def test_no_preflight_for_one_gpu_a_smoke_test_or_when_turned_off(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_preflight_for_one_gpu_a_smoke_test_or_when_turned_off(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for n, spec in enumerate(({"gpu": "H100:1"}, {"mode": "smoke"}, {"preflight": False})):
         backend = Scripted()
         record = supervise(store, backend, monkeypatch, **{"preflight": True, **spec, "run_name": f"r{n}"})
         assert record.state.value == "succeeded", spec
         assert [a.preflight for a in record.attempts] == [False], spec
         assert record.preflight is None
+
+
+def test_a_cancel_during_preflight_stops_it_and_nothing_else_launches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", gpu="H100:8"))
+    backend = Scripted(poll_script=lambda call_id, n: CallStatus())  # the preflight runs until stopped
+
+    def cancel_once_running() -> None:
+        wait_for(lambda: store.get(record.id).in_preflight and backend.count("poll") >= 2, timeout=10,
+                 what="the preflight to run")
+        store.update(record.id, lambda r: setattr(r, "cancel_requested", True))
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    worker.Supervisor(store, record.id, "w1").run()
+    canceller.join()
+    ended = store.get(record.id)
+    assert ended.state.value == "cancelled"
+    assert backend.calls.count(("cancel", "call-1")) == 1 and backend.count("launch") == 1
+    assert ended.preflight is not None and ended.preflight.state.value == "cancelled"
+    assert [(a.preflight, a.outcome) for a in ended.attempts] == [(True, Outcome.cancelled)]
