@@ -6,8 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
+
 from speedq import config
 from speedq.gpu import layout
+from tests.api_server import start_api
+from tests.browser import rendered
 from tests.conftest import Speedq, wait_for
 from tests.sim_forks import SHAPE_ERROR, broken_fork
 
@@ -45,6 +49,15 @@ def test_a_broken_fork_fails_in_preflight_and_its_8_gpu_run_never_starts(speedq:
     shown = speedq.run("status", job, check=True).stdout
     assert "failed: 20 steps on H100:1" in shown and SHAPE_ERROR in shown
     assert SHAPE_ERROR in speedq.run("logs", job, "--tail", "20", check=True).stdout
+
+    base_url = start_api(speedq)  # the dashboard, which needs no token, says it failed in preflight
+    public = httpx.get(f"{base_url}/dashboard/api/jobs/{job}").json()
+    assert public["preflight"] == "failed" and [a["preflight"] for a in public["attempts"]] == [True]
+    page = rendered(f"{base_url}/#/jobs/{job}")
+    facts = page.one("dl", id="facts")
+    shown = dict(zip((dt.text for dt in facts.all("dt")), (dd.text for dd in facts.all("dd"))))
+    assert shown["Preflight"] == "failed" and shown["Tries"] == "0/3"
+    assert [(r[0], r[3]) for r in page.one("table", id="attempts").rows()] == [("1 (preflight)", "crashed")]
 
 
 def test_a_good_commit_passes_preflight_then_runs_in_full_from_scratch(speedq: Speedq) -> None:
