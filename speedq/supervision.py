@@ -165,7 +165,7 @@ def after_attempt(record: JobRecord, status: CallStatus) -> Finish | Launch | Re
         return Finish(JobState.failed, preflight_failure(record, status.error))
     if status.outcome is None or not status.outcome.retryable:
         return Finish(JobState.failed, status.error)
-    if record.attempts_this_round >= record.spec.max_attempts:
+    if (record.preflights_this_round if preflight else record.attempts_this_round) >= record.spec.max_attempts:
         return Launch()  # next_step says why it gives up
     return Retry()
 
