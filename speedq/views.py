@@ -137,6 +137,7 @@ def job_detail(record: JobRecord) -> Group:
         ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
+                     + (f" and {record.preflights_this_round} of the preflight" if record.preflights_this_round else "")
                      + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
         ("preflight", preflight_text(record)),
         ("stage", stage_text(record)),
