@@ -91,6 +91,10 @@ def submit(
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Store nothing: show the resolved commit, steps, estimated GPU-hours and cost, budget left.",
     )] = False,
+    no_preflight: Annotated[bool, typer.Option(
+        "--no-preflight",
+        help=f"Launch a multi-GPU full run at once, without first running {config.PREFLIGHT_STEPS} steps on one GPU.",
+    )] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
@@ -100,7 +104,9 @@ def submit(
         "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
-    fields = {k: v for k, v in given.items() if v is not None}
+    fields: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    if no_preflight:
+        fields["preflight"] = False
     values = {"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields}
     if dry_run:
         _preview(values, as_json)

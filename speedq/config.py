@@ -17,6 +17,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPT_TIMEOUT_S = 24 * 3600  # Modal stops a function at 24 h
 DEFAULT_ATTEMPT_TIMEOUT_S = MAX_ATTEMPT_TIMEOUT_S
 SMOKE_STEPS = nanochat.SMOKE_STEPS
+# A full run on more than one GPU first runs this many steps of the same commit and options on one
+# GPU (its preflight), evals off. A constant, not a setting: enough steps to pass compilation, the
+# first optimizer steps and a checkpoint save (at half of them), which is where a broken fork or an
+# out-of-memory device batch fails; the record keeps the count each job's preflight ran with.
+PREFLIGHT_STEPS = 20
 
 GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200", "CPU")
 CPU_GPU_TYPE = "CPU"  # no GPU: the local and sim backends only, one process

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import Estimate, JobRecord, JobState, Preview, Progress, TeamSettings, TeamStats
+from speedq.schemas import Estimate, JobRecord, JobState, PreflightState, Preview, Progress, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -47,6 +47,15 @@ def state_text(record: JobRecord) -> Text:
     return Text(label, style=STATE_STYLE[record.state])
 
 
+def stage_text(record: JobRecord, short: bool = False) -> str:
+    """The runner's stage; in preflight, that it is the preflight's (`ls`: just "preflight")."""
+    p = record.progress
+    stage = p.stage if p and p.stage else "-"
+    if not record.in_preflight:
+        return stage
+    return "preflight" if short else f"preflight: {stage} (1 GPU)"
+
+
 def step_text(record: JobRecord) -> str:
     p = record.progress
     if p is None or p.step is None:
@@ -73,7 +82,7 @@ def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
             r.spec.team,
             r.spec.run_name,
             state_text(r),
-            (p.stage if p and p.stage else "-"),
+            stage_text(r, short=True),
             step_text(r),
             f"{p.loss:.3f}" if p and p.loss is not None else "-",
             eta_text(r),
@@ -100,6 +109,21 @@ def metrics_text(p: Progress | None) -> str:
     return " ".join(parts)
 
 
+def preflight_text(record: JobRecord) -> str | Text:
+    """The preflight's state, size, GPU time and, when it failed, its error and log."""
+    done = record.preflight
+    if done is None:
+        if record.spec.mode == "full" and record.spec.gpu.count > 1 and not record.spec.preflight:
+            return "skipped (--no-preflight)"
+        return "-"
+    hours = record.preflight_gpu_seconds / 3600
+    text = f"{done.state.value}: {done.steps} steps on {done.gpu}, {hours:.3f} GPU-hours"
+    if done.state is PreflightState.failed:
+        where = f"\n{done.log.command}" if done.log is not None else ""
+        return Text(f"{text}\n{done.error or ''}{where}", style="red")
+    return text
+
+
 def job_detail(record: JobRecord) -> Group:
     spec, p = record.spec, record.progress
     facts = Table.grid(padding=(0, 2))
@@ -114,8 +138,10 @@ def job_detail(record: JobRecord) -> Group:
         ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
+                     + (f" and {record.preflights_this_round} of the preflight" if record.preflights_this_round else "")
                      + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
-        ("stage", p.stage if p and p.stage else "-"),
+        ("preflight", preflight_text(record)),
+        ("stage", stage_text(record)),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
         ("eta", eta_text(record)),
@@ -141,7 +167,7 @@ def job_detail(record: JobRecord) -> Group:
         attempts.add_column(column)
     for a in record.attempts:
         attempts.add_row(
-            str(a.number),
+            f"{a.number} (preflight)" if a.preflight else str(a.number),
             a.backend,
             a.call_id or "-",
             when(a.started_at),

@@ -88,7 +88,7 @@ SUBMIT = ["--team", "--model", "--repo-ref", "--gpu", "--run-name", "--priority"
           "--timeout", "--save-every"]
 TEAM = ["--max-queued", "--max-running", "--gpu-hours-budget", "--webhook"]
 commands = st.one_of(
-    options(SUBMIT, ["--smoke", "--force-restart", "--json"]).map(lambda o: ["submit", *o]),
+    options(SUBMIT, ["--smoke", "--force-restart", "--no-preflight", "--json"]).map(lambda o: ["submit", *o]),
     st.tuples(value, options([], ["--json"])).map(lambda t: ["status", t[0], *t[1]]),
     st.tuples(value, value).map(lambda t: ["cancel", t[0], "--team", t[1]]),
     st.tuples(value, value).map(lambda t: ["retry", t[0], "--team", t[1]]),

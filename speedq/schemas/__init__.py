@@ -60,6 +60,8 @@ if TYPE_CHECKING:
         JobRecord,
         JobState,
         LogPointer,
+        PreflightState,
+        PreflightStatus,
         Submitted,
     )
     from speedq.schemas.results import RunResults
@@ -145,6 +147,8 @@ _HOMES = {
     "JobRecord": "record",
     "JobState": "record",
     "LogPointer": "record",
+    "PreflightState": "record",
+    "PreflightStatus": "record",
     "Submitted": "record",
     "MAX_DEPTH": "rules",
     "MAX_REF_LEN": "rules",
@@ -232,6 +236,8 @@ __all__ = [
     "Mode",
     "ModelName",
     "Outcome",
+    "PreflightState",
+    "PreflightStatus",
     "Preview",
     "PriceTable",
     "Priority",
