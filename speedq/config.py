@@ -30,6 +30,8 @@ BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 # nanochat's default repository, cloned by the Modal app and by the local backend when the
 # user points it at no checkout of their own.
 NANOCHAT_REPO_URL = "https://github.com/karpathy/nanochat.git"
+# Hosts a fork's --repo may name unless the operator sets SPEEDQ_REPO_HOSTS.
+REPO_HOSTS = ("github.com",)
 
 MODAL_VOLUME_MOUNT = "/vol"
 

@@ -147,7 +147,7 @@ class Supervisor:
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:
-                commit = backend.resolve_ref(record.spec.repo_ref)
+                commit = backend.resolve_ref(record.spec.repo_ref, record.spec.repo)
             except BackendError as exc:
                 self._finish(JobState.failed, str(exc))
                 raise _Done from None

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         LogPointer,
         Submitted,
     )
+    from speedq.schemas.repo import RepoUrl, repo_name
     from speedq.schemas.results import RunResults
     from speedq.schemas.rules import (
         MAX_DEPTH,
@@ -105,6 +106,8 @@ _HOMES = {
     "RunRequest": "protocol",
     "RunResult": "protocol",
     "RunResults": "results",
+    "RepoUrl": "repo",
+    "repo_name": "repo",
     "ApiOptions": "queries",
     "JobRef": "queries",
     "ListQuery": "queries",
@@ -201,6 +204,7 @@ __all__ = [
     "RunRequest",
     "RunResult",
     "RunResults",
+    "RepoUrl",
     "Seconds",
     "Slug",
     "StatsQuery",
@@ -219,6 +223,7 @@ __all__ = [
     "WorkerOptions",
     "depth_of",
     "describe",
+    "repo_name",
 ]
 
 
