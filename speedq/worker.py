@@ -20,7 +20,7 @@ from functools import cache
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from speedq import settings, supervision
+from speedq import accounting, settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.keys import Keys
 from speedq.notify import notify
@@ -375,9 +375,12 @@ class Supervisor:
         self._update(note)
 
     def _finish(self, state: JobState, error: str | None) -> JobState:
+        table = accounting.prices()
+
         def end(r: JobRecord) -> None:
             r.state = state
             r.error = error if state != JobState.succeeded else None
+            r.results = accounting.run_results(r, table) if state == JobState.succeeded else None
             r.finished_at = time.time()
             r.cancel_requested = False
 

@@ -121,6 +121,12 @@ class JobRecord(BaseModel):
         return total
 
     @property
+    def source(self) -> str:
+        """`owner/repo@abcdef1`: the repository and the commit the ref was pinned to (the ref
+        itself until the first attempt pins it)."""
+        return f"{self.spec.repo_name}@{self.nanochat_commit[:7] if self.nanochat_commit else self.spec.repo_ref}"
+
+    @property
     def current_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
