@@ -31,6 +31,9 @@ from speedq.schemas.rules import (
 )
 
 
+FORK_DEFAULT_REF = "HEAD"
+
+
 class JobOptions(UserInput):
     """Everything about a speedrun job but whose it is (the API takes the team from the token)."""
 
@@ -90,6 +93,10 @@ class JobOptions(UserInput):
         return nanochat.size_run(depth_of(self.model), self.mode, self.gpu.type, self.gpu.count, self.train_args)
 
     def model_post_init(self, _context: object) -> None:
+        if "repo_ref" not in self.model_fields_set and not repos.is_default(self.repo):
+            # karpathy's known-good commit is in no fork's history: a fork runs its default branch
+            # (pinned to a commit at the first attempt, like any ref).
+            object.__setattr__(self, "repo_ref", FORK_DEFAULT_REF)
         if self.run_name is None:
             # The old script kept one run per model; a smoke test must not share its files, nor
             # a fork karpathy's (the run name is the run's identity: its directory and claim).
