@@ -32,6 +32,8 @@ BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 NANOCHAT_REPO_URL = "https://github.com/karpathy/nanochat.git"
 # Hosts a fork's --repo may name unless the operator sets SPEEDQ_REPO_HOSTS.
 REPO_HOSTS = ("github.com",)
+# A fork's ref when none is given: its default branch (the known-good commit is karpathy's).
+FORK_DEFAULT_REF = "HEAD"
 
 MODAL_VOLUME_MOUNT = "/vol"
 

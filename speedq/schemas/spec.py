@@ -31,9 +31,6 @@ from speedq.schemas.rules import (
 )
 
 
-FORK_DEFAULT_REF = "HEAD"
-
-
 class JobOptions(UserInput):
     """Everything about a speedrun job but whose it is (the API takes the team from the token)."""
 
@@ -96,7 +93,7 @@ class JobOptions(UserInput):
         if "repo_ref" not in self.model_fields_set and not repos.is_default(self.repo):
             # karpathy's known-good commit is in no fork's history: a fork runs its default branch
             # (pinned to a commit at the first attempt, like any ref).
-            object.__setattr__(self, "repo_ref", FORK_DEFAULT_REF)
+            object.__setattr__(self, "repo_ref", config.FORK_DEFAULT_REF)
         if self.run_name is None:
             # The old script kept one run per model; a smoke test must not share its files, nor
             # a fork karpathy's (the run name is the run's identity: its directory and claim).
