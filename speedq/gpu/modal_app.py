@@ -9,7 +9,7 @@ Functions (workers spawn them by name; people run them with `modal run`):
 
 The old single-user commands still work:
     modal run speedq/gpu/modal_app.py::test_10_steps --model d12 --repo-ref master
-    modal run speedq/gpu/modal_app.py::run_speedrun --model d12 [--repo URL] --repo-ref master [--force-restart]
+    modal run speedq/gpu/modal_app.py::run_speedrun --model d12 --repo-ref master [--force-restart]
 `modal run FILE::fn` calls the function remotely with its typed parameters as `--options`; a worker
 spawns the same function with `request=<RunRequest JSON>` (and its GPU via `with_options`).
 
@@ -136,8 +136,7 @@ def _call_job_id() -> str:
 
 
 def _container_body(
-    mode: Mode, model: str, repo_ref: str, force_restart: bool, team: str, run_name: str, request: str,
-    repo: str = config.NANOCHAT_REPO_URL,
+    mode: Mode, model: str, repo_ref: str, force_restart: bool, team: str, run_name: str, request: str
 ) -> WireData:
     if request:
         req = parse_request(request)
@@ -151,7 +150,6 @@ def _container_body(
             run_name=run_name,
             job_id=_call_job_id(),
             gpu=DEFAULT_GPU,
-            repo=repo,
         )
     return execute(
         req, commit_volume=_commit_volume, reload_volume=_reload_volume, call_id=modal.current_function_call_id()
@@ -180,10 +178,9 @@ def run_speedrun(
     team: str = CLI_TEAM,
     run_name: str = "",
     request: str = "",
-    repo: str = config.NANOCHAT_REPO_URL,
 ) -> WireData:
     """The full speedrun. From a worker: `request` (RunRequest JSON); from `modal run`: the options."""
-    return _container_body("full", model, repo_ref, force_restart, team, run_name, request, repo)
+    return _container_body("full", model, repo_ref, force_restart, team, run_name, request)
 
 
 @app.function(gpu=DEFAULT_GPU, volumes=VOLUMES, timeout=SMOKE_TIMEOUT_S, single_use_containers=True)
@@ -194,7 +191,6 @@ def test_10_steps(
     team: str = CLI_TEAM,
     run_name: str = "",
     request: str = "",
-    repo: str = config.NANOCHAT_REPO_URL,
 ) -> WireData:
     """The 10-step smoke test (run `<model>-smoke`, its own directory)."""
-    return _container_body("smoke", model, repo_ref, force_restart, team, run_name, request, repo)
+    return _container_body("smoke", model, repo_ref, force_restart, team, run_name, request)

@@ -57,7 +57,6 @@ def request_for(
     spec = JobSpec.model_validate({
         "team": team,
         "model": model,
-        "repo": repo,
         "repo_ref": repo_ref,
         "mode": mode,
         "force_restart": force_restart,
@@ -75,7 +74,7 @@ def request_for(
         nproc=count,
         gpu_type=kind,
         commit=spec.repo_ref,  # pinned to a commit by execute() before the runner sees it
-        repo=spec.repo,
+        repo=repo,
         run_dir=str(base / "runs" / layout.run_relpath(spec.team, spec.run_name or "")),
         data_dir=str(base / "data"),
         cache_dir=str(base / "cache"),
