@@ -148,3 +148,18 @@ def test_the_success_notification_carries_the_results() -> None:
     for part in ("training time 182.48m", "CORE 0.2585 (beats GPT-2)", "val bpb 0.7180", "min val bpb 0.7178",
                  "5,568 steps", "MFU 52.30%", "1,100,000 tok/sec", "24.00 GPU-hours, $94.80"):
         assert part in text
+
+
+def test_every_backend_fetches_the_jobs_repository(tmp_path: Path) -> None:
+    """The request each backend hands its runner (the Modal app clones `repo` in its container)."""
+    from speedq.backends.local import LocalBackend
+    from speedq.backends.modal import ModalBackend
+
+    mirror = str(tmp_path / "karpathy-mirror")
+    local = LocalBackend(repo=mirror, runs_root=tmp_path, data_root=tmp_path, cache_root=tmp_path)
+    modal = ModalBackend(app_name="a", volume_name="v")
+    for backend, karpathys in ((local, mirror), (modal, config.NANOCHAT_REPO_URL)):
+        fork = JobRecord(id="sq-1", spec=JobSpec(team="t", repo=FORK_URL, backend=backend.name))
+        plain = JobRecord(id="sq-2", spec=JobSpec(team="t", backend=backend.name))
+        assert backend.request(fork, 1).repo == FORK_URL and backend.request(fork, 1).commit == "HEAD"
+        assert backend.request(plain, 1).repo == karpathys
