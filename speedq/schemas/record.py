@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from enum import Enum
 from typing import Literal
@@ -123,8 +124,9 @@ class JobRecord(BaseModel):
     @property
     def source(self) -> str:
         """`owner/repo@abcdef1`: the repository and the commit the ref was pinned to (the ref
-        itself until the first attempt pins it)."""
-        return f"{self.spec.repo_name}@{self.nanochat_commit[:7] if self.nanochat_commit else self.spec.repo_ref}"
+        itself until the first attempt pins it; a commit id, short)."""
+        ref = self.nanochat_commit or self.spec.repo_ref
+        return f"{self.spec.repo_name}@{ref[:7] if re.fullmatch(r'[0-9a-f]{40}', ref) else ref}"
 
     @property
     def current_attempt(self) -> Attempt | None:
