@@ -72,9 +72,11 @@ def score_text(record: JobRecord) -> str:
 
 def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
+    id_width = max((len(r.id) for r in records), default=2)
     for column in ("ID", "TEAM", "RUN", "SOURCE", "STATE", "STAGE", "STEP", "LOSS", "ETA", "TIME", "CORE/BPB", "TRIES",
                    "BACKEND", "SUBMITTED"):
-        table.add_column(column, no_wrap=True)
+        # A narrow terminal squeezes the other columns first: the id is what a user types next.
+        table.add_column(column, no_wrap=True, min_width=id_width if column == "ID" else None)
     for r in records:
         p = r.progress
         table.add_row(
