@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from speedq import settings
-from speedq.schemas import PriceTable, TeamSettings, TeamStats, WaitTimes
+from speedq.schemas import JobRecord, PriceTable, Progress, RunResults, TeamSettings, TeamStats, WaitTimes
 from speedq.store import Store
 
 
@@ -15,6 +15,19 @@ def prices() -> PriceTable:
     """The default price table with `SPEEDQ_PRICES` laid over it (validated: a bad value is a
     one-line error, not a wrong bill)."""
     return PriceTable.load(settings.get().prices)
+
+
+def run_results(record: JobRecord, table: PriceTable) -> RunResults:
+    """A finished run's score: base_train's figures as the runner read them into its progress,
+    and the GPU-hours of every attempt of the job priced at its GPU type's rate."""
+    p, spec = record.progress or Progress(), record.spec
+    hours = record.gpu_seconds / 3600
+    return RunResults(
+        training_time_s=p.training_time_s, core_metric=p.core_metric, min_val_bpb=p.min_val_bpb, val_bpb=p.val_bpb,
+        steps=p.step, tokens=p.tokens, total_flops=p.total_flops, mfu_pct=p.mfu_pct, tokens_per_s=p.tokens_per_s,
+        mode=spec.mode, model=spec.model, gpu_type=spec.gpu.type, gpu_count=spec.gpu.count,
+        gpu_hours=hours, cost_usd=round(hours * table.usd_per_gpu_hour.get(spec.gpu.type, 0.0), 2),
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:

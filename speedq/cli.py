@@ -74,11 +74,14 @@ TeamOpt = Annotated[str, typer.Option("--team", help="Your team (a slug).")]
 def submit(
     team: TeamOpt,
     model: Annotated[str | None, typer.Option(help=f"d<depth> [default: {config.DEFAULT_MODEL}]")] = None,
-    repo_ref: Annotated[str | None, typer.Option("--repo-ref", help="nanochat branch, tag or commit.")] = None,
+    repo: Annotated[str | None, typer.Option(
+        "--repo", help="A nanochat fork's https URL [default: karpathy's; hosts: setting SPEEDQ_REPO_HOSTS].")] = None,
+    repo_ref: Annotated[str | None, typer.Option("--repo-ref", help="Branch, tag or commit of the repository.")] = None,
     smoke: Annotated[bool, typer.Option("--smoke", help=f"A {config.SMOKE_STEPS}-step smoke test.")] = False,
     force_restart: Annotated[bool, typer.Option("--force-restart", help="Wipe the run directory first.")] = False,
     gpu: Annotated[str | None, typer.Option(help=f"TYPE[:COUNT] [default: {config.DEFAULT_GPU}]")] = None,
-    run_name: Annotated[str | None, typer.Option("--run-name", help="[default: the model, or <model>-smoke]")] = None,
+    run_name: Annotated[str | None, typer.Option(
+        "--run-name", help="[default: the model, or <model>-smoke; a fork's: <owner>-<repo>-<model>]")] = None,
     priority: Annotated[str | None, typer.Option(help="high, normal or low.")] = None,
     backend: Annotated[str | None, typer.Option(help="modal, local or sim [default: setting SPEEDQ_BACKEND].")] = None,
     max_attempts: Annotated[str | None, typer.Option("--max-attempts", help="1 to 10.")] = None,
@@ -99,7 +102,7 @@ def submit(
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
     given = {
-        "team": team, "model": model, "repo_ref": repo_ref, "gpu": gpu, "run_name": run_name,
+        "team": team, "model": model, "repo": repo, "repo_ref": repo_ref, "gpu": gpu, "run_name": run_name,
         "priority": priority, "backend": settings.get().backend if backend is None else backend,
         "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
@@ -119,7 +122,8 @@ def submit(
         _print_json(job)
     else:
         if done.created:
-            err().print(f"queued {spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}")
+            err().print(f"queued {spec.run_key}: {spec.repo_name}@{spec.repo_ref} {spec.model} {spec.mode} "
+                        f"on {spec.gpu} via {spec.backend}")
         print(job.id)
 
 

@@ -96,6 +96,7 @@ class Client:
         from speedq import producer
 
         checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        checked.check_repo_host(settings.get().repo_hosts)
         done = producer.submit(self.conn, checked)
         return Submitted(created=done.created, job=done.record)
 

@@ -35,6 +35,10 @@ BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 # nanochat's default repository, cloned by the Modal app and by the local backend when the
 # user points it at no checkout of their own.
 NANOCHAT_REPO_URL = "https://github.com/karpathy/nanochat.git"
+# Hosts a fork's --repo may name unless the operator sets SPEEDQ_REPO_HOSTS.
+REPO_HOSTS = ("github.com",)
+# A fork's ref when none is given: its default branch (the known-good commit is karpathy's).
+FORK_DEFAULT_REF = "HEAD"
 
 MODAL_VOLUME_MOUNT = "/vol"
 

@@ -85,11 +85,12 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
 
 def describe(record: JobRecord, event: str) -> str:
     spec = record.spec
-    head = f"speedq {record.id} {spec.run_key} ({spec.model} {spec.mode} on {spec.gpu}, {spec.backend})"
+    head = f"speedq {record.id} {spec.run_key} ({record.source} {spec.model} {spec.mode} on {spec.gpu}, {spec.backend})"
     attempts = record.attempts_this_round
     if event == "succeeded":
         plural = "s" * (attempts != 1)
-        return f"{head} succeeded after {attempts} attempt{plural}, {record.gpu_seconds / 3600:.2f} GPU-hours"
+        figures = record.results.summary() if record.results else f"{record.gpu_seconds / 3600:.2f} GPU-hours"
+        return f"{head} succeeded after {attempts} attempt{plural}: {figures}"
     if event == "failed":
         return f"{head} failed: {record.error or 'no reason recorded'}"
     last = record.current_attempt

@@ -15,6 +15,7 @@ import redis
 from speedq import config, estimate, producer, settings
 from speedq.errors import QuotaExceeded
 from speedq.schemas import JobSpec, Preview
+from speedq.schemas import repo as repos
 from speedq.store import Store
 
 HEX40_CHARS = frozenset("0123456789abcdef")
@@ -52,7 +53,7 @@ def resolve(spec: JobSpec) -> tuple[str | None, str | None]:
 
     try:
         backend = get_backend(spec.backend)
-        return in_thread(lambda: backend.resolve_ref(ref), config.PREVIEW_RESOLVE_TIMEOUT_S), None
+        return in_thread(lambda: backend.resolve_ref(ref, spec.repo), config.PREVIEW_RESOLVE_TIMEOUT_S), None
     except TimeoutError:
         return None, (f"{ref!r} not resolved: no answer in {config.PREVIEW_RESOLVE_TIMEOUT_S:g}s "
                       "(no network?); a worker pins it at the first attempt")
@@ -63,6 +64,6 @@ def resolve(spec: JobSpec) -> tuple[str | None, str | None]:
 def _needs_network(spec: JobSpec) -> bool:
     if spec.backend == "sim":
         return False
-    if spec.backend == "local":
-        return not Path(settings.get().nanochat_repo or config.NANOCHAT_REPO_URL).is_dir()
+    if spec.backend == "local":  # a local checkout stands in for karpathy's repository only
+        return not (repos.is_default(spec.repo) and Path(settings.get().nanochat_repo or "").is_dir())
     return True

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         "per-commit nanochat checkouts of local and sim runs; unset: `$SPEEDQ_HOME/cache`")] = None
     nanochat_repo: Annotated[str | None, doc(
         "the nanochat repository the local backend clones; unset: GitHub's")] = None
+    repo_hosts: Annotated[list[str], NoDecode, doc(
+        "hosts a job's `--repo` (an https URL) may name, comma-separated; karpathy's repository is always"
+        " allowed")] = list(config.REPO_HOSTS)
     offline: Annotated[bool, doc("`1`: local runs skip the nanochat stages that need the internet")] = False
     backend: Annotated[config.BackendName, doc("default backend for `submit` and `worker`")] = config.DEFAULT_BACKEND
     poll_interval: Annotated[Seconds, doc("seconds between a worker's polls of a run")] = 1.0
@@ -82,12 +85,23 @@ class Settings(BaseSettings):
     log_level: Annotated[LogLevel, doc("the worker's log level")] = "INFO"
     test_kill_after_launch: Annotated[bool, doc("tests only: a worker SIGKILLs itself right after a launch")] = False
 
-    @field_validator("notify_retry_intervals", mode="before")
+    @field_validator("notify_retry_intervals", "repo_hosts", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("repo_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        from speedq.schemas.repo import HOST_RE
+
+        hosts = [host.lower() for host in value]
+        for host in hosts:
+            if not HOST_RE.fullmatch(host):
+                raise ValueError(f"{host!r} is not a host name (give names like github.com, no scheme or port)")
+        return hosts
 
     @field_validator("prices")
     @classmethod

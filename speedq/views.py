@@ -10,7 +10,17 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import Estimate, JobRecord, JobState, PreflightState, Preview, Progress, TeamSettings, TeamStats
+from speedq.schemas import (
+    Estimate,
+    JobRecord,
+    JobState,
+    PreflightState,
+    Preview,
+    Progress,
+    RunResults,
+    TeamSettings,
+    TeamStats,
+)
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -71,27 +81,42 @@ def eta_text(record: JobRecord) -> str:
     return duration(record.progress.eta_s)
 
 
+def score_text(record: JobRecord) -> str:
+    """`CORE/bpb` for `ls`: the result's, or the running run's latest."""
+    figures: RunResults | Progress | None = record.results or record.progress
+    if figures is None or (figures.core_metric is None and figures.val_bpb is None):
+        return "-"
+    core, bpb = figures.core_metric, figures.val_bpb
+    return f"{'-' if core is None else f'{core:.4f}'}/{'-' if bpb is None else f'{bpb:.4f}'}"
+
+
 def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
     table = Table(title=title, title_justify="left", expand=False)
-    for column in ("ID", "TEAM", "RUN", "STATE", "STAGE", "STEP", "LOSS", "ETA", "TRIES", "BACKEND", "SUBMITTED"):
-        table.add_column(column, no_wrap=True)
+    id_width = max((len(r.id) for r in records), default=2)
+    for column in ("ID", "TEAM", "RUN", "SOURCE", "STATE", "STAGE", "STEP", "LOSS", "ETA", "TIME", "CORE/BPB", "TRIES",
+                   "BACKEND", "SUBMITTED"):
+        # A narrow terminal squeezes the other columns first: the id is what a user types next.
+        table.add_column(column, no_wrap=True, min_width=id_width if column == "ID" else None)
     for r in records:
         p = r.progress
         table.add_row(
             r.id,
             r.spec.team,
             r.spec.run_name,
+            r.source,
             state_text(r),
             stage_text(r, short=True),
             step_text(r),
             f"{p.loss:.3f}" if p and p.loss is not None else "-",
             eta_text(r),
+            duration(r.results.training_time_s) if r.results else "-",
+            score_text(r),
             f"{r.attempts_this_round}/{r.spec.max_attempts}",
             r.spec.backend,
             ago(r.created_at),
         )
     if not records:
-        table.add_row(*(["-"] * 3), Text("no jobs", style="dim"), *(["-"] * 7))
+        table.add_row(*(["-"] * 4), Text("no jobs", style="dim"), *(["-"] * 9))
     return table
 
 
@@ -135,7 +160,8 @@ def job_detail(record: JobRecord) -> Group:
         ("team", spec.team),
         ("run", f"{spec.run_name}  ({record.run_dir or 'no run directory yet'})"),
         ("spec", f"{spec.model} {spec.mode} on {spec.gpu}, backend {spec.backend}, priority {spec.priority}"),
-        ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
+        ("repo", f"{spec.repo}  ({record.source})"),
+        ("commit", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
                      + (f" and {record.preflights_this_round} of the preflight" if record.preflights_this_round else "")
@@ -160,8 +186,11 @@ def job_detail(record: JobRecord) -> Group:
         rows.append(("error", Text(record.error, style="red")))
     for key, value in rows:
         facts.add_row(key, value)  # type: ignore[arg-type]
+    parts: list[Table] = [facts]
+    if record.results is not None:
+        parts.append(results_table(record.results))
     if not record.attempts:
-        return Group(facts)
+        return Group(*parts)
     attempts = Table(title="attempts", title_justify="left")
     for column in ("#", "BACKEND", "CALL ID", "STARTED", "ENDED", "OUTCOME", "RESUMED FROM", "STEPS", "ERROR"):
         attempts.add_column(column)
@@ -177,7 +206,36 @@ def job_detail(record: JobRecord) -> Group:
             str(a.steps_run),
             a.error or "",
         )
-    return Group(facts, attempts)
+    return Group(*parts, attempts)
+
+
+def _figure(value: float | None, form: str, unit: str = "") -> str:
+    return "-" if value is None else f"{value:{form}}{unit}"
+
+
+def results_table(res: RunResults) -> Table:
+    """The run's score: base_train's own figures, and GPU-hours and cost of all attempts."""
+    table = Table.grid(padding=(0, 2))
+    table.title, table.title_justify = "results", "left"
+    table.add_column(style="bold")
+    table.add_column()
+    time_words = duration(res.training_time_s) + (f" ({res.training_time_s:.0f}s)" if res.training_time_s else "")
+    gpt2 = " (beats GPT-2)" if res.beats_gpt2 else ""
+    rows = [
+        ("training time", "-" if res.training_time_s is None else time_words),
+        ("CORE", _figure(res.core_metric, ".4f") + gpt2),
+        ("val bpb", f"{_figure(res.val_bpb, '.6f')} (min {_figure(res.min_val_bpb, '.6f')})"),
+        ("steps", _figure(res.steps, ",d")),
+        ("tokens", _figure(res.tokens, ",d")),
+        ("FLOPs", _figure(res.total_flops, ".3e")),
+        ("MFU", _figure(res.mfu_pct, ".2f", "%")),
+        ("tok/sec", _figure(res.tokens_per_s, ",.0f")),
+        ("GPU-hours", f"{res.gpu_hours:.3f} on {res.gpu_type}:{res.gpu_count}"),
+        ("cost", f"${res.cost_usd:,.2f}"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    return table
 
 
 def estimate_text(estimate: Estimate) -> str:

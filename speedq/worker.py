@@ -20,7 +20,7 @@ from functools import cache
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from speedq import config, settings, supervision
+from speedq import accounting, config, settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.keys import Keys
 from speedq.notify import notify
@@ -152,7 +152,7 @@ class Supervisor:
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:
-                commit = backend.resolve_ref(record.spec.repo_ref)
+                commit = backend.resolve_ref(record.spec.repo_ref, record.spec.repo)
             except BackendError as exc:
                 self._finish(JobState.failed, str(exc))
                 raise _Done from None
@@ -383,9 +383,12 @@ class Supervisor:
         self._update(note)
 
     def _finish(self, state: JobState, error: str | None) -> JobState:
+        table = accounting.prices()
+
         def end(r: JobRecord) -> None:
             r.state = state
             r.error = error if state != JobState.succeeded else None
+            r.results = accounting.run_results(r, table) if state == JobState.succeeded else None
             r.finished_at = time.time()
             r.cancel_requested = False
 

@@ -127,3 +127,26 @@ def test_speedq_api_serves_a_job_from_submit_to_logs(speedq: Speedq) -> None:
     stats = http.get("/v1/stats", params={"team": "alpha"}).json()
     assert stats[0]["jobs"]["succeeded"] == 1 and stats[0]["gpu_hours"] > 0
     assert "/v1/jobs/{job_id}/retry" in http.get("/openapi.json").json()["paths"]
+
+
+def test_a_fork_through_the_api_is_checked_as_through_the_cli(api, redis_server, speedq: Speedq) -> None:
+    client, tokens = api
+    alpha, beta = bearer(tokens["alpha"]), bearer(tokens["beta"])
+    before = snapshot(redis_server.client())
+    for repo, rule in (("https://x:secret@github.com/alice/nanochat", "credentials"),
+                       ("ssh://github.com/alice/nanochat", "https://"),
+                       ("https://gitlab.com/alice/nanochat", "SPEEDQ_REPO_HOSTS")):
+        refused = client.post("/v1/jobs", json={"backend": "sim", "repo": repo}, headers=alpha)
+        assert refused.status_code == 422 and rule in refused.json()["detail"], refused.text
+        cli = speedq.run("submit", "--team", "alpha", "--backend", "sim", "--repo", repo)
+        assert cli.returncode == 2 and cli.stderr.strip() == f"error: {refused.json()['detail']}"
+    assert snapshot(redis_server.client()) == before
+
+    done = client.post("/v1/jobs", json={"backend": "sim", "repo": "https://github.com/alice/nanochat.git",
+                                         "repo_ref": "fast"}, headers=alpha)
+    assert done.status_code == 201, done.text
+    job = done.json()["job"]
+    assert job["spec"]["repo"] == "https://github.com/alice/nanochat.git"
+    assert job["spec"]["run_name"] == "alice-nanochat-d12"
+    seen = client.get(f"/v1/jobs/{job['id']}", headers=beta).json()  # another team's: status only, with its source
+    assert "spec" not in seen and seen["source"] == "alice/nanochat@fast" and seen["repo_ref"] == "fast"

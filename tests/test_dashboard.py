@@ -8,6 +8,7 @@ import re
 import httpx
 
 from speedq.store import Store
+from speedq.views import duration
 from tests.browser import rendered, screenshot
 from tests.conftest import RedisServer
 from tests.two_teams import Scene, scene  # noqa: F401 - the fixture
@@ -19,7 +20,8 @@ def test_the_board_shows_each_teams_jobs_by_state(scene: Scene) -> None:  # noqa
 
     assert [h.text for h in page.all("h2")] == ["Team alpha", "Team beta"]
     alpha, beta = page.one("table", data_team="alpha"), page.one("table", data_team="beta")
-    # rows: job, state, stage, step, loss, eta, tries, updated; grouped running > queued > ... > succeeded
+    # rows: job, state, stage, step, loss, eta, tries, source, time, CORE/bpb, updated; grouped running >
+    # queued > ... > succeeded
     assert [r[:4] for r in alpha.rows()] == [
         [scene.cancelled, "cancelled", "-", "-"],
         [scene.preempted, "succeeded", "done", "352/352 (100%)"],
@@ -32,6 +34,11 @@ def test_the_board_shows_each_teams_jobs_by_state(scene: Scene) -> None:  # noqa
     assert [r[6] for r in alpha.rows()] == ["0/3", "2/3"]  # tries: the preempted run took two
     groups = [th.text for th in beta.all("tr", class_="group")]
     assert groups == ["queued (2)", "succeeded (1)"]
+    done, res = scene.speedq.status(scene.preempted), scene.speedq.status(scene.preempted)["results"]
+    assert alpha.rows()[1][7:10] == [f"karpathy/nanochat@{done['nanochat_commit'][:7]}",
+                                     duration(res["training_time_s"]), f"{res['core_metric']:.4f}/{res['val_bpb']:.4f}"]
+    never_pinned = scene.speedq.status(scene.cancelled)["spec"]["repo_ref"]  # the known-good commit
+    assert alpha.rows()[0][7:10] == [f"karpathy/nanochat@{never_pinned[:7]}", "-", "-"]
 
 
 def test_a_job_page_shows_progress_loss_curve_and_attempts_but_no_log_without_a_token(
@@ -57,6 +64,16 @@ def test_a_job_page_shows_progress_loss_curve_and_attempts_but_no_log_without_a_
     times = [p.t for p in stored]
     assert None not in times and times == sorted(times)  # type: ignore[type-var]
     assert points[0][1] < points[-1][1] and stored[0].loss > stored[-1].loss
+
+    done = Store(redis_server.client()).get(scene.preempted)
+    assert shown["Source"] == done.source and shown["Repository"] == "https://github.com/karpathy/nanochat.git"
+    assert shown["Commit"] == f"{done.spec.repo_ref} -> {done.nanochat_commit}"
+    results = page.one("dl", id="results")
+    got = dict(zip((dt.text for dt in results.all("dt")), (dd.text for dd in results.all("dd"))))
+    res = done.results
+    assert res is not None and res.val_bpb is not None and res.min_val_bpb is not None and res.mfu_pct is not None
+    assert got["Val bpb"] == f"{res.val_bpb:.6f} (min {res.min_val_bpb:.6f})" and got["Steps"] == "352"
+    assert got["MFU"] == f"{res.mfu_pct:.2f}%" and got["Cost"] == f"${res.cost_usd:.2f}"
 
     attempts = page.one("table", id="attempts").rows()
     assert [(r[0], r[3], r[4]) for r in attempts] == [("1", "preempted", "-"), ("2", "succeeded", "20")]

@@ -73,6 +73,12 @@ def reading(lines: list[str], code: int) -> dict[str, object]:
         "auto batch": summary.total_batch_size,
         "iterations": summary.num_iterations,
         "training time read": summary.training_time_s is not None,
+        "tokens": summary.tokens,
+        "FLOPs": summary.total_flops,
+        "timed steps": [s.index for s in summary.steps if nanochat_log.timed(s)],
+        "means read": summary.means() is not None,
+        "means in progress": (attempt.progress.timed_steps, attempt.progress.tokens_per_s is not None,
+                              attempt.progress.mfu_pct is not None),
         "min val bpb read": summary.min_val_bpb is not None,
         "batch assertion": summary.batch_assertion,
         "last done": summary.last_done,
@@ -94,6 +100,8 @@ def test_what_the_real_recordings_say() -> None:
     assert [s[0] for s in full["steps"] if s[3]] == list(range(11, 20))  # eta only after step 10
     assert full["steps done"] == (20, 20) and full["last done"] == 20
     assert full["val bpb at"] == [0, 10, 20] and full["flushes after a save"] == [5, 10, 15]
+    assert full["tokens"] == 20 * 512 and full["FLOPs"] == 3.221520e10  # base_train's own estimate
+    assert full["timed steps"] == list(range(11, 20))  # as base_train's `if step > 10` times them
     resumed = reading(*recorded("base_train_cpu_resume10.txt"))
     assert resumed["resumed from"] == [10] and resumed["steps"][0][0] == 10
     assert reading(*recorded("base_train_cpu_batch_assert.txt"))["batch assertion"] == (512, 384)
@@ -134,3 +142,27 @@ def test_a_failed_download_reads_the_same_and_exits_0_in_both(tmp_path: Path) ->
     assert outline(done.stdout.splitlines()) == outline(real_lines)
     assert outline(real_lines)["failed"] == ["shard_00004.parquet"]
     assert nanochat.missing_shards(tmp_path, 5) == [4]  # what the runner checks instead of the exit code
+
+
+def test_a_runs_results_are_read_from_what_base_train_printed() -> None:
+    """What RunResults takes from progress.json after a real run: the summary lines as printed,
+    and the means of tok/sec and bf16_mfu over the steps base_train times (after index 10)."""
+    lines, _ = recorded("base_train_cpu_20steps.txt")
+    req = RunRequest(job_id="sq-1", attempt=1, model="d2", mode="full", nproc=1, gpu_type="CPU", commit="c",
+                     repo="r", run_dir="/nonexistent", data_dir="/nonexistent", cache_dir="/nonexistent")
+    attempt = runner.Attempt(req=req, log_path=Path("/nonexistent"))
+    attempt.progress.stage = "base_train"
+    for line in lines:
+        attempt.parse(line)
+    timed = [int(m[1].replace(",", "")) for line in lines
+             if (m := re.search(r"^step 000(?:1[1-9]).*tok/sec: ([\d,]+)", line))]
+    p = attempt.progress
+    assert len(timed) == p.timed_steps == 9
+    assert p.tokens_per_s == pytest.approx(sum(timed) / 9) and p.mfu_pct == 0.0  # a CPU has no bf16 peak
+    assert (p.step, p.tokens, p.total_flops) == (20, 10240, 3.22152e10)
+    assert (p.val_bpb, p.min_val_bpb, p.training_time_s) == (2.056008, 2.056008, 0.04 * 60)
+
+    later = attempt.progress.model_copy()
+    attempt.progress.stage = "chat_sft"  # prints a `Step N | Validation bpb` of its own
+    attempt.parse("Step 00050 | Validation bpb: 0.4321")
+    assert attempt.progress.val_bpb == later.val_bpb

@@ -32,7 +32,7 @@ class Scripted:
     def count(self, kind: str) -> int:
         return sum(1 for c in self.calls if c[0] == kind)
 
-    def resolve_ref(self, ref: str) -> str:
+    def resolve_ref(self, ref: str, repo: str = "") -> str:
         return "c" * 40
 
     def run_dir(self, record: JobRecord) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from speedq import config
 from speedq.errors import BackendError
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
 
@@ -45,8 +46,8 @@ class Backend(Protocol):
     def check(self) -> None:
         """Raise BackendError at worker start if this backend cannot work here."""
 
-    def resolve_ref(self, ref: str) -> str:
-        """Pin a branch, tag or commit of nanochat to a full commit id."""
+    def resolve_ref(self, ref: str, repo: str = config.NANOCHAT_REPO_URL) -> str:
+        """Pin a branch, tag or commit of `repo` (a job's spec.repo) to a full commit id."""
 
     def run_dir(self, record: JobRecord) -> str:
         """Where this job's run directory is, as the backend names it."""

@@ -27,6 +27,7 @@ from speedq.backends.base import BackendError, CallStatus, for_attempt
 from speedq.gpu import fence, layout, proctree
 from speedq.gpu.proctree import start_ticks
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
+from speedq.schemas import repo as repos
 
 # How the runner starts training (RunRequest.launcher's values; mypy checks the two agree).
 Launcher = Literal["torchrun", "python", "sim"]
@@ -75,6 +76,8 @@ class LocalBackend:
         data_root: Path | None = None,
         cache_root: Path | None = None,
     ) -> None:
+        # Where karpathy's repository is fetched from (a mirror or checkout, if set); a fork's
+        # URL is fetched as it is.
         self.repo = repo or settings.get().nanochat_repo or config.NANOCHAT_REPO_URL
         self.runs_root = runs_root or settings.get().runs_root()
         self.data_root = data_root or settings.get().data_root()
@@ -89,13 +92,18 @@ class LocalBackend:
         if shutil.which("git") is None:
             raise BackendError(f"the {self.name} backend needs git on PATH")
 
-    def resolve_ref(self, ref: str) -> str:
+    def source(self, repo: str) -> str:
+        """What git fetches for a job's repository."""
+        return self.repo if repos.is_default(repo) else repo
+
+    def resolve_ref(self, ref: str, repo: str = config.NANOCHAT_REPO_URL) -> str:
         from speedq.gpu.runner import resolve_commit
 
+        source = self.source(repo)
         try:
-            return resolve_commit(self.repo, ref)
+            return resolve_commit(source, ref)
         except Exception as exc:  # noqa: BLE001 - any git failure is the user's ref or repo
-            raise BackendError(f"cannot resolve nanochat ref {ref!r} in {self.repo}: {exc}") from None
+            raise BackendError(f"cannot resolve nanochat ref {ref!r} in {source}: {exc}") from None
 
     def run_dir(self, record: JobRecord) -> str:
         return str(self.runs_root / layout.run_relpath(record.spec.team, record.spec.run_name or ""))
@@ -119,7 +127,7 @@ class LocalBackend:
             nproc=spec.gpu.count,
             gpu_type=spec.gpu.type,
             commit=record.nanochat_commit or spec.repo_ref,
-            repo=self.repo,
+            repo=self.source(spec.repo),
             run_dir=self.run_dir(record),
             data_dir=str(self.data_root),
             cache_dir=str(self.cache_root),

@@ -156,17 +156,17 @@ class ModalBackend(VolumeFiles):
         except mexc.Error as exc:
             raise BackendError(f"Modal deployment check failed: {one_line(exc)}") from exc
 
-    def resolve_ref(self, ref: str) -> str:
+    def resolve_ref(self, ref: str, repo: str = config.NANOCHAT_REPO_URL) -> str:
         """Pin a ref with `git ls-remote` here when git exists (no container, no cost, ~1 s);
         otherwise with the app's CPU function `resolve_ref`. Both are bounded."""
         if shutil.which("git"):
-            return resolve_locally(config.NANOCHAT_REPO_URL, ref)
+            return resolve_locally(repo, ref)
         import modal.exception as mexc
 
         fn = self._function(RESOLVE_FUNCTION)
         try:
             commit: str = self._bounded(  # the function's return (modal's calls are untyped)
-                "resolving the ref", lambda: fn.remote.aio(config.NANOCHAT_REPO_URL, ref)
+                "resolving the ref", lambda: fn.remote.aio(repo, ref)
             )
             return commit
         except mexc.Error as exc:
@@ -193,7 +193,7 @@ class ModalBackend(VolumeFiles):
             nproc=spec.gpu.count,
             gpu_type=spec.gpu.type,
             commit=record.nanochat_commit or spec.repo_ref,
-            repo=config.NANOCHAT_REPO_URL,
+            repo=spec.repo,
             run_dir=self.run_dir(record),
             data_dir=str(mount / "data"),
             cache_dir=str(mount / "cache"),

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from speedq import settings
+from speedq import config, settings
 from speedq.backends.local import Launcher, LocalBackend
 from speedq.gpu import nanochat
+from speedq.schemas import repo as repos
 from speedq.sim.repo import BRANCH
 
 
@@ -31,11 +32,11 @@ class SimBackend(LocalBackend):
         super().check()
         self._ensure_repo()
 
-    def resolve_ref(self, ref: str) -> str:
+    def resolve_ref(self, ref: str, repo: str = config.NANOCHAT_REPO_URL) -> str:
         self._ensure_repo()
-        if ref == nanochat.KNOWN_GOOD_COMMIT:
+        if ref == nanochat.KNOWN_GOOD_COMMIT and repos.is_default(repo):
             ref = BRANCH  # the sim stands in for the known-good commit, which its repo cannot hold
-        return super().resolve_ref(ref)
+        return super().resolve_ref(ref, repo)
 
     def _ensure_repo(self) -> None:
         from speedq.sim.repo import ensure_sim_repo

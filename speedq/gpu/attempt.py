@@ -87,8 +87,14 @@ class Attempt:
         if step is None:
             self._metrics(line)
             return False
-        self.progress.step, self.progress.total = step.done, step.total
-        self.progress.loss, self.progress.eta_s = step.loss, step.eta_s
+        p = self.progress
+        p.step, p.total = step.done, step.total
+        p.loss, p.eta_s = step.loss, step.eta_s
+        if nanochat_log.timed(step):
+            n = p.timed_steps
+            p.tokens_per_s = ((p.tokens_per_s or 0.0) * n + (step.tokens_per_s or 0)) / (n + 1)
+            p.mfu_pct = ((p.mfu_pct or 0.0) * n + (step.mfu_pct or 0.0)) / (n + 1)
+            p.timed_steps = n + 1
         every = self.save_every
         # nanochat saves step S's checkpoint before training step S, which it prints as `step S`.
         return bool(every and step.index > 0 and step.index % every == 0)
@@ -96,6 +102,8 @@ class Attempt:
     def _metrics(self, line: str) -> None:
         if line[:1] not in ("S", "T", "M"):
             return  # the hot path: most lines are step lines or noise
+        if self.progress.stage not in (None, nanochat_log.STAGE):
+            return  # a later stage's figures (chat_sft's val bpb) are not the run's result
         found = nanochat_log.read([line])
         if found.val_bpb:
             self.progress.val_bpb = found.val_bpb[-1][1]
@@ -105,6 +113,10 @@ class Attempt:
             self.progress.training_time_s = found.training_time_s
         if found.min_val_bpb is not None:
             self.progress.min_val_bpb = found.min_val_bpb
+        if found.tokens is not None:
+            self.progress.tokens = found.tokens
+        if found.total_flops is not None:
+            self.progress.total_flops = found.total_flops
 
     def run_stage(self, argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
         """Run one stage, its output into the log and progress; (exit code, last output line)."""

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         PreflightStatus,
         Submitted,
     )
+    from speedq.schemas.repo import RepoUrl, repo_name
     from speedq.schemas.results import RunResults
     from speedq.schemas.rules import (
         MAX_DEPTH,
@@ -133,6 +134,8 @@ _HOMES = {
     "RunResult": "protocol",
     "RunResults": "results",
     "MAX_COMPARED": "queries",
+    "RepoUrl": "repo",
+    "repo_name": "repo",
     "ApiOptions": "queries",
     "CompareQuery": "queries",
     "LeaderboardQuery": "queries",
@@ -242,6 +245,7 @@ __all__ = [
     "PriceTable",
     "Priority",
     "Progress",
+    "RepoUrl",
     "RunRequest",
     "RunResult",
     "RunResults",
@@ -265,6 +269,7 @@ __all__ = [
     "WorkerOptions",
     "depth_of",
     "describe",
+    "repo_name",
 ]
 
 

@@ -9,33 +9,11 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, computed_field
 
-from speedq import config
+from speedq.schemas import repo as repos
 from speedq.schemas.record import JobRecord, JobState
 from speedq.schemas.results import RunResults
 from speedq.schemas.rules import TrainArgValue
 from speedq.schemas.views import LossPoint
-
-SHORT_COMMIT = 7
-
-
-def repo_of(record: JobRecord) -> str:
-    """The repository the job runs: its own (a fork) if the spec names one, else nanochat's."""
-    # getattr: a spec gains `repo` with forks (issue 12); until then every job runs nanochat's.
-    repo: str | None = getattr(record.spec, "repo", None)
-    return repo or config.NANOCHAT_REPO_URL
-
-
-def short_repo(url: str) -> str:
-    """`https://github.com/karpathy/nanochat.git` as `karpathy/nanochat`; another host keeps its name."""
-    bare = url.split("://", 1)[-1].removesuffix("/").removesuffix(".git")
-    return bare.removeprefix("github.com/")
-
-
-def source_text(repo: str | None, commit: str | None) -> str:
-    """`owner/name@abcdef1`: where a run's code came from, as every table shows it."""
-    if repo is None:
-        return "-"
-    return f"{short_repo(repo)}@{commit[:SHORT_COMMIT] if commit else '?'}"
 
 
 class RunSource(BaseModel):
@@ -48,7 +26,7 @@ class RunSource(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def source(self) -> str:
-        return source_text(self.repo, self.commit)
+        return "-" if self.repo is None else repos.source_text(self.repo, self.commit)
 
 
 class BoardRow(RunSource):
@@ -67,7 +45,7 @@ class BoardRow(RunSource):
         assert record.results is not None  # the board indexes only records with results
         return cls(
             rank=rank, job=record.id, team=record.spec.team, model=record.spec.model, gpu=str(record.spec.gpu),
-            repo=repo_of(record), commit=record.nanochat_commit, train_args=dict(record.spec.train_args),
+            repo=record.spec.repo, commit=record.nanochat_commit, train_args=dict(record.spec.train_args),
             results=record.results, finished_at=record.finished_at,
         )
 
@@ -101,7 +79,7 @@ class ComparedRun(RunSource):
         return cls(
             job=record.id, team=record.spec.team, state=record.state, model=record.spec.model,
             gpu=str(record.spec.gpu), results=record.results, started_at=record.started_at, loss=loss,
-            repo=repo_of(record) if shown else None, commit=record.nanochat_commit if shown else None,
+            repo=record.spec.repo if shown else None, commit=record.nanochat_commit if shown else None,
             train_args=dict(record.spec.train_args) if shown else None,
         )
 

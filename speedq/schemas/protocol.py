@@ -31,6 +31,13 @@ class Progress(BaseModel):
     min_val_bpb: float | None = None  # `Minimum validation bpb` at the end of base training
     core_metric: float | None = None  # the latest `CORE metric`
     training_time_s: float | None = None  # `Total training time` (the speedrun metric)
+    tokens: int | None = None  # `Total number of training tokens`
+    total_flops: float | None = None  # `Total training FLOPs estimate`
+    # Running means of the step lines' tok/sec and bf16_mfu over the timed steps (after warm-up),
+    # of every attempt of the run; timed_steps says how many lines they are over.
+    tokens_per_s: float | None = None
+    mfu_pct: float | None = None
+    timed_steps: int = 0
     # Modal only (speedq/gpu/offload.py): checkpoints saved locally, copied to the Volume behind
     save_blocked_s: list[float] = Field(default_factory=list)  # training time each save took
     offloaded_step: int | None = None  # newest checkpoint on the Volume

@@ -12,6 +12,7 @@ from pydantic import (
     computed_field,
 )
 
+from speedq.schemas import repo as repos
 from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
@@ -158,6 +159,12 @@ class JobRecord(BaseModel):
             total += max(0, min(furthest, attempt.final_step) - resumed)
             furthest = max(furthest, attempt.final_step)
         return total
+
+    @property
+    def source(self) -> str:
+        """`owner/repo@abcdef1`: the repository and the commit the ref was pinned to (the ref
+        itself until the first attempt pins it; a commit id, short)."""
+        return repos.source_text(self.spec.repo, self.nanochat_commit or self.spec.repo_ref)
 
     @property
     def current_attempt(self) -> Attempt | None:

@@ -28,6 +28,26 @@ class RunResults(BaseModel):
     gpu_hours: float = 0.0  # every attempt of the job, preflight included
     cost_usd: float = 0.0  # gpu_hours at the price table's rate for gpu_type
 
+    def summary(self) -> str:
+        """One line (the success notification): the figures the run has, GPU-hours and cost."""
+        parts = []
+        if self.training_time_s is not None:
+            parts.append(f"training time {self.training_time_s / 60:.2f}m")
+        if self.core_metric is not None:
+            parts.append(f"CORE {self.core_metric:.4f}" + (" (beats GPT-2)" if self.beats_gpt2 else ""))
+        if self.val_bpb is not None:
+            parts.append(f"val bpb {self.val_bpb:.4f}")
+        if self.min_val_bpb is not None:
+            parts.append(f"min val bpb {self.min_val_bpb:.4f}")
+        if self.steps is not None:
+            parts.append(f"{self.steps:,} steps")
+        if self.mfu_pct is not None:
+            parts.append(f"MFU {self.mfu_pct:.2f}%")
+        if self.tokens_per_s is not None:
+            parts.append(f"{self.tokens_per_s:,.0f} tok/sec")
+        parts.append(f"{self.gpu_hours:.2f} GPU-hours, ${self.cost_usd:,.2f}")
+        return ", ".join(parts)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def beats_gpt2(self) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import (
     ConfigDict,
     Field,
@@ -9,7 +11,10 @@ from pydantic import (
 )
 
 from speedq import config
+from speedq.errors import InvalidInput
 from speedq.gpu import nanochat
+from speedq.schemas import repo as repos
+from speedq.schemas.repo import RepoUrl
 from speedq.schemas.rules import (
     BackendName,
     GitRef,
@@ -32,6 +37,8 @@ class JobOptions(UserInput):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: ModelName = config.DEFAULT_MODEL
+    # The nanochat repository (karpathy's, or a fork's https URL); repo_ref is a ref in it.
+    repo: RepoUrl = config.NANOCHAT_REPO_URL
     repo_ref: GitRef = config.DEFAULT_REPO_REF
     mode: Mode = "full"
     force_restart: bool = False
@@ -86,9 +93,16 @@ class JobOptions(UserInput):
         return nanochat.size_run(depth_of(self.model), self.mode, self.gpu.type, self.gpu.count, self.train_args)
 
     def model_post_init(self, _context: object) -> None:
+        if "repo_ref" not in self.model_fields_set and not repos.is_default(self.repo):
+            # karpathy's known-good commit is in no fork's history: a fork runs its default branch
+            # (pinned to a commit at the first attempt, like any ref).
+            object.__setattr__(self, "repo_ref", config.FORK_DEFAULT_REF)
         if self.run_name is None:
-            # The old script kept one run per model; a smoke test must not share its files.
+            # The old script kept one run per model; a smoke test must not share its files, nor
+            # a fork karpathy's (the run name is the run's identity: its directory and claim).
             default = self.model if self.mode == "full" else f"{self.model}-smoke"
+            if not repos.is_default(self.repo):
+                default = f"{repos.run_name_part(self.repo)[:62 - len(default)].rstrip('-._')}-{default}"
             object.__setattr__(self, "run_name", default)
 
     @property
@@ -100,6 +114,17 @@ class JobOptions(UserInput):
         """A full run on more than one GPU, preflight not turned off (a smoke test or a one-GPU
         run is already as cheap as its preflight would be)."""
         return self.preflight and self.mode == "full" and self.gpu.count > 1
+
+    def repo_name(self) -> str:
+        """`owner/repo` (github.com) or `host/owner/repo`."""
+        return repos.repo_name(self.repo)
+
+    def check_repo_host(self, hosts: Sequence[str]) -> None:
+        """Refuse a repository host the operator has not allowed (submit only, see schemas.repo)."""
+        try:
+            repos.check_host(self.repo, hosts)
+        except ValueError as exc:
+            raise InvalidInput(f"invalid repo {self.repo!r}: {exc}") from None
 
 
 class JobSpec(JobOptions):

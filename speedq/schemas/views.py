@@ -9,6 +9,7 @@ from pydantic import (
 
 from speedq.schemas.protocol import Progress
 from speedq.schemas.record import AttemptStatus, JobRecord, JobState, PreflightState
+from speedq.schemas.results import RunResults
 
 
 class JobStatus(BaseModel):
@@ -21,12 +22,20 @@ class JobStatus(BaseModel):
     updated_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # What it runs (public, as a leaderboard's rows are).
+    model: str = ""
+    repo: str = ""
+    repo_ref: str = ""
+    commit: str | None = None
+    source: str = ""  # owner/repo@abcdef1
 
     @classmethod
     def of(cls, record: JobRecord) -> JobStatus:
         return cls(
             id=record.id, team=record.spec.team, state=record.state, created_at=record.created_at,
             updated_at=record.updated_at, started_at=record.started_at, finished_at=record.finished_at,
+            model=record.spec.model, repo=record.spec.repo, repo_ref=record.spec.repo_ref,
+            commit=record.nanochat_commit, source=record.source,
         )
 
 
@@ -41,9 +50,11 @@ class LossPoint(BaseModel):
 
 
 class JobOverview(JobStatus):
-    """The dashboard's view of any team's job: status, progress (not sensitive) and attempts."""
+    """The dashboard's view of any team's job: status, progress and results (not sensitive: a
+    leaderboard shows them) and attempts."""
 
     progress: Progress | None = None
+    results: RunResults | None = None
     attempts: list[AttemptStatus] = Field(default_factory=list)
     max_attempts: int = 1
     round_start: int = 0
@@ -54,6 +65,7 @@ class JobOverview(JobStatus):
         return cls(
             **JobStatus.of(record).model_dump(),
             progress=record.progress,
+            results=record.results,
             attempts=[AttemptStatus.of(a) for a in record.attempts],
             max_attempts=record.spec.max_attempts,
             round_start=record.round_start,

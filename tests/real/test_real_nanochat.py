@@ -99,6 +99,23 @@ def test_full_run_succeeds_with_progress_from_the_first_steps(real_speedq: Speed
     steps = tier_jobs.FULL["num-iterations"]
     assert f"step {steps - 1:05d}/{steps:05d}" in log and "Total training time:" in log  # nanochat's own lines
     assert_offline_and_prepared(log, nanochat, tokenizer)
+    assert_results_as_printed(record, log)
+
+
+def assert_results_as_printed(record: dict, log: str) -> None:
+    """The job's results are what this commit's base_train printed (a CPU prints no CORE)."""
+    res, steps = record["results"], tier_jobs.FULL["num-iterations"]
+    bpb = [float(m[2]) for m in re.finditer(r"^Step (\d+) \| Validation bpb: ([\d.]+)$", log, re.M)]
+    assert len(bpb) == 3 and res["val_bpb"] == bpb[-1] and res["min_val_bpb"] == min(bpb), (bpb, res)
+    assert f"Minimum validation bpb: {res['min_val_bpb']:.6f}" in log
+    assert res["steps"] == steps and res["tokens"] == steps * tier_jobs.FULL["total-batch-size"]
+    assert f"Total number of training tokens: {res['tokens']:,}" in log
+    assert f"Total training FLOPs estimate: {res['total_flops']:e}" in log
+    assert f"Total training time: {res['training_time_s'] / 60:.2f}m" in log
+    timed = [int(m[1].replace(",", "")) for m in re.finditer(r"^step 0001[1-9]/.*tok/sec: ([\d,]+)", log, re.M)]
+    assert timed and res["tokens_per_s"] == pytest.approx(sum(timed) / len(timed))
+    assert res["core_metric"] is None and res["gpu_type"] == "CPU" and res["cost_usd"] == 0.0
+    assert res["gpu_hours"] > 0 and res["beats_gpt2"] is False
 
 
 def test_smoke_job_succeeds(real_speedq: Speedq, nanochat: Nanochat) -> None:

@@ -10,7 +10,8 @@ TINY: dict[str, int | str] = {
     "eval-every": -1, "core-metric-every": -1, "sample-every": -1,
 }
 # 8 micro-batches a step (0.5 s or more here): status polls see some of the first ten steps.
-FULL = {**TINY, "total-batch-size": 4096, "num-iterations": 12}
+# Validation on (steps 0, 6 and 12, over 8 micro-batches each): the run's results carry its bpb.
+FULL = {**TINY, "total-batch-size": 4096, "num-iterations": 12, "eval-every": 6, "eval-tokens": 4096}
 SMOKE = TINY  # a smoke job's step count is speedq's own
 KILLED_STEPS = 60  # long enough that a SIGKILL lands mid-training after the first save (step 5)
 KILLED = {**TINY, "num-iterations": KILLED_STEPS}

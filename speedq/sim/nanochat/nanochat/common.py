@@ -238,6 +238,18 @@ def parameter_counts(cfg: dict) -> dict[str, int]:
     return counts
 
 
+def flops_per_token(cfg: dict) -> int:
+    """GPT.estimate_flops: 6 per matmul weight (the smear gate is a Linear(24, 1)), plus attention's
+    12 * heads * head dim * window per layer (S: a quarter of the context, in tiles of 128; the last
+    layer is always L)."""
+    counts = parameter_counts(cfg)
+    n, t, heads = cfg["n_layer"], cfg["sequence_len"], cfg["n_head"]
+    pattern, short = cfg["window_pattern"].upper(), -(-t // 4 // 128) * 128
+    windows = [t if pattern[i % len(pattern)] == "L" or i == n - 1 else min(short, t) for i in range(n)]
+    attention = sum(12 * heads * (cfg["n_embd"] // heads) * w for w in windows)
+    return 6 * (counts["transformer_matrices"] + counts["lm_head"] + 24) + attention
+
+
 def scaling_params(cfg: dict) -> int:
     counts = parameter_counts(cfg)
     return counts["transformer_matrices"] + counts["lm_head"]

@@ -92,6 +92,8 @@ def main(argv: list[str]) -> None:
     print("Parameter counts:", flush=True)
     for key, value in counts.items():
         print(f"{key:24s}: {value:,}", flush=True)
+    flops_per_token = common.flops_per_token(config)
+    print(f"Estimated FLOPs per token: {flops_per_token:e}", flush=True)
     target_tokens = int(args.target_param_data_ratio * common.scaling_params(config))
     total_batch_size = args.total_batch_size
     if total_batch_size == -1:
@@ -107,6 +109,7 @@ def main(argv: list[str]) -> None:
     else:
         fail("the sim needs --num-iterations or --target-param-data-ratio")
     print(f"Total number of training tokens: {total * total_batch_size:,}", flush=True)
+    print(f"Total training FLOPs estimate: {flops_per_token * total * total_batch_size:e}", flush=True)
 
     step, elapsed, min_val_bpb, val_bpb = 0, 0.0, float("inf"), None
     resuming = args.resume_from_step != -1
