@@ -47,7 +47,6 @@ function runTime(seconds) {
   const mm = String(m).padStart(2, "0"), ss = String(sec).padStart(2, "0");
   return h ? `${h}h${mm}m${ss}s` : `${m}m${ss}s`;
 }
-const fixed = (value, digits) => (value === null || value === undefined ? "-" : value.toFixed(digits));
 const dollars = value => `$${value.toFixed(2)}`;
 
 function count(value) {
