@@ -7,14 +7,13 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     computed_field,
 )
 
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
-from speedq.schemas.rules import BackendName
+from speedq.schemas.rules import BackendName, Schema
 from speedq.schemas.spec import JobSpec
 
 
@@ -35,7 +34,7 @@ class JobState(str, Enum):
 ACTIVE_STATES = tuple(s for s in JobState if not s.terminal)
 
 
-class LogPointer(BaseModel):
+class LogPointer(Schema):
     """Where the run's log is, and the command a person would use to read it."""
 
     location: Literal["local", "modal-volume"]
@@ -44,7 +43,7 @@ class LogPointer(BaseModel):
     command: str
 
 
-class AttemptStatus(BaseModel):
+class AttemptStatus(Schema):
     """What anyone may see of an attempt (the dashboard shows it without a token): when and how
     it ended and which steps it ran; not its call id, worker or error text."""
 
@@ -80,7 +79,7 @@ class Attempt(AttemptStatus):
         return max(0.0, end - self.started_at) * self.gpu_count
 
 
-class JobRecord(BaseModel):
+class JobRecord(Schema):
     id: str
     spec: JobSpec
     state: JobState = JobState.queued
@@ -129,7 +128,7 @@ class JobRecord(BaseModel):
         return len(self.attempts) - self.round_start
 
 
-class Submitted(BaseModel):
+class Submitted(Schema):
     """What a submit did: `created` False means an active job already held this run, and `job`
     is that one (nothing new was queued)."""
 
