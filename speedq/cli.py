@@ -18,8 +18,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 from typer.exceptions import Abort, Exit, TyperException
 
-from speedq import config, settings
+from speedq import config, settings, worker_cli
 from speedq.client import Client, validated
+from speedq.entry import fail as _fail
 from speedq.errors import InvalidInput, ProducerError, SpeedqError
 from speedq.schemas import describe
 
@@ -235,24 +236,14 @@ def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
         out().print(f"re-queued {record.id}")
 
 
-@app.command()
-def worker(
-    burst: Annotated[bool, typer.Option("--burst", help="Quit when the queues are empty.")] = False,
-    backend: Annotated[list[str] | None, typer.Option(help="Serve jobs for this backend (repeatable).")] = None,
-    name: Annotated[str | None, typer.Option(help="Worker name [default: host.pid].")] = None,
-    notify_only: Annotated[bool, typer.Option("--notify-only", help="Only deliver webhook notifications.")] = False,
-) -> None:
-    """Run an RQ worker for speedq's queues."""
-    from speedq.schemas import WorkerOptions
-    from speedq.worker_process import run_worker
-
-    default = [] if notify_only else [settings.get().backend]
-    options = WorkerOptions.model_validate({"backends": backend or default, "notify_only": notify_only})
-    conn = _client().conn
-    serving = "webhook notifications" if notify_only else f"{', '.join(options.backends)} jobs"
-    # A plain line: a worker never needs rich, and holding it would cost every idle worker memory.
-    print(f"speedq worker serving {serving}" + (" (burst)" if burst else ""), file=sys.stderr, flush=True)
-    run_worker(conn, list(options.backends), burst=burst, name=name)
+# Parsed by worker_cli alone (`speedq.entry` sends `speedq worker` there before typer is imported);
+# listed here for `speedq --help` and for callers of this module's main.
+@app.command(
+    help=worker_cli.DESCRIPTION + " Options: `speedq worker --help`.",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+)
+def worker(ctx: typer.Context) -> None:
+    worker_cli.main(ctx.args)
 
 
 team_app = typer.Typer(help="Teams: limits and API tokens.", no_args_is_help=True)
@@ -424,13 +415,6 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-
-
-def _fail(message: str, code: int) -> None:
-    from rich.text import Text
-
-    err().print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
-    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,23 @@
 Nothing else in speedq reads the environment for its own settings; modules call `get()`. The
 README's settings table is generated from this model (`markdown_table`), and a test checks it.
 Constants that are not settings (defaults of a job, GPU types, prices) stay in `speedq.config`.
+
+`Settings` is a plain pydantic model that `from_environment` feeds, the way pydantic-settings did
+(prefix, names in any case, JSON for the price table) without importing it: pydantic-settings
+pulls in asyncio, argparse, dotenv, zipfile and its cloud sources, about a fifth of every
+`speedq status` (issue 11).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from speedq import config
 from speedq.errors import SettingsInvalid
@@ -29,10 +35,10 @@ def doc(text: str) -> Any:
     return Field(description=text)
 
 
-class Settings(BaseSettings):
+class Settings(BaseModel):
     """Each field is `SPEEDQ_<NAME>`; its description is the README's "meaning" column."""
 
-    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, validate_default=True)
 
     redis_url: Annotated[str | None, doc(
         "the shared Redis; unset: an embedded redis-server, started once and reused"
@@ -47,7 +53,7 @@ class Settings(BaseSettings):
         "per-commit nanochat checkouts of local and sim runs; unset: `$SPEEDQ_HOME/cache`")] = None
     nanochat_repo: Annotated[str | None, doc(
         "the nanochat repository the local backend clones; unset: GitHub's")] = None
-    repo_hosts: Annotated[list[str], NoDecode, doc(
+    repo_hosts: Annotated[list[str], doc(
         "hosts a job's `--repo` (an https URL) may name, comma-separated; karpathy's repository is always"
         " allowed")] = list(config.REPO_HOSTS)
     offline: Annotated[bool, doc("`1`: local runs skip the nanochat stages that need the internet")] = False
@@ -73,7 +79,7 @@ class Settings(BaseSettings):
     dequeue_block: Annotated[int, Field(ge=1, le=3600), doc(
         "seconds an idle worker waits on its queues before looking again for new teams and freed slots")] = 2
     notify_timeout: Annotated[Seconds, doc("seconds a webhook has to answer one delivery")] = config.NOTIFY_TIMEOUT_S
-    notify_retry_intervals: Annotated[list[Annotated[int, Field(ge=0)]], NoDecode, doc(
+    notify_retry_intervals: Annotated[list[Annotated[int, Field(ge=0)]], doc(
         "seconds before each retry of a refused delivery, comma-separated")] = list(config.NOTIFY_RETRY_INTERVALS_S)
     webhook_allow_private: Annotated[bool, doc(
         "`1`: webhooks may point at loopback, private and link-local addresses")] = False
@@ -102,6 +108,16 @@ class Settings(BaseSettings):
             if not HOST_RE.fullmatch(host):
                 raise ValueError(f"{host!r} is not a host name (give names like github.com, no scheme or port)")
         return hosts
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value  # refused below as "a valid dictionary", naming the variable
+        return value
 
     @field_validator("prices")
     @classmethod
@@ -140,12 +156,18 @@ def env_name(field: str) -> str:
     return PREFIX + field.upper()
 
 
+def from_environment(environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from `SPEEDQ_<FIELD>` variables, their names in any case; others are ignored."""
+    given = {name[len(PREFIX):].lower(): value for name, value in environ.items() if name.upper().startswith(PREFIX)}
+    return Settings.model_validate({field: given[field] for field in Settings.model_fields if field in given})
+
+
 @cache
 def get() -> Settings:
     """The process's settings, read and validated on first use. A bad value raises
     SettingsInvalid: one line naming the variable (the CLI exits 2)."""
     try:
-        return Settings()
+        return from_environment()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = env_name(str(first["loc"][0])) if first["loc"] else PREFIX + "*"

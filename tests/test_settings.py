@@ -39,9 +39,19 @@ def test_read_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.get() is first  # cached, not parsed on every call
 
 
+def test_names_in_any_case_a_json_price_table_and_strangers_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("speedq_backend", "sim")
+    monkeypatch.setenv("SPEEDQ_PRICES", '{"H100": 2.5}')
+    monkeypatch.setenv("SPEEDQ_NOTIFY_RETRY_INTERVALS", "5, 60")
+    monkeypatch.setenv("SPEEDQ_NOT_A_SETTING", "whatever")
+    got = settings.get()
+    assert (got.backend, got.prices, got.notify_retry_intervals) == ("sim", {"H100": 2.5}, [5, 60])
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("SPEEDQ_POLL_INTERVAL", "fast"), ("SPEEDQ_OPEN_TEAMS", "maybe"), ("SPEEDQ_PRICES", '{"TPUv9": 1}'),
+     ("SPEEDQ_PRICES", "{not json"),
      ("SPEEDQ_NOTIFY_RETRY_INTERVALS", "1,x"), ("SPEEDQ_DEQUEUE_BLOCK", "0"), ("SPEEDQ_BACKEND", "gpu-cloud")],
 )
 def test_a_bad_value_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     Field,
 )
 
 from speedq import config
 from speedq.schemas.record import JobState
+from speedq.schemas.rules import Schema
 
 
 def _known_gpu_type(value: str) -> str:
@@ -24,7 +24,7 @@ def _known_gpu_type(value: str) -> str:
 GpuTypeName = Annotated[str, AfterValidator(_known_gpu_type)]
 
 
-class PriceTable(BaseModel):
+class PriceTable(Schema):
     """USD per GPU-hour by GPU type; `SPEEDQ_PRICES` (a JSON object) overrides some or all."""
 
     usd_per_gpu_hour: dict[GpuTypeName, Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]]
@@ -34,13 +34,13 @@ class PriceTable(BaseModel):
         return cls.model_validate({"usd_per_gpu_hour": {**config.DEFAULT_GPU_PRICES, **(overrides or {})}})
 
 
-class WaitTimes(BaseModel):
+class WaitTimes(Schema):
     samples: int
     median_s: float | None = None
     p95_s: float | None = None
 
 
-class TeamStats(BaseModel):
+class TeamStats(Schema):
     team: str
     jobs: dict[JobState, int]
     gpu_seconds: dict[str, float]  # by GPU type; sums every ended attempt's GPU count x duration

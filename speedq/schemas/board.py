@@ -7,16 +7,16 @@ A run without results shows no more than its status to another team (see `Compar
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import Field, computed_field
 
 from speedq.schemas import repo as repos
 from speedq.schemas.record import JobRecord, JobState
 from speedq.schemas.results import RunResults
-from speedq.schemas.rules import TrainArgValue
+from speedq.schemas.rules import Schema, TrainArgValue
 from speedq.schemas.views import LossPoint
 
 
-class RunSource(BaseModel):
+class RunSource(Schema):
     """A run's code and options: repository, pinned commit and base_train's options."""
 
     repo: str | None = None
@@ -50,7 +50,7 @@ class BoardRow(RunSource):
         )
 
 
-class Leaderboard(BaseModel):
+class Leaderboard(Schema):
     """Time-to-GPT-2 (qualifying runs, fastest first) and, beside it, the best val bpb per depth."""
 
     team: str | None = None
@@ -84,5 +84,5 @@ class ComparedRun(RunSource):
         )
 
 
-class Comparison(BaseModel):
+class Comparison(Schema):
     runs: list[ComparedRun]

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, computed_field
+from pydantic import Field, computed_field
 
+from speedq.schemas.rules import Schema
 from speedq.schemas.spec import JobSpec
 
 
-class Estimate(BaseModel):
+class Estimate(Schema):
     """GPU-hours and cost a job is expected to take, and where the figure comes from."""
 
     gpu_seconds: int  # whole seconds: what the submit reserves (an integer counter stays exact)
     cost_usd: float
     source: Literal["history", "table"]
     basis: str  # one line a person can check, e.g. "median of 3 past d12 smoke runs on H100"
-    runs: list[str] = []  # the past jobs it came from (source "history")
+    runs: list[str] = Field(default_factory=list)  # the past jobs it came from (source "history")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -25,7 +26,7 @@ class Estimate(BaseModel):
         return round(self.gpu_seconds / 3600, 4)
 
 
-class RunSample(BaseModel):
+class RunSample(Schema):
     """A succeeded job's spend, kept per (team, model, mode, GPU type) for later estimates."""
 
     job: str
@@ -37,7 +38,7 @@ class RunSample(BaseModel):
         return self.gpu_seconds / self.tokens if self.tokens > 0 else 0.0
 
 
-class Budget(BaseModel):
+class Budget(Schema):
     """A team's GPU-hour budget as a submit sees it: spent (ended attempts), reserved (estimates
     of its queued and running jobs, less what their attempts this round already spent)."""
 
@@ -54,7 +55,7 @@ class Budget(BaseModel):
         return round(self.gpu_hours_budget - self.spent_gpu_hours - self.reserved_gpu_hours, 4)
 
 
-class Preview(BaseModel):
+class Preview(Schema):
     """What `submit --dry-run` shows: nothing is stored. `refusal` is the line the submit would
     be refused with now (None: it would be queued); `active_job`, the job already holding the run,
     which the submit would return instead of queuing another."""

@@ -7,15 +7,14 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
     Field,
 )
 
 from speedq import config
-from speedq.schemas.rules import Mode, ModelName, TrainArgValue
+from speedq.schemas.rules import Mode, ModelName, Schema, TrainArgValue
 
 
-class Progress(BaseModel):
+class Progress(Schema):
     """The runner's `progress.json`: where the run is now. `step` counts steps done (nanochat
     prints 0-based indexes: `step 00004/00010` is the fifth step done)."""
 
@@ -66,7 +65,7 @@ class Outcome(str, Enum):
         return self in (Outcome.crashed, Outcome.preempted, Outcome.timed_out, Outcome.stalled, Outcome.lost)
 
 
-class RunRequest(BaseModel):
+class RunRequest(Schema):
     """Everything the runner needs for one attempt; crosses to it as JSON."""
 
     job_id: str
@@ -92,7 +91,7 @@ class RunRequest(BaseModel):
     preflight_steps: int | None = Field(default=None, ge=1)
 
 
-class RunResult(BaseModel):
+class RunResult(Schema):
     """The runner's last word on an attempt, written when it ends by itself."""
 
     job_id: str

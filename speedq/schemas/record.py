@@ -7,7 +7,6 @@ from enum import Enum
 from typing import Literal
 
 from pydantic import (
-    BaseModel,
     Field,
     computed_field,
 )
@@ -16,7 +15,7 @@ from speedq.schemas import repo as repos
 from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
-from speedq.schemas.rules import BackendName
+from speedq.schemas.rules import BackendName, Schema
 from speedq.schemas.spec import JobSpec
 
 
@@ -37,7 +36,7 @@ class JobState(str, Enum):
 ACTIVE_STATES = tuple(s for s in JobState if not s.terminal)
 
 
-class LogPointer(BaseModel):
+class LogPointer(Schema):
     """Where the run's log is, and the command a person would use to read it."""
 
     location: Literal["local", "modal-volume"]
@@ -46,7 +45,7 @@ class LogPointer(BaseModel):
     command: str
 
 
-class AttemptStatus(BaseModel):
+class AttemptStatus(Schema):
     """What anyone may see of an attempt (the dashboard shows it without a token): when and how
     it ended and which steps it ran; not its call id, worker or error text."""
 
@@ -90,7 +89,7 @@ class PreflightState(str, Enum):
     cancelled = "cancelled"
 
 
-class PreflightStatus(BaseModel):
+class PreflightStatus(Schema):
     """A multi-GPU full run's preflight: the same commit and options briefly on one GPU, evals off,
     in the run directory's `preflight/` (never the full run's checkpoints). Its attempts are in
     `JobRecord.attempts` (flagged `preflight`), so they are fenced, leased, cancelled, reattached
@@ -105,7 +104,7 @@ class PreflightStatus(BaseModel):
     final_step: int | None = None
 
 
-class JobRecord(BaseModel):
+class JobRecord(Schema):
     id: str
     spec: JobSpec
     state: JobState = JobState.queued
@@ -187,7 +186,7 @@ class JobRecord(BaseModel):
         return sum(1 for a in self.attempts[self.round_start:] if a.preflight)
 
 
-class Submitted(BaseModel):
+class Submitted(Schema):
     """What a submit did: `created` False means an active job already held this run, and `job`
     is that one (nothing new was queued)."""
 

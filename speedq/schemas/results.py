@@ -4,12 +4,13 @@ GPT-2's on one 8xH100 node."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, computed_field
+from pydantic import computed_field
 
 from speedq.gpu import nanochat
+from speedq.schemas.rules import Schema
 
 
-class RunResults(BaseModel):
+class RunResults(Schema):
     # From base_train's output (None where this commit or these options did not print it).
     training_time_s: float | None = None  # `Total training time`: the speedrun's time
     core_metric: float | None = None  # the last `CORE metric`

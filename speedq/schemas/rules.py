@@ -84,7 +84,15 @@ def _has_surrogate(value: object) -> bool:
     return False
 
 
-class UserInput(BaseModel):
+class Schema(BaseModel):
+    """Base of every model here: its validator and serializer are built on first use, not on
+    import, so a command pays only for the models it touches (`speedq status` builds a record's,
+    not the API's or the dashboard's; an idle worker holds none it never used; issue 11)."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class UserInput(Schema):
     """Base of every model a user fills in (CLI options, API bodies and queries): each field's
     text, at any depth, must be valid Unicode before any other rule looks at it."""
 
@@ -96,7 +104,7 @@ class UserInput(BaseModel):
         return value
 
 
-class GpuSpec(BaseModel):
+class GpuSpec(Schema):
     """`TYPE[:COUNT]`, e.g. H100:8."""
 
     model_config = ConfigDict(frozen=True)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pydantic import (
-    BaseModel,
     Field,
 )
 
 from speedq.schemas.protocol import Progress
 from speedq.schemas.record import AttemptStatus, JobRecord, JobState, PreflightState
 from speedq.schemas.results import RunResults
+from speedq.schemas.rules import Schema
 
 
-class JobStatus(BaseModel):
+class JobStatus(Schema):
     """What any team may see of another team's job."""
 
     id: str
@@ -39,7 +39,7 @@ class JobStatus(BaseModel):
         )
 
 
-class LossPoint(BaseModel):
+class LossPoint(Schema):
     """One point of a run's base-training loss curve (the store keeps a thinned history)."""
 
     step: int
@@ -79,12 +79,12 @@ class JobPage(JobOverview):
     loss: list[LossPoint] = Field(default_factory=list)
 
 
-class TeamJobs(BaseModel):
+class TeamJobs(Schema):
     team: str
     jobs: dict[JobState, int]
 
 
-class Board(BaseModel):
+class Board(Schema):
     """The dashboard's front page: counts by team and state, and the newest jobs."""
 
     teams: list[TeamJobs]
