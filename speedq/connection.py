@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from speedq import settings
@@ -45,6 +46,10 @@ def _retrying_client(url: str, retries: int, backoff_cap_s: float, socket_timeou
         socket_connect_timeout=5,
         socket_timeout=socket_timeout,
         health_check_interval=30,
+        # Named here, redis-py does not look its own version up in the installed distributions'
+        # metadata for every new connection: milliseconds in each work horse, whose first command
+        # opens one.
+        driver_info=DriverInfo(lib_version=redis.__version__),
     )
 
 
