@@ -11,9 +11,11 @@ import subprocess
 import pytest
 from rq import Queue
 
+from speedq.errors import QuotaExceeded
 from speedq.keys import Keys, queue_name
-from speedq.producer import submit
-from speedq.schemas import JobSpec
+from speedq.producer import admit, enqueue_in, submit
+from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.store import Store, TeamUsage
 from tests.conftest import RedisServer, wait_for
 
 READS = {"GET", "ZCARD", "HVALS"}
@@ -53,3 +55,49 @@ def test_submit_writes_everything_in_one_script_after_one_read(redis_server: Red
     assert conn.get(Keys.seq) == b"1" and record.id == "sq-1"
     assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [record.rq_job_id]
     assert record.rq_job_id == "sq-1"  # the stored record names its RQ job: no second write
+
+
+def test_a_run_claimed_between_a_submits_read_and_its_write_returns_the_holder(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    spec = JobSpec(team="alpha", backend="sim", run_name="one")
+    raced: list[JobRecord] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+        if not raced:  # another producer's submit of the same run lands after this one's read
+            raced.append(Store(redis_server.client()).create_claiming_run(spec, also=enqueue_in(conn))[0])
+
+    record, created = Store(conn).create_claiming_run(spec, guard=meanwhile, also=enqueue_in(conn))
+    assert not created and record.id == raced[0].id
+    assert conn.get(Keys.seq) == b"1"
+    assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [raced[0].id]
+
+
+def test_two_submits_racing_for_a_teams_last_queued_place_make_one_job(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    store.add_team(TeamSettings(name="alpha", max_queued=1))
+    raced: list[JobRecord] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+        if not raced:
+            other = JobSpec(team="alpha", backend="sim", run_name="other")
+            raced.append(Store(redis_server.client()).create_claiming_run(other, guard=admit)[0])
+        admit(team, usage)
+
+    with pytest.raises(QuotaExceeded, match="max-queued of 1"):
+        store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"), guard=meanwhile)
+    assert store.count("alpha", JobState.queued) == 1 and conn.get(Keys.seq) == b"1"
+    assert conn.get(Keys.run_claim("alpha", "one")) is None
+
+
+def test_an_update_decided_on_a_stale_record_is_decided_again_on_the_stored_one(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"))
+    store.update(record.id, lambda r: setattr(r, "cancel_requested", True))  # someone else's write
+    after = store.update(record.id, lambda r: setattr(r, "error", "noted"), seen=record)
+    assert after.cancel_requested and after.error == "noted"
+    assert store.get(record.id) == after
