@@ -167,9 +167,7 @@ class Supervisor:
             r.log = pointer
             r.started_at = r.started_at or time.time()
 
-        # With the lease, renewed in the same step: another worker may have taken the job while
-        # we prepared, and then nothing is written and nothing launched.
-        record = self._update(begin, seen=record, lease=True)
+        record = self._update(begin, seen=record, lease=True)  # nothing launched if another worker took the job
         try:
             call_id = backend.launch(record, number)
         except LaunchUnknown as exc:
@@ -362,15 +360,12 @@ class Supervisor:
         r.worker = self.worker
         r.heartbeat_at = time.time()
 
-    def _update(
-        self, change: Callable[[JobRecord], object], seen: JobRecord | None = None, lease: bool = False
-    ) -> JobRecord:
-        """`seen`: the record as last read or written here (saves a read if still stored).
-        `lease`: write only while this worker holds the job, renewing its lease."""
+    def _update(self, change: Callable[[JobRecord], object], seen: JobRecord | None = None, lease: bool = False
+                ) -> JobRecord:
+        """`seen` (the record as last read or written here) saves a read; `lease`: write only while holding it."""
+        held = Lease(self.worker, self.ttl_s) if lease else None
         try:
-            return self.store.update(
-                self.job_id, change, seen=seen, lease=Lease(self.worker, self.ttl_s) if lease else None
-            )
+            return self.store.update(self.job_id, change, seen=seen, lease=held)
         except LeaseLost:
             log.warning("%s: lease lost to another worker; stopping", self.job_id)
             raise _Done from None
