@@ -70,7 +70,6 @@ def lease_ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-
 class LeaseStore:
     """Store's lease methods (see the module docstring)."""
 
