@@ -23,11 +23,17 @@ from speedq import errors
 from speedq.client import Client
 from speedq.connection import connect_for_requests
 from speedq.schemas import (
+    CompareQuery,
+    Comparison,
     JobId,
     JobRecord,
+    JobSpec,
     JobStatus,
+    Leaderboard,
+    LeaderboardQuery,
     ListQuery,
     LogQuery,
+    Preview,
     StatsQuery,
     SubmitRequest,
     Submitted,
@@ -62,7 +68,10 @@ def responses(*kinds: type[errors.SpeedqError]) -> dict[int | str, dict[str, Any
 
 ERRORS = responses()
 JOB_ERRORS = responses(errors.JobNotFound)
-WRITE_ERRORS = responses(errors.JobNotFound, errors.NotYourJob, errors.ProducerError, errors.QuotaExceeded)
+WRITE_ERRORS = responses(
+    errors.JobNotFound, errors.NotYourJob, errors.ProducerError, errors.QuotaExceeded, errors.BudgetExceeded
+)
+PREVIEW_ERRORS = responses(errors.NotYourJob)
 LOG_ERRORS = responses(errors.JobNotFound, errors.NotYourJob, errors.BackendError)
 
 
@@ -104,9 +113,21 @@ def _view(record: JobRecord, team: TeamSettings) -> JobRecord | JobStatus:
 @router.post("/jobs", status_code=201, response_model=Submitted, responses=WRITE_ERRORS)
 def submit(body: SubmitRequest, team: Team, client: ClientDep) -> Submitted:
     """Queue a speedrun for the token's team (a body `team` must be that team)."""
+    return client.submit(_spec(body, team))
+
+
+def _spec(body: SubmitRequest, team: TeamSettings) -> JobSpec:
     if body.team is not None and body.team != team.name:
         raise errors.NotYourJob(f"this token belongs to team {team.name!r}; it cannot submit for {body.team!r}")
-    return client.submit(body.spec_for(team.name))
+    return body.spec_for(team.name)
+
+
+@router.post("/jobs/preview", response_model=Preview, responses=PREVIEW_ERRORS)
+def preview(body: SubmitRequest, team: Team, client: ClientDep) -> Preview:
+    """What `POST /v1/jobs` with this body would do, storing nothing: the resolved commit, the
+    step count, the estimated GPU-hours and cost, the team's budget left, and `refusal` (the
+    submit's refusal line now, or null)."""
+    return client.preview(_spec(body, team))
 
 
 @router.get("/jobs/{job_id}", response_model=JobRecord | JobStatus, responses=JOB_ERRORS)
@@ -143,6 +164,20 @@ def retry(job_id: JobId, team: Team, client: ClientDep) -> JobRecord:
 def stats(query: Annotated[StatsQuery, Query()], team: Team, client: ClientDep) -> list[TeamStats]:
     """Per team: jobs by state, GPU-hours, estimated cost, queue waits."""
     return client.stats(query.team)
+
+
+@router.get("/leaderboard", response_model=Leaderboard, responses=ERRORS)
+def leaderboard(query: Annotated[LeaderboardQuery, Query()], team: Team, client: ClientDep) -> Leaderboard:
+    """Time to GPT-2 (CORE above GPT-2's on 8xH100, fastest first) and the best val bpb per
+    depth; every team's entries, each with its repository, commit, options and results."""
+    return client.leaderboard(query.model, query.team, query.limit)
+
+
+@router.get("/compare", response_model=Comparison, responses=JOB_ERRORS)
+def compare(query: Annotated[CompareQuery, Query()], team: Team, client: ClientDep) -> Comparison:
+    """Jobs' results side by side (`?jobs=sq-1&jobs=sq-2`); another team's run without results
+    shows its status only."""
+    return client.compare(*query.jobs, viewer=team.name)
 
 
 def create_app(conn: redis.Redis | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -88,6 +88,13 @@ def submit(
         "--train-arg",
         help="A base_train option KEY=VALUE without dashes (max-seq-len=128; a bare fp8 is true). Repeatable.",
     )] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Store nothing: show the resolved commit, steps, estimated GPU-hours and cost, budget left.",
+    )] = False,
+    no_preflight: Annotated[bool, typer.Option(
+        "--no-preflight",
+        help=f"Launch a multi-GPU full run at once, without first running {config.PREFLIGHT_STEPS} steps on one GPU.",
+    )] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Validate and enqueue a speedrun; prints the job id last."""
@@ -97,8 +104,14 @@ def submit(
         "max_attempts": max_attempts,
         "attempt_timeout_s": timeout, "save_every": save_every, "train_args": train_arg,
     }
-    fields = {k: v for k, v in given.items() if v is not None}
-    done = _client().submit({"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields})
+    fields: dict[str, object] = {k: v for k, v in given.items() if v is not None}
+    if no_preflight:
+        fields["preflight"] = False
+    values = {"mode": "smoke" if smoke else "full", "force_restart": force_restart, **fields}
+    if dry_run:
+        _preview(values, as_json)
+        return
+    done = _client().submit(values)
     job, spec = done.job, done.job.spec
     if not done.created:
         err().print(f"run {spec.run_key} already has active job {job.id} ({job.state.value}); not submitting another")
@@ -108,6 +121,21 @@ def submit(
         if done.created:
             err().print(f"queued {spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}")
         print(job.id)
+
+
+def _preview(values: "Mapping[str, object]", as_json: bool) -> None:
+    """The preview, then the submit's refusal (if it would be refused) as its one line and exit 3."""
+    from speedq.errors import QuotaExceeded
+
+    shown = _client().preview(values)
+    if as_json:
+        _print_json(shown)
+    else:
+        from speedq.views import preview_panel
+
+        out().print(preview_panel(shown))
+    if shown.refusal is not None:
+        raise QuotaExceeded(shown.refusal)  # every refusal a submit can meet here exits 3
 
 
 @app.command()
@@ -320,6 +348,38 @@ def stats(
         _print_json(figures)
     else:
         out().print(stats_table(figures))
+
+
+@app.command()
+def leaderboard(
+    model: Annotated[str | None, typer.Option(help="Only this model (d<depth>).")] = None,
+    team: Annotated[str | None, typer.Option(help="Only this team's runs.")] = None,
+    limit: Annotated[str, typer.Option(help="At most this many time-to-GPT-2 entries.")] = "50",
+    as_json: JsonFlag = False,
+) -> None:
+    """Time to GPT-2 (CORE above GPT-2's on 8xH100, fastest first) and the best val bpb per depth."""
+    from speedq.views_board import leaderboard_view
+
+    board = _client().leaderboard(model, team, limit)
+    if as_json:
+        _print_json(board)
+    else:
+        out().print(leaderboard_view(board))
+
+
+@app.command()
+def compare(
+    jobs: Annotated[list[str], typer.Argument(help="Job ids, e.g. sq-7 sq-9.", show_default=False)],
+    as_json: JsonFlag = False,
+) -> None:
+    """Jobs' results side by side: training time, CORE, val bpb, throughput, cost, code and options."""
+    from speedq.views_board import compare_table
+
+    comparison = _client().compare(*jobs)
+    if as_json:
+        _print_json(comparison)
+    else:
+        out().print(compare_table(comparison))
 
 
 @app.command()

@@ -27,11 +27,16 @@ from pydantic import BaseModel, ValidationError
 from speedq import settings
 from speedq.errors import InvalidInput, NotYourJob
 from speedq.schemas import (
+    CompareQuery,
+    Comparison,
     JobRecord,
     JobRef,
     JobSpec,
+    Leaderboard,
+    LeaderboardQuery,
     ListQuery,
     LogQuery,
+    Preview,
     StatsQuery,
     Submitted,
     TeamRef,
@@ -94,6 +99,15 @@ class Client:
         done = producer.submit(self.conn, checked)
         return Submitted(created=done.created, job=done.record)
 
+    def preview(self, spec: JobSpec | Mapping[str, Any]) -> Preview:
+        """What `submit(spec)` would do, storing nothing: the same validation, the resolved
+        commit, nanochat's step count, the estimated GPU-hours and cost, the team's budget left,
+        and `refusal`, the line the submit would be refused with now (None: it would go in)."""
+        from speedq import preview
+
+        checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        return preview.preview(self.conn, checked)
+
     def get(self, job_id: str) -> JobRecord:
         """The job's record; `JobNotFound` if there is none."""
         checked = validated(JobRef, {"id": job_id}).id  # before connecting: input first
@@ -138,6 +152,24 @@ class Client:
 
         query = validated(StatsQuery, {"team": team})
         return accounting.stats(self.store, query.team)
+
+    def leaderboard(self, model: str | None = None, team: str | None = None, limit: int | str = 50) -> Leaderboard:
+        """Time-to-GPT-2 (runs whose CORE beats GPT-2's on 8xH100, fastest first) and the best
+        val bpb per depth, optionally of one model or team."""
+        from speedq import leaderboard
+
+        given = {"model": model, "team": team, "limit": limit}
+        query = validated(LeaderboardQuery, {k: v for k, v in given.items() if v is not None})
+        return leaderboard.leaderboard(self.store, query)
+
+    def compare(self, *job_ids: str, viewer: str | None = None, loss: bool = False) -> Comparison:
+        """Jobs' results side by side, in the order given (`JobNotFound` if one is unknown).
+        With `viewer` (a team), other teams' runs without results show their status only; with
+        `loss`, each run's loss curve comes too."""
+        from speedq import leaderboard
+
+        query = validated(CompareQuery, {"jobs": list(job_ids)})
+        return leaderboard.comparison(self.store, query, viewer=viewer, loss=loss)
 
     def wait(self, job_id: str, timeout: float | None = None, poll_s: float | None = None) -> JobRecord:
         """Poll the job until it ends or `timeout` seconds pass; the last record read either way

@@ -17,6 +17,11 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPT_TIMEOUT_S = 24 * 3600  # Modal stops a function at 24 h
 DEFAULT_ATTEMPT_TIMEOUT_S = MAX_ATTEMPT_TIMEOUT_S
 SMOKE_STEPS = nanochat.SMOKE_STEPS
+# A full run on more than one GPU first runs this many steps of the same commit and options on one
+# GPU (its preflight), evals off. A constant, not a setting: enough steps to pass compilation, the
+# first optimizer steps and a checkpoint save (at half of them), which is where a broken fork or an
+# out-of-memory device batch fails; the record keeps the count each job's preflight ran with.
+PREFLIGHT_STEPS = 20
 
 GPU_TYPES = ("H100", "H200", "A100-80GB", "A100-40GB", "L40S", "A10G", "B200", "CPU")
 CPU_GPU_TYPE = "CPU"  # no GPU: the local and sim backends only, one process
@@ -45,6 +50,34 @@ DEFAULT_GPU_PRICES = {
     "B200": 6.25,
     "CPU": 0.0,
 }
+
+# Cost preview: a run's GPU-hours are estimated from the team's own succeeded runs of the same
+# model, mode and GPU type (the median GPU-seconds per training token of the last
+# ESTIMATE_HISTORY_KEPT, times this run's tokens), else from this table:
+#   GPU-seconds = tokens x FLOPs per token / (peak bf16 FLOP/s x ESTIMATE_MFU)
+#                 + ESTIMATE_OVERHEAD_S[mode] x GPU count
+# Peak bf16 FLOP/s per GPU are nanochat's own (nanochat/common.py get_peak_flops); A10G, which it
+# does not list, is NVIDIA's A10 sheet (125 TFLOP/s dense), and CPU a nominal 1 TFLOP/s.
+ESTIMATE_PEAK_FLOPS = {
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100-80GB": 312e12,
+    "A100-40GB": 312e12,
+    "L40S": 362e12,
+    "A10G": 125e12,
+    "B200": 2.25e15,
+    "CPU": 1e12,
+}
+# nanochat's d24 record (dev/LEADERBOARD.md, March 2026): 1.65 h on 8xH100 with fp8, about 59%
+# of the bf16 peak; 50% leaves room for runs without fp8 and smaller models.
+ESTIMATE_MFU = 0.5
+# What a run spends besides base training's steps: container start, compile, the data and
+# tokenizer stages; a full run also base_eval (CORE), chat_sft and chat_eval. Wall seconds.
+ESTIMATE_OVERHEAD_S = {"smoke": 10 * 60, "full": 45 * 60}
+ESTIMATE_HISTORY_KEPT = 20  # succeeded runs per (team, model, mode, GPU type)
+# A dry run resolves the ref the way a worker will; without an answer in this long (no network),
+# it says so instead of waiting on git.
+PREVIEW_RESOLVE_TIMEOUT_S = 10.0
 
 # How many recent queue waits per team `stats` takes its median and p95 from.
 WAIT_SAMPLES_KEPT = 1000

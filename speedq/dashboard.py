@@ -1,4 +1,5 @@
-"""The web dashboard: one static page at `/` and the read-only JSON it draws from.
+"""The web dashboard: one static page at `/` (its scripts under /static/) and the read-only JSON
+it draws from: the jobs board, job pages, the leaderboard and comparisons of runs.
 
 Anyone who can reach the API sees every team's jobs at the status-only level (state, progress,
 loss curve, attempts' outcomes): nothing there is sensitive, and a shared queue is easier to
@@ -8,17 +9,32 @@ endpoints for the rest (a job's spec and log tail) with the token a person types
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from typing import Annotated
 
-from fastapi import APIRouter, Query
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
 
 from speedq.api import ERRORS, JOB_ERRORS, StoreDep
-from speedq.schemas import Board, JobId, JobOverview, JobPage, ListQuery, TeamJobs
+from speedq.leaderboard import comparison, leaderboard
+from speedq.schemas import (
+    Board,
+    CompareQuery,
+    Comparison,
+    JobId,
+    JobOverview,
+    JobPage,
+    Leaderboard,
+    LeaderboardQuery,
+    ListQuery,
+    TeamJobs,
+)
 
 router = APIRouter()
-PAGE = files("speedq") / "static" / "dashboard.html"
+STATIC = files("speedq") / "static"
+PAGE = STATIC / "dashboard.html"
+SCRIPT_NAME = re.compile(r"[a-z_]+\.js")  # a plain name: nothing a request names escapes static/
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -41,3 +57,24 @@ def job_page(job_id: JobId, store: StoreDep) -> JobPage:
     """One job's status, attempts and loss curve (status only; no token needed)."""
     record = store.get(job_id)
     return JobPage(**JobOverview.of(record).model_dump(), loss=store.loss_history(record.id))
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def script(name: str) -> Response:
+    """The page's scripts (plain JS, no build step), from speedq/static/ only."""
+    source = STATIC / name
+    if not SCRIPT_NAME.fullmatch(name) or not source.is_file():
+        raise HTTPException(404, f"no script {name}")
+    return Response(source.read_text(encoding="utf-8"), media_type="text/javascript")
+
+
+@router.get("/dashboard/api/leaderboard", response_model=Leaderboard, responses=ERRORS, tags=["dashboard"])
+def board_page(query: Annotated[LeaderboardQuery, Query()], store: StoreDep) -> Leaderboard:
+    """The leaderboard, as /v1/leaderboard (no token needed: its entries are published runs)."""
+    return leaderboard(store, query)
+
+
+@router.get("/dashboard/api/compare", response_model=Comparison, responses=JOB_ERRORS, tags=["dashboard"])
+def compare_page(query: Annotated[CompareQuery, Query()], store: StoreDep) -> Comparison:
+    """Runs side by side with their loss curves (no token: options only of runs with results)."""
+    return comparison(store, query, status_only=True, loss=True)

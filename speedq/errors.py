@@ -2,7 +2,8 @@
 HTTP status, so the CLI and the API map errors the same way from here (no table apart).
 
 Exit codes: 1 the system failed (Redis unreachable, a backend error), 2 refused (invalid input or
-settings, no such job, another team's job, not possible in the job's state), 3 over a team quota.
+settings, no such job, another team's job, not possible in the job's state), 3 over a team quota
+or budget.
 A module of its own, importing nothing, so the CLI can catch them without importing RQ.
 """
 
@@ -73,6 +74,15 @@ class QuotaExceeded(ProducerError):
     meaning = "over a team quota"
 
 
+class BudgetExceeded(QuotaExceeded):
+    """The run's estimate does not fit in the team's GPU-hour budget beside what is spent and
+    what its queued and running jobs reserve; nothing was stored."""
+
+    exit_code = 3
+    http_status = 402
+    meaning = "over the team's GPU-hour budget (spent + reserved by runs in flight + this run's estimate)"
+
+
 class RedisUnavailable(SpeedqError):
     exit_code = 1
     http_status = 503
@@ -92,7 +102,7 @@ class BackendError(SpeedqError):
 # Every class a user can meet, in the order the README lists them.
 ALL: tuple[type[SpeedqError], ...] = (
     InvalidInput, SettingsInvalid, Unauthorized, JobNotFound, ProducerError, NotYourJob,
-    QuotaExceeded, RedisUnavailable, BackendError,
+    QuotaExceeded, BudgetExceeded, RedisUnavailable, BackendError,
 )
 
 

@@ -12,7 +12,7 @@ from typing import Literal, Protocol
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
-TeamPart = Literal["running", "gpu-seconds", "waits", "attempts"]
+TeamPart = Literal["running", "gpu-seconds", "waits", "attempts", "reserved"]
 
 
 class StrEnum(Protocol):
@@ -70,8 +70,28 @@ class Keys:
 
     @staticmethod
     def loss_history(job_id: str) -> str:
-        """The job's base-training loss curve: a list of "step:loss" entries, oldest first."""
+        """The job's base-training loss curve: a list of "step:loss:time" entries, oldest first."""
         return f"{PREFIX}:loss:{job_id}"
+
+    # The leaderboard, kept by the store as it writes records (see store_board.py): sorted sets
+    # of succeeded jobs with results. `board_time`: time-to-GPT-2 entries scored by training
+    # seconds; `board_bpb`: full runs of one model scored by minimum val bpb; `board_models`:
+    # every model with a `board_bpb` set, scored by depth.
+    @staticmethod
+    def board_time(team: str | None = None, model: str | None = None) -> str:
+        return f"{PREFIX}:board:time:team={team or '*'}:model={model or '*'}"
+
+    @staticmethod
+    def board_bpb(model: str, team: str | None = None) -> str:
+        return f"{PREFIX}:board:bpb:team={team or '*'}:model={model}"
+
+    board_models = f"{PREFIX}:board:models"
+
+    @staticmethod
+    def run_history(team: str, model: str, mode: str, gpu_type: str) -> str:
+        """The team's succeeded runs of one model, mode and GPU type, newest first (a list of
+        `RunSample` JSON, capped): what cost previews estimate from."""
+        return f"{PREFIX}:history:{team}:{model}:{mode}:{gpu_type}"
 
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"
@@ -93,7 +113,9 @@ class Keys:
         `running`: ids of its jobs holding a running slot (a set, so a slot belongs to a job);
         `gpu-seconds`: GPU-seconds of its ended attempts (a hash by GPU type);
         `waits`: recent queue waits in seconds, submit or retry to first attempt (a list, newest first);
-        `attempts`: its ended attempts by outcome (a hash of counts).
+        `attempts`: its ended attempts by outcome (a hash of counts);
+        `reserved`: GPU-seconds its queued and running jobs still hold against its budget (an
+        integer: the sum of `estimate.reservation_s` over its records that have not ended).
         """
         return f"{PREFIX}:team:{name}" + (f":{part}" if part else "")
 

@@ -1,4 +1,5 @@
-"""Putting jobs in and taking them back: submit (with dedupe and team quotas), cancel, retry."""
+"""Putting jobs in and taking them back: submit (with dedupe, team quotas and the budget
+reservation of speedq.estimate), cancel, retry."""
 
 from __future__ import annotations
 
@@ -6,16 +7,17 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import redis
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from speedq import settings
-from speedq.errors import NotYourJob, ProducerError, QuotaExceeded
+from speedq import estimate, settings
+from speedq.errors import BudgetExceeded, NotYourJob, ProducerError, QuotaExceeded
 from speedq.keys import queue_name, rq_job_id
-from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, TeamSettings
 from speedq.store import Also, Store, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
@@ -30,32 +32,56 @@ class Submitted:
 
 
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
-    record, created = Store(conn).create_claiming_run(spec, guard=admit, also=enqueue_in(conn))
+    """Store and enqueue the job with its cost estimate, which the same transaction reserves
+    against the team's budget (refused, with nothing stored, if it does not fit)."""
+    store = Store(conn)
+    cost = estimate_for(store, spec)
+    enqueue = enqueue_in(conn)
+
+    def with_estimate(pipe: redis.client.Pipeline, record: JobRecord) -> JobRecord:
+        return enqueue(pipe, record.model_copy(update={"estimate": cost}))
+
+    record, created = store.create_claiming_run(spec, guard=partial(admit, needed_s=cost.gpu_seconds),
+                                                also=with_estimate)
     return Submitted(record, created=created)
 
 
-def admit(team: TeamSettings, usage: TeamUsage) -> None:
+def estimate_for(store: Store, spec: JobSpec) -> Estimate:
+    from speedq.accounting import prices
+
+    return estimate.estimate(spec, store.run_history(spec), prices())
+
+
+def admit(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> None:
     """Refuse a submit from a team this queue does not take, or over its quotas."""
     if not team.added and not settings.get().open_teams:
         raise QuotaExceeded(
             f"team {team.name!r} has not been added (speedq team add {team.name}); this queue takes added teams only"
         )
-    check_quota(team, usage)
+    check_quota(team, usage, needed_s)
 
 
-def check_quota(team: TeamSettings, usage: TeamUsage) -> None:
-    """Refuse a submit that would put the team over max-queued or that its used budget forbids."""
+def check_quota(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> None:
+    """Refuse a submit that would put the team over max-queued, or whose estimate does not fit
+    in its budget beside what is spent and what its runs in flight reserve."""
     if team.max_queued is not None and usage.queued >= team.max_queued:
         raise QuotaExceeded(
             f"team {team.name!r} has {usage.queued} queued jobs, at its max-queued of {team.max_queued}; "
             "wait for some to start or cancel one"
         )
-    used_h = usage.gpu_seconds / 3600
-    if team.gpu_hours_budget is not None and used_h >= team.gpu_hours_budget:
-        raise QuotaExceeded(
-            f"team {team.name!r} has used {used_h:.2f} of its {team.gpu_hours_budget:g} GPU-hour budget; "
-            "ask an operator to raise it (speedq team set)"
-        )
+    why = estimate.refusal(team, usage.gpu_seconds, usage.reserved_s, needed_s)
+    if why is not None:
+        raise BudgetExceeded(why)
+
+
+def over_budget_now(store: Store, team: str) -> str | None:
+    """Why a job of `team` (its estimate reserved already) may not start its round now: the
+    budget was lowered under what is spent and reserved. None: it may start."""
+    team_settings = store.team(team)
+    if team_settings.gpu_hours_budget is None:
+        return None  # most teams: one read
+    usage = store.team_usage(team)
+    return estimate.refusal_at_start(team_settings, usage.gpu_seconds, usage.reserved_s)
 
 
 def enqueue_in(conn: redis.Redis) -> Also:
@@ -125,7 +151,8 @@ def retry(conn: redis.Redis, job_id: str, team: str) -> JobRecord:
     record = _owned(store, job_id, team)
     if not record.state.terminal or record.state == JobState.succeeded:
         raise ProducerError(f"job {job_id} is {record.state.value}; only failed or cancelled jobs can be retried")
-    check_quota(store.team(team), store.team_usage(team))  # a retry spends GPU-hours too
+    # A retry spends GPU-hours too: its estimate is reserved again (by the update that requeues it).
+    check_quota(store.team(team), store.team_usage(team), record.estimate.gpu_seconds if record.estimate else 0)
     holder = store.reclaim_run(record)
     if holder is not None:
         raise ProducerError(f"run {record.spec.run_key} is held by active job {holder.id}")

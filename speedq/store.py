@@ -1,4 +1,6 @@
-"""The Redis layout: job records, listing indexes, run claims, teams and their counters.
+"""The Redis layout: job records, listing indexes, run claims, teams and their counters, the
+leaderboard's indexes (store_board.py), and the budget's reservations and run history
+(store_budget.py).
 Nobody else builds a key name.
 
 Each job record is one JSON string. Listing reads a sorted set (score = creation time) chosen
@@ -25,6 +27,8 @@ from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
 from speedq.store_apply import APPLY, delete_if_equal, packed, writes
+from speedq.store_board import BoardStore, index_board
+from speedq.store_budget import hold, note_success
 from speedq.store_leases import LEASE, Lease, LeaseLost, LeaseStore, lease_ms
 from speedq.store_teams import Guard, TeamLoad, TeamStore, TeamUsage, team_settings
 
@@ -41,23 +45,23 @@ Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
 
 # What a run claim decides on, in one round trip: the claim's holder and its record (KEYS[6] is
 # the job key prefix; the holder's id is only known here), the team's queued count, its
-# GPU-seconds, the id sequence and the team's settings; and a digest of all of them, which
-# _APPLY_CLAIM recomputes to write only if none has changed since. Read by EVAL_RO: the server
-# refuses any write from it, so a refused submit writes nothing.
+# GPU-seconds, the id sequence, the team's settings and its reserved GPU-seconds (KEYS[7]); and a
+# digest of all of them, which _APPLY_CLAIM recomputes to write only if none has changed since.
+# Read by EVAL_RO: the server refuses any write from it, so a refused submit writes nothing.
 _CLAIM_STATE = """
 local function claim_state()
   local holder = redis.call('get', KEYS[1])
   local holder_raw = false
   if holder then holder_raw = redis.call('get', KEYS[6] .. holder) end
   local s = {holder, holder_raw, redis.call('zcard', KEYS[2]), redis.call('hvals', KEYS[3]),
-             redis.call('get', KEYS[4]), redis.call('get', KEYS[5])}
-  local parts = {s[1] or '', s[2] or '', s[3], table.concat(s[4], ','), s[5] or '', s[6] or ''}
+             redis.call('get', KEYS[4]), redis.call('get', KEYS[5]), redis.call('get', KEYS[7])}
+  local parts = {s[1] or '', s[2] or '', s[3], table.concat(s[4], ','), s[5] or '', s[6] or '', s[7] or ''}
   return s, redis.sha1hex(table.concat(parts, '\\n'))
 end
 """
 _READ_CLAIM = _CLAIM_STATE + """
 local s, digest = claim_state()
-return {s[1], s[2], s[3], s[4], s[5], s[6], digest}
+return {s[1], s[2], s[3], s[4], s[5], s[6], s[7], digest}
 """
 # ARGV[1]: the digest the read returned; then the writes (store_apply.APPLY). 1 if written.
 _APPLY_CLAIM = _CLAIM_STATE + APPLY + """
@@ -79,11 +83,12 @@ class _ClaimRead:
 
     @classmethod
     def of(cls, reply: list[Any]) -> _ClaimRead:
-        holder, holder_raw, queued, seconds, seq, team_raw, digest = reply
+        holder, holder_raw, queued, seconds, seq, team_raw, reserved, digest = reply
         return cls(
             holder=holder.decode() if holder else None,
             holder_raw=holder_raw or None,
-            usage=TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds)),
+            usage=TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds),
+                            reserved_s=int(reserved or 0)),
             seq=int(seq or 0),
             team_raw=team_raw or None,
             digest=digest,
@@ -93,7 +98,7 @@ class _ClaimRead:
         return team_settings(team, self.team_raw)
 
 
-def _active(raw: bytes | None) -> JobRecord | None:
+def _active(raw: bytes | str | None) -> JobRecord | None:
     """The record if it is stored and has not ended."""
     if raw is None:
         return None
@@ -119,10 +124,10 @@ return {'ok'}
 """
 
 
-# Append a loss point if it is at least ARGV[3] steps past the last one kept (the final step,
-# ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed attempt replays
-# steps the curve already has: those are skipped, so each step appears once, the first time the
-# run reached it.
+# Append a loss point "step:loss:time" if it is at least ARGV[3] steps past the last one kept
+# (the final step, ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed
+# attempt replays steps the curve already has: those are skipped, so each step appears once, the
+# first time the run reached it.
 _APPEND_LOSS = """
 local last = redis.call('lindex', KEYS[1], -1)
 if last then
@@ -130,7 +135,7 @@ if last then
   local gap = tonumber(ARGV[1]) == tonumber(ARGV[5]) and 1 or tonumber(ARGV[3])
   if tonumber(ARGV[1]) < step + gap then return 0 end
 end
-redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2])
+redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 redis.call('ltrim', KEYS[1], -tonumber(ARGV[4]), -1)
 return 1
 """
@@ -141,7 +146,7 @@ def _indexes(record: JobRecord) -> list[str]:
     return [Keys.index(), Keys.index(team=team), Keys.index(state=state), Keys.index(team, state)]
 
 
-class Store(TeamStore, LeaseStore):
+class Store(TeamStore, BoardStore, LeaseStore):
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 
@@ -177,6 +182,11 @@ class Store(TeamStore, LeaseStore):
         """
         return self._claim_run(spec, None, guard, also)
 
+    def run_holder(self, spec: JobSpec) -> JobRecord | None:
+        """The active job holding the spec's run, if one does (a submit would return it)."""
+        holder = self.conn.get(Keys.run_claim(spec.team, spec.run_name or ""))
+        return _active(self.conn.get(Keys.job(text(holder)))) if holder is not None else None
+
     def put_many(self, records: Iterable[JobRecord]) -> None:
         """Write new records and their index entries in one round trip, claiming no runs: for
         loading a copy of a queue (benchmarks, restores), not for submitting."""
@@ -200,7 +210,7 @@ class Store(TeamStore, LeaseStore):
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
         keys = (claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq, Keys.team(team),
-                Keys.job(""))
+                Keys.job(""), Keys.team(team, "reserved"))
         while True:
             seen = _ClaimRead.of(self.conn.eval_ro(_READ_CLAIM, len(keys), *keys))
             if seen.holder is not None and (own is None or seen.holder != own.id):
@@ -269,6 +279,7 @@ class Store(TeamStore, LeaseStore):
 
     def _write(self, pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
         pipe.set(Keys.job(record.id), record.model_dump_json())
+        hold(pipe, record, previous)
         if previous is not None and previous.state != record.state:
             for index in _indexes(previous):
                 pipe.zrem(index, record.id)
@@ -277,6 +288,7 @@ class Store(TeamStore, LeaseStore):
                 pipe.zadd(index, {record.id: record.created_at})
         if previous is None:
             pipe.sadd(Keys.teams, record.spec.team)  # workers find the team's queues from here
+        index_board(pipe, record, previous)
 
     def _account(self, pipe: redis.client.Pipeline, before: JobRecord, after: JobRecord) -> None:
         """Per-team usage from the attempts this change began or ended (same transaction)."""
@@ -291,6 +303,7 @@ class Store(TeamStore, LeaseStore):
                 waited = attempt.started_at - (after.queued_at or after.created_at)
                 pipe.lpush(Keys.team(team, "waits"), repr(max(0.0, waited)))
                 pipe.ltrim(Keys.team(team, "waits"), 0, config.WAIT_SAMPLES_KEPT - 1)
+        note_success(pipe, before, after)
 
     # -- supervision (the lease methods are LeaseStore's) ---------------------------------------
 
@@ -357,8 +370,21 @@ class Store(TeamStore, LeaseStore):
         return bool(self.conn.eval(
             _APPEND_LOSS, 1, Keys.loss_history(job_id),
             progress.step, repr(progress.loss), gap, 2 * config.LOSS_POINTS, progress.total or -1,
+            repr(progress.updated_at),
         ))
 
     def loss_history(self, job_id: str) -> builtins.list[LossPoint]:
-        entries = (text(e).partition(":") for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1))
-        return [LossPoint(step=int(step), loss=float(loss)) for step, _, loss in entries]
+        return [_loss_point(text(e)) for e in self.conn.lrange(Keys.loss_history(job_id), 0, -1)]
+
+    def loss_histories(self, job_ids: Iterable[str]) -> builtins.list[builtins.list[LossPoint]]:
+        """Several jobs' loss curves in one round trip, in the order given."""
+        with self.conn.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.lrange(Keys.loss_history(job_id), 0, -1)
+            return [[_loss_point(text(e)) for e in entries] for entries in pipe.execute()]
+
+
+def _loss_point(entry: str) -> LossPoint:
+    """"step:loss:time", or "step:loss" as stored before points kept their time."""
+    step, loss, *when = entry.split(":")
+    return LossPoint(step=int(step), loss=float(loss), t=float(when[0]) if when else None)

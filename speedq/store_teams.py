@@ -12,7 +12,7 @@ import redis
 
 from speedq.connection import text
 from speedq.keys import Keys
-from speedq.schemas import JobState, TeamSettings
+from speedq.schemas import JobSpec, JobState, RunSample, TeamSettings
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class TeamUsage:
 
     queued: int
     gpu_seconds: float
+    reserved_s: int = 0  # what its jobs in flight hold against its budget (see speedq.estimate)
 
 
 # Decides whether a submit may go in, from the team's settings and usage as of the transaction;
@@ -149,11 +150,17 @@ class TeamStore:
     def _usage(self, conn: redis.Redis | redis.client.Pipeline, team: str) -> TeamUsage:
         queued = conn.zcard(Keys.index(team, JobState.queued))
         seconds = conn.hvals(Keys.team(team, "gpu-seconds"))
-        return TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds))
+        reserved = conn.get(Keys.team(team, "reserved"))
+        return TeamUsage(queued=int(queued), gpu_seconds=sum(float(v) for v in seconds), reserved_s=int(reserved or 0))
 
     def gpu_seconds(self, team: str) -> dict[str, float]:
         """GPU-seconds of the team's ended attempts, by GPU type."""
         return {text(k): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
+
+    def run_history(self, spec: JobSpec) -> builtins.list[RunSample]:
+        """The team's succeeded runs of the spec's model, mode and GPU type, newest first."""
+        key = Keys.run_history(spec.team, spec.model, spec.mode, spec.gpu.type)
+        return [RunSample.model_validate_json(raw) for raw in self.conn.lrange(key, 0, -1)]
 
     def queue_waits(self, team: str) -> builtins.list[float]:
         return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]

@@ -9,6 +9,11 @@ without either. The rules, from issue 10:
   `announce_s` fenced off (the next attempt's claim of the run dir supersedes it);
 - a call is stopped by a cancel that is then confirmed by polling, for up to `stop_confirm_s`
   (past that, the run-dir fence covers the rest).
+And from issue 12: a full run on more than one GPU is launched only after its preflight (the
+same commit and options briefly on one GPU) passed. The preflight's attempts are attempts like
+any other (fenced, leased, reattached, counted), flagged `preflight`; one that crashes, stalls or
+times out fails the job with its error line and log pointer, one that is preempted or lost is
+retried, and a pass is remembered in `record.preflight` so no later attempt runs it again.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from enum import Enum
 from typing import ClassVar
 
 from speedq.backends.base import CallStatus
-from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
+from speedq.schemas import Attempt, JobRecord, JobState, Outcome, PreflightState, PreflightStatus, Progress
 
 BASE_TRAIN_STAGE = "base_train"
 
@@ -73,6 +78,7 @@ class Finish:
 
 @dataclass(frozen=True)
 class Launch:
+    preflight: bool = False  # the one-GPU preflight, not the job's own run
     kind: ClassVar[Kind] = Kind.launch
 
 
@@ -123,10 +129,13 @@ def next_step(record: JobRecord) -> Finish | Launch | Reconcile | WatchCall:
     if attempt is None or attempt.outcome is not None:
         if record.cancel_requested:
             return Finish(JobState.cancelled, "cancelled")
-        if record.attempts_this_round >= record.spec.max_attempts:
+        preflight = wants_preflight(record)
+        done = record.preflights_this_round if preflight else record.attempts_this_round
+        if done >= record.spec.max_attempts:
             why = attempt.error if attempt is not None and attempt.error else "no attempts left"
-            return Finish(JobState.failed, f"gave up after {record.attempts_this_round} attempts: {why}")
-        return Launch()
+            what = "preflight attempts" if preflight else "attempts"
+            return Finish(JobState.failed, f"gave up after {done} {what}: {why}")
+        return Launch(preflight)
     if attempt.call_id is None:
         return Reconcile(attempt.number)
     return WatchCall(attempt.number, attempt.call_id)
@@ -147,15 +156,70 @@ def reconcile(attempt: Attempt, announced: str | None, now: float, bounds: Bound
 
 def after_attempt(record: JobRecord, status: CallStatus) -> Finish | Launch | Retry:
     """The attempt has ended with `status` (already written to `record`): the job's next step."""
+    preflight = record.is_preflight()
     if status.outcome == Outcome.succeeded:
-        return Finish(JobState.succeeded)
+        return Launch() if preflight else Finish(JobState.succeeded)
     if status.outcome == Outcome.cancelled or record.cancel_requested:
         return Finish(JobState.cancelled, status.error or "cancelled")
+    if preflight and preflight_broken(status.outcome):
+        return Finish(JobState.failed, preflight_failure(record, status.error))
     if status.outcome is None or not status.outcome.retryable:
         return Finish(JobState.failed, status.error)
-    if record.attempts_this_round >= record.spec.max_attempts:
+    if (record.preflights_this_round if preflight else record.attempts_this_round) >= record.spec.max_attempts:
         return Launch()  # next_step says why it gives up
     return Retry()
+
+
+# -- the preflight -------------------------------------------------------------------------------
+
+
+def wants_preflight(record: JobRecord) -> bool:
+    """The next launch is the preflight: the spec wants one (a full run on several GPUs, not
+    `--no-preflight`), none has passed for this commit, and the full run has not begun (a record
+    from before preflights existed, with full attempts, is not held back by one)."""
+    if not record.spec.wants_preflight or any(not a.preflight for a in record.attempts):
+        return False
+    done = record.preflight
+    return not (done is not None and done.state is PreflightState.passed and done.commit == record.nanochat_commit)
+
+
+def preflight_broken(outcome: Outcome | None) -> bool:
+    """The commit or options are broken: the preflight's own code crashed, hung or ran out of time
+    (a retry would do the same, at N GPUs' price next). A preemption or a lost call is retried."""
+    return outcome is None or outcome in (Outcome.crashed, Outcome.stalled, Outcome.timed_out) or not outcome.retryable
+
+
+def preflight_failure(record: JobRecord, error: str | None) -> str:
+    """The job's error when its preflight failed: what ran, its error line, where its log is."""
+    done = record.preflight
+    what = f"preflight ({done.steps} steps on {done.gpu})" if done is not None else "preflight"
+    where = f"; log: {done.log.command}" if done is not None and done.log is not None else ""
+    return f"{what} failed, the full run was not launched: {error or 'no error line'}{where}"
+
+
+def begin_preflight(record: JobRecord, steps: int) -> PreflightStatus:
+    """The summary a preflight attempt starts with (a retry keeps the step count it began with)."""
+    before = record.preflight
+    if before is not None and before.state is PreflightState.running:
+        return before.model_copy(update={"commit": record.nanochat_commit})
+    return PreflightStatus(steps=steps, gpu=f"{record.spec.gpu.type}:1", commit=record.nanochat_commit)
+
+
+def end_preflight(record: JobRecord, number: int, status: CallStatus) -> None:
+    """Fold a preflight attempt's end into `record.preflight` (inside the Store.update that ends
+    the attempt, so the pass and the outcome are written together)."""
+    attempt = record.attempts[number - 1]
+    done = record.preflight
+    if not attempt.preflight or done is None:
+        return
+    done.final_step = attempt.final_step
+    if status.outcome is Outcome.succeeded:
+        done.state, done.error = PreflightState.passed, None
+        record.progress = None  # the full run reports its own from its first poll
+    elif status.outcome is Outcome.cancelled or record.cancel_requested:
+        done.state = PreflightState.cancelled
+    elif preflight_broken(status.outcome) or record.preflights_this_round >= record.spec.max_attempts:
+        done.state, done.error = PreflightState.failed, status.error
 
 
 # -- watching one call ---------------------------------------------------------------------------
@@ -223,6 +287,7 @@ def note_progress(record: JobRecord, number: int, progress: Progress | None) -> 
         current.resumed_from_step = progress.resumed_from_step
     if progress.reached_before_resume is not None and number > 1:
         before = record.attempts[number - 2]
-        before.final_step = max(before.final_step or 0, progress.reached_before_resume)
+        if before.preflight == current.preflight:  # the same run dir's log said it
+            before.final_step = max(before.final_step or 0, progress.reached_before_resume)
     if progress.stage == BASE_TRAIN_STAGE and progress.step is not None:
         current.final_step = progress.step

@@ -6,10 +6,11 @@ import time
 from datetime import datetime
 
 from rich.console import Group
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from speedq.schemas import JobRecord, JobState, Progress, TeamSettings, TeamStats
+from speedq.schemas import Estimate, JobRecord, JobState, PreflightState, Preview, Progress, TeamSettings, TeamStats
 
 STATE_STYLE = {
     JobState.queued: "cyan",
@@ -46,6 +47,15 @@ def state_text(record: JobRecord) -> Text:
     return Text(label, style=STATE_STYLE[record.state])
 
 
+def stage_text(record: JobRecord, short: bool = False) -> str:
+    """The runner's stage; in preflight, that it is the preflight's (`ls`: just "preflight")."""
+    p = record.progress
+    stage = p.stage if p and p.stage else "-"
+    if not record.in_preflight:
+        return stage
+    return "preflight" if short else f"preflight: {stage} (1 GPU)"
+
+
 def step_text(record: JobRecord) -> str:
     p = record.progress
     if p is None or p.step is None:
@@ -72,7 +82,7 @@ def jobs_table(records: list[JobRecord], title: str | None = None) -> Table:
             r.spec.team,
             r.spec.run_name,
             state_text(r),
-            (p.stage if p and p.stage else "-"),
+            stage_text(r, short=True),
             step_text(r),
             f"{p.loss:.3f}" if p and p.loss is not None else "-",
             eta_text(r),
@@ -99,6 +109,21 @@ def metrics_text(p: Progress | None) -> str:
     return " ".join(parts)
 
 
+def preflight_text(record: JobRecord) -> str | Text:
+    """The preflight's state, size, GPU time and, when it failed, its error and log."""
+    done = record.preflight
+    if done is None:
+        if record.spec.mode == "full" and record.spec.gpu.count > 1 and not record.spec.preflight:
+            return "skipped (--no-preflight)"
+        return "-"
+    hours = record.preflight_gpu_seconds / 3600
+    text = f"{done.state.value}: {done.steps} steps on {done.gpu}, {hours:.3f} GPU-hours"
+    if done.state is PreflightState.failed:
+        where = f"\n{done.log.command}" if done.log is not None else ""
+        return Text(f"{text}\n{done.error or ''}{where}", style="red")
+    return text
+
+
 def job_detail(record: JobRecord) -> Group:
     spec, p = record.spec, record.progress
     facts = Table.grid(padding=(0, 2))
@@ -113,8 +138,10 @@ def job_detail(record: JobRecord) -> Group:
         ("nanochat", f"{spec.repo_ref} -> {record.nanochat_commit or 'not pinned yet'}"),
         ("train args", " ".join(f"{k}={v}" for k, v in spec.train_args.items()) or "-"),
         ("attempts", f"{record.attempts_this_round} of {spec.max_attempts}"
+                     + (f" and {record.preflights_this_round} of the preflight" if record.preflights_this_round else "")
                      + (f" ({len(record.attempts)} in all)" if record.round_start else "")),
-        ("stage", p.stage if p and p.stage else "-"),
+        ("preflight", preflight_text(record)),
+        ("stage", stage_text(record)),
         ("step", step_text(record)),
         ("loss", f"{p.loss:.4f}" if p and p.loss is not None else "-"),
         ("eta", eta_text(record)),
@@ -122,6 +149,7 @@ def job_detail(record: JobRecord) -> Group:
         ("val bpb", metrics_text(p)),
         ("log", f"{record.log.path}\n{record.log.command}" if record.log else "-"),
         ("gpu time", f"{record.gpu_seconds / 3600:.3f} GPU-hours"),
+        ("estimate", estimate_text(record.estimate) if record.estimate else "-"),
         ("recomputed", f"{record.steps_recomputed} steps"),
         ("submitted", when(record.created_at)),
         ("started", when(record.started_at)),
@@ -139,7 +167,7 @@ def job_detail(record: JobRecord) -> Group:
         attempts.add_column(column)
     for a in record.attempts:
         attempts.add_row(
-            str(a.number),
+            f"{a.number} (preflight)" if a.preflight else str(a.number),
             a.backend,
             a.call_id or "-",
             when(a.started_at),
@@ -150,6 +178,42 @@ def job_detail(record: JobRecord) -> Group:
             a.error or "",
         )
     return Group(facts, attempts)
+
+
+def estimate_text(estimate: Estimate) -> str:
+    return f"{estimate.gpu_hours:.3f} GPU-hours, ${estimate.cost_usd:.2f} (from {estimate.source})"
+
+
+def preview_panel(preview: Preview) -> Panel:
+    """`submit --dry-run`: what the submit would do, in a small panel."""
+    spec, budget = preview.spec, preview.budget
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    commit: Text | str = preview.commit or Text(preview.commit_note or "not resolved", style="yellow")
+    left = budget.left_gpu_hours
+    rows: list[tuple[str, Text | str]] = [
+        ("run", f"{spec.run_key}: {spec.model} {spec.mode} on {spec.gpu} via {spec.backend}"),
+        ("commit", Text.assemble(f"{spec.repo_ref} -> ", commit) if spec.repo_ref != preview.commit else commit),
+        ("steps", f"{preview.steps if preview.steps is not None else '-'} ({preview.tokens:,} tokens)"),
+        ("estimate", estimate_text(preview.estimate)),
+        ("basis", Text(preview.estimate.basis, style="dim")),
+        ("budget", "no GPU-hour budget" if left is None else
+         f"{left:.3f} of {budget.gpu_hours_budget:g} GPU-hours left ({budget.spent_gpu_hours:.3f} spent, "
+         f"{budget.reserved_gpu_hours:.3f} reserved by runs queued or running)"),
+        ("verdict", _verdict(preview)),
+    ]
+    for key, value in rows:
+        facts.add_row(key, value)
+    return Panel(facts, title="speedq submit --dry-run (nothing stored)", title_align="left", expand=False)
+
+
+def _verdict(preview: Preview) -> Text:
+    if preview.active_job:
+        return Text(f"run {preview.spec.run_key} already has active job {preview.active_job}: a submit returns it")
+    if preview.refusal:
+        return Text(f"refused: {preview.refusal}", style="bold red")
+    return Text("would be queued", style="bold green")
 
 
 def _limit(value: float | None) -> str:

@@ -20,10 +20,11 @@ from functools import cache
 from redis.exceptions import LockError
 from rq import get_current_job
 
-from speedq import settings, supervision
+from speedq import config, settings, supervision
 from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown, get_backend
 from speedq.keys import Keys
 from speedq.notify import notify
+from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Lease, LeaseLost, Store
 from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
@@ -118,7 +119,7 @@ class Supervisor:
             if isinstance(step, Finish):
                 return self._finish(step.state, step.error)
             if isinstance(step, Launch):
-                record = self._launch(backend, record)
+                record = self._launch(backend, record, step.preflight)
                 continue
             if isinstance(step, Reconcile):
                 self._reconcile(backend, record, step.attempt)
@@ -137,9 +138,13 @@ class Supervisor:
 
     # -- launching -------------------------------------------------------------------------------
 
-    def _launch(self, backend: Backend, record: JobRecord) -> JobRecord:
-        """Start a new attempt once the previous one has surely ended; the call id is stored the
-        moment the backend returns it. Returns the record as last written."""
+    def _launch(self, backend: Backend, record: JobRecord, preflight: bool = False) -> JobRecord:
+        """Start a new attempt (the preflight's, or the job's own run) once the previous one has
+        surely ended; the call id is stored the moment the backend returns it. Returns the record
+        as last written."""
+        if record.attempts_this_round == 0 and (why := over_budget_now(self.store, record.spec.team)):
+            self._finish(JobState.failed, why)  # the budget was lowered since the submit reserved it
+            raise _Done
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:
@@ -157,14 +162,15 @@ class Supervisor:
         self._end_previous(backend, record)
         self._prepare(backend, record)
         number = len(record.attempts) + 1
-        pointer = backend.log_pointer(record)
 
         def begin(r: JobRecord) -> None:
-            r.attempts.append(
-                Attempt(number=number, backend=r.spec.backend, worker=self.worker, gpu_count=r.spec.gpu.count)
-            )
+            r.attempts.append(Attempt(number=number, backend=r.spec.backend, worker=self.worker,
+                                      gpu_count=1 if preflight else r.spec.gpu.count, preflight=preflight))
             r.run_dir = backend.run_dir(r)
-            r.log = pointer
+            r.log = backend.log_pointer(r)  # the new attempt's: a preflight logs in its own directory
+            if preflight:
+                r.preflight = supervision.begin_preflight(r, config.PREFLIGHT_STEPS)
+                r.preflight.log = r.log
             r.started_at = r.started_at or time.time()
 
         record = self._update(begin, seen=record, lease=True)  # nothing launched if another worker took the job
@@ -300,8 +306,9 @@ class Supervisor:
                 supervision.note_progress(r, number, progress)
 
             record = self._update(note)
-            # not in `note`: the store may run `note` twice
-            if progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE:
+            # not in `note`: the store may run `note` twice; a preflight's steps are not the run's curve
+            if (progress is not None and progress.stage == supervision.BASE_TRAIN_STAGE
+                    and not record.is_preflight(number)):
                 self.store.append_loss(self.job_id, progress)
             self._keep_lease()
             judged = supervision.verdict(record, number, status, watch, time.time(), self.bounds)
@@ -351,6 +358,7 @@ class Supervisor:
                     attempt.final_step = status.result.final_step
             if status.error:
                 r.error = status.error
+            supervision.end_preflight(r, number, status)
 
         return self._update(end)
 

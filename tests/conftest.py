@@ -148,8 +148,11 @@ class Speedq:
             raise AssertionError(f"speedq {' '.join(args)} exited {done.returncode}: {done.stderr}")
         return done
 
-    def submit(self, *args: str) -> str:
-        return self.run("submit", "--backend", "sim", *args, check=True).stdout.strip().splitlines()[-1]
+    def submit(self, *args: str, preflight: bool = False) -> str:
+        """Submit on the sim. The suite's jobs test the full run itself, so without its preflight
+        unless asked (tests/test_preflight.py tests the preflight, the default for users)."""
+        flags = () if preflight else ("--no-preflight",)
+        return self.run("submit", "--backend", "sim", *flags, *args, check=True).stdout.strip().splitlines()[-1]
 
     def status(self, job_id: str) -> dict:
         return json.loads(self.run("status", job_id, "--json", check=True).stdout)

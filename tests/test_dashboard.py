@@ -53,6 +53,9 @@ def test_a_job_page_shows_progress_loss_curve_and_attempts_but_no_log_without_a_
     points = [(float(x), float(y)) for x, y in re.findall(r"[ML]([\d.]+),([\d.]+)", path)]
     assert len(points) == len(stored) >= 3
     assert [p.step for p in stored] == sorted({p.step for p in stored})  # each step once, in order
+    # Each point keeps when the runner reported it (the comparison's wall-time axis), in order.
+    times = [p.t for p in stored]
+    assert None not in times and times == sorted(times)  # type: ignore[type-var]
     assert points[0][1] < points[-1][1] and stored[0].loss > stored[-1].loss
 
     attempts = page.one("table", id="attempts").rows()

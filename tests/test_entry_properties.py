@@ -88,7 +88,7 @@ SUBMIT = ["--team", "--model", "--repo-ref", "--gpu", "--run-name", "--priority"
           "--timeout", "--save-every"]
 TEAM = ["--max-queued", "--max-running", "--gpu-hours-budget", "--webhook"]
 commands = st.one_of(
-    options(SUBMIT, ["--smoke", "--force-restart", "--json"]).map(lambda o: ["submit", *o]),
+    options(SUBMIT, ["--smoke", "--force-restart", "--no-preflight", "--json"]).map(lambda o: ["submit", *o]),
     st.tuples(value, options([], ["--json"])).map(lambda t: ["status", t[0], *t[1]]),
     st.tuples(value, value).map(lambda t: ["cancel", t[0], "--team", t[1]]),
     st.tuples(value, value).map(lambda t: ["retry", t[0], "--team", t[1]]),
@@ -97,6 +97,8 @@ commands = st.one_of(
     st.tuples(value, options(TEAM, ["--json"])).map(lambda t: ["team", "add", t[0], *t[1]]),
     st.tuples(value, options(TEAM, ["--rotate-token"])).map(lambda t: ["team", "set", t[0], *t[1]]),
     options(["--team"], ["--json"]).map(lambda o: ["stats", *o]),
+    options(["--team", "--model", "--limit"], ["--json"]).map(lambda o: ["leaderboard", *o]),
+    st.tuples(st.lists(value, max_size=14), options([], ["--json"])).map(lambda t: ["compare", *t[0], *t[1]]),
     st.lists(value, max_size=4),  # anything at all, unknown commands too
 )
 
@@ -182,12 +184,14 @@ raw_body = st.one_of(
     st.sampled_from([b'{"repo_ref": "ma\xffster"}', b'{"gpu":' + b"[" * 3000 + b"]" * 3000 + b"}",
                      b'{"max_attempts": 1' + b"0" * 5000 + b"}", b""]),
 )
-query = st.dictionaries(st.sampled_from(["team", "state", "limit", "tail", "x"]), st.one_of(text, number, near_valid),
-                        max_size=3)
+query = st.dictionaries(st.sampled_from(["team", "state", "limit", "tail", "model", "jobs", "x"]),
+                        st.one_of(text, number, near_valid), max_size=3)
 requests = st.one_of(
     st.tuples(st.just("POST"), st.just("/v1/jobs"), st.just({}), raw_body),
     st.tuples(st.just("GET"), st.just("/v1/jobs"), query, st.just(b"")),
     st.tuples(st.just("GET"), st.just("/v1/stats"), query, st.just(b"")),
+    st.tuples(st.just("GET"), st.sampled_from(["/v1/leaderboard", "/dashboard/api/leaderboard"]), query, st.just(b"")),
+    st.tuples(st.just("GET"), st.sampled_from(["/v1/compare", "/dashboard/api/compare"]), query, st.just(b"")),
     st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}"), query, st.just(b"")),
     st.tuples(st.just("GET"), value.map(lambda i: f"/v1/jobs/{i}/logs"), query, st.just(b"")),
     st.tuples(st.just("POST"),

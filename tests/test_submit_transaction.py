@@ -43,7 +43,9 @@ def test_submit_writes_everything_in_one_script_after_one_read(redis_server: Red
     lines = [line for line in out.read_text().splitlines()[1:] if '"' in line]
     sent = [(" [0 lua] " in line, line.split('"')[1].upper()) for line in lines]
     by_client = [name for lua, name in sent if not lua and name not in ONCE]
-    assert by_client == ["EVAL_RO", "EVAL", "PING"], sent  # two round trips, then the test's PING
+    # The team's run history for the cost estimate, the claim's read and the write: three round
+    # trips, then the test's PING
+    assert by_client == ["LRANGE", "EVAL_RO", "EVAL", "PING"], sent
     apply_at = sent.index((False, "EVAL"))
     reads = [name for lua, name in sent[:apply_at] if lua]
     assert set(reads) <= READS, sent  # the read-only script wrote nothing

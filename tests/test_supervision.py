@@ -103,3 +103,51 @@ def test_after_an_attempt() -> None:
     cancelled = record(attempt(outcome=Outcome.preempted), cancel_requested=True)
     step = after_attempt(cancelled, CallStatus(Outcome.preempted))
     assert (step.kind, step.state) == (Kind.finish, JobState.cancelled)
+
+
+# -- the preflight (issue 12) ----------------------------------------------------------------------
+
+
+def preflight_attempt(number: int, outcome: Outcome | None) -> Attempt:
+    return Attempt(number=number, backend="sim", call_id=f"call-{number}", outcome=outcome, started_at=T0,
+                   gpu_count=1, preflight=True)
+
+
+def test_a_full_multi_gpu_job_launches_its_preflight_first() -> None:
+    from speedq.supervision import Launch
+
+    assert next_step(record()) == Launch(preflight=True)
+
+
+def test_a_pass_is_remembered_for_its_commit_and_a_worker_taking_over_launches_the_full_run() -> None:
+    from speedq.schemas import PreflightState, PreflightStatus
+    from speedq.supervision import Launch
+
+    passed = PreflightStatus(state=PreflightState.passed, steps=20, gpu="H100:1", commit="c" * 40)
+    done = record(preflight_attempt(1, Outcome.succeeded), preflight=passed, nanochat_commit="c" * 40)
+    assert next_step(done) == Launch(preflight=False)
+    other_commit = done.model_copy(update={"nanochat_commit": "d" * 40})
+    assert next_step(other_commit) == Launch(preflight=True)
+
+
+def test_a_retry_after_a_failed_preflight_runs_it_again_but_not_after_the_full_run_began() -> None:
+    from speedq.schemas import PreflightState, PreflightStatus
+    from speedq.supervision import Launch
+
+    failed = PreflightStatus(state=PreflightState.failed, steps=20, gpu="H100:1", commit="c" * 40)
+    again = record(preflight_attempt(1, Outcome.crashed), preflight=failed, nanochat_commit="c" * 40, round_start=1)
+    assert next_step(again) == Launch(preflight=True)
+    began = record(attempt(outcome=Outcome.crashed), round_start=1)  # a record from before preflights
+    assert next_step(began) == Launch(preflight=False)
+
+
+def test_a_preflight_crash_fails_the_job_a_preemption_retries_it() -> None:
+    from speedq.supervision import Retry
+
+    crashed = record(preflight_attempt(1, Outcome.crashed))
+    assert after_attempt(crashed, CallStatus(Outcome.crashed, "boom")).kind is Kind.finish
+    preempted = record(preflight_attempt(1, Outcome.preempted))
+    assert after_attempt(preempted, CallStatus(Outcome.preempted, "gone")) == Retry()
+    thrice = record(*(preflight_attempt(n, Outcome.preempted) for n in (1, 2, 3)))
+    step = next_step(thrice)
+    assert step.kind is Kind.finish and "gave up after 3 preflight attempts" in step.error

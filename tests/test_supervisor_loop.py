@@ -78,6 +78,7 @@ def store(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Store:
 
 
 def supervise(store: Store, backend: Scripted, monkeypatch: pytest.MonkeyPatch, **spec: object) -> JobRecord:
+    spec.setdefault("preflight", False)  # these scripts are of the full run's calls; preflights below
     record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", **spec))
     monkeypatch.setattr(worker, "backend_named", lambda name: backend)
     worker.Supervisor(store, record.id, "w1").run()
@@ -156,7 +157,7 @@ def test_a_launch_never_announced_is_fenced_off_then_relaunched(store: Store, mo
 
 def test_a_lease_lost_during_backoff_stops_at_once(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPEEDQ_RETRY_BACKOFF", "120")  # far longer than the test waits for it
-    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", preflight=False))
 
     def take_over_in_backoff() -> None:
         wait_for(lambda: store.get(record.id).state.value == "retrying", timeout=10, what="the backoff")
@@ -208,11 +209,12 @@ def test_a_lease_taken_while_preparing_stops_before_the_attempt_is_written(
     assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
 
 
-def test_from_the_work_horse_to_the_launch_is_five_round_trips(
+def test_from_the_work_horse_to_the_launch_is_six_round_trips(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Take the lease and read the record; mark it starting; take and free the data lock; write
-    the attempt with the lease renewed. Each round trip costs a loaded machine milliseconds."""
+    """Take the lease and read the record; read the team's budget (a round's start); mark it
+    starting; take and free the data lock; write the attempt with the lease renewed. Each round
+    trip costs a loaded machine milliseconds."""
     sent: list[bytes] = []
     at_launch: list[int] = []
 
@@ -223,6 +225,7 @@ def test_from_the_work_horse_to_the_launch_is_five_round_trips(
 
     supervise(store, Counting(), monkeypatch)  # loads redis-py's lock scripts into the server once
     second, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", run_name="second"))
+    at_launch.clear()
     send = redis.connection.Connection.send_packed_command
 
     def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
@@ -232,4 +235,80 @@ def test_from_the_work_horse_to_the_launch_is_five_round_trips(
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
     worker.Supervisor(store, second.id, "w1").run()
     assert store.get(second.id).state.value == "succeeded"
-    assert at_launch[-1] == 5, sent[: at_launch[-1]]
+    assert at_launch[0] == 6, [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
+
+
+# -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------
+
+
+def test_a_crashed_preflight_fails_the_job_and_the_full_run_never_launches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crashed = CallStatus(Outcome.crashed, "stage base_train exited with code 1")
+    backend = Scripted(poll_script=lambda call_id, n: crashed)
+    record = supervise(store, backend, monkeypatch, preflight=True, gpu="H100:8")
+    assert record.state.value == "failed"
+    assert backend.count("launch") == 1  # the preflight alone, and it was not retried
+    (only,) = record.attempts
+    assert only.preflight and only.gpu_count == 1
+    assert record.preflight is not None and record.preflight.state.value == "failed"
+    assert record.error is not None and "preflight (20 steps on H100:1) failed" in record.error
+    assert "stage base_train exited with code 1" in record.error and "log: true" in record.error
+
+
+def test_a_passed_preflight_is_followed_by_the_full_run_and_counted_in_gpu_time(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = Scripted()
+    record = supervise(store, backend, monkeypatch, preflight=True, gpu="H100:8")
+    assert record.state.value == "succeeded"
+    assert [(a.preflight, a.gpu_count, a.outcome) for a in record.attempts] == [
+        (True, 1, Outcome.succeeded), (False, 8, Outcome.succeeded)]
+    assert record.preflight is not None and record.preflight.state.value == "passed"
+    assert record.preflight.commit == record.nanochat_commit
+    assert record.attempts_this_round == 1  # max_attempts bounds the full run's attempts
+    assert 0 < record.preflight_gpu_seconds < record.gpu_seconds
+    assert not record.in_preflight
+
+
+def test_a_preempted_preflight_is_retried_as_a_preflight(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = Scripted(poll_script=lambda call_id, n: CallStatus(Outcome.preempted, "gone") if n == 1
+                       else CallStatus(Outcome.succeeded))
+    record = supervise(store, backend, monkeypatch, preflight=True, gpu="H100:8")
+    assert record.state.value == "succeeded"
+    assert [(a.preflight, a.outcome) for a in record.attempts] == [
+        (True, Outcome.preempted), (True, Outcome.succeeded), (False, Outcome.succeeded)]
+
+
+def test_no_preflight_for_one_gpu_a_smoke_test_or_when_turned_off(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n, spec in enumerate(({"gpu": "H100:1"}, {"mode": "smoke"}, {"preflight": False})):
+        backend = Scripted()
+        record = supervise(store, backend, monkeypatch, **{"preflight": True, **spec, "run_name": f"r{n}"})
+        assert record.state.value == "succeeded", spec
+        assert [a.preflight for a in record.attempts] == [False], spec
+        assert record.preflight is None
+
+
+def test_a_cancel_during_preflight_stops_it_and_nothing_else_launches(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", gpu="H100:8"))
+    backend = Scripted(poll_script=lambda call_id, n: CallStatus())  # the preflight runs until stopped
+
+    def cancel_once_running() -> None:
+        wait_for(lambda: store.get(record.id).in_preflight and backend.count("poll") >= 2, timeout=10,
+                 what="the preflight to run")
+        store.update(record.id, lambda r: setattr(r, "cancel_requested", True))
+
+    canceller = threading.Thread(target=cancel_once_running)
+    canceller.start()
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    worker.Supervisor(store, record.id, "w1").run()
+    canceller.join()
+    ended = store.get(record.id)
+    assert ended.state.value == "cancelled"
+    assert backend.calls.count(("cancel", "call-1")) == 1 and backend.count("launch") == 1
+    assert ended.preflight is not None and ended.preflight.state.value == "cancelled"
+    assert [(a.preflight, a.outcome) for a in ended.attempts] == [(True, Outcome.cancelled)]

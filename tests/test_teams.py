@@ -81,11 +81,13 @@ def test_over_max_queued_refuses_with_exit_3_and_stores_nothing(speedq: Speedq, 
 
 
 def test_over_the_gpu_hour_budget_refuses_submit_and_retry(speedq: Speedq, redis_server) -> None:
-    add_team(speedq, "thrifty", "--gpu-hours-budget", "0.0001")  # under a second of one GPU
+    add_team(speedq, "thrifty")
     job = speedq.submit("--team", "thrifty", "--smoke", "--gpu", "H100:8")
     worker = speedq.start_worker("--burst")
     wait_for(lambda: worker.poll() is not None, timeout=60, what="the burst worker to finish")
     assert speedq.status(job)["state"] == "succeeded"
+    # Set after the run: a submit reserves its estimate, which this budget would not have held.
+    speedq.run("team", "set", "thrifty", "--gpu-hours-budget", "0.0001", check=True)  # under a second of one GPU
     before = lasting_snapshot(redis_server.client())
 
     refused = speedq.run("submit", "--backend", "sim", "--team", "thrifty", "--run-name", "more")

@@ -6,9 +6,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from speedq.errors import BackendError
-from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunResult
+from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
 
-__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown"]
+__all__ = ["Backend", "BackendError", "CallStatus", "LaunchUnknown", "for_attempt"]
+
+
+def for_attempt(record: JobRecord, attempt: int, run: RunRequest) -> RunRequest:
+    """The request attempt `attempt` gets: `run` (the job's own), or its one-GPU preflight when the
+    attempt is one. Every backend builds its requests through this, so all run the same preflight."""
+    if not record.is_preflight(attempt) or record.preflight is None:
+        return run
+    from speedq.gpu.plan import preflight_request
+
+    return preflight_request(run, record.preflight.steps)
 
 
 class LaunchUnknown(BackendError):
@@ -51,7 +61,9 @@ class Backend(Protocol):
         Raises LaunchUnknown when the call may have started but its id never came back."""
 
     def announced(self, record: JobRecord, attempt: int) -> str | None:
-        """The call id that attempt's runner announced in the run dir (its first act), or None."""
+        """The call id that attempt's runner announced in its run dir (its first act), or None.
+        A preflight attempt's run dir is the run's `preflight/`; so for progress, log and pointer,
+        which follow the current attempt."""
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
         """Never blocks. Only the call's own result is an outcome; any transport error raises

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from speedq import config, settings
-from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.base import BackendError, CallStatus, for_attempt
 from speedq.gpu import fence, layout, proctree
 from speedq.gpu.proctree import start_ticks
 from speedq.schemas import JobRecord, LogPointer, Outcome, Progress, RunRequest, RunResult
@@ -100,7 +100,16 @@ class LocalBackend:
     def run_dir(self, record: JobRecord) -> str:
         return str(self.runs_root / layout.run_relpath(record.spec.team, record.spec.run_name or ""))
 
+    def attempt_dir(self, record: JobRecord, attempt: int | None = None) -> Path:
+        """The run dir of `attempt` (default: the current one): a preflight's is its own."""
+        run = Path(self.run_dir(record))
+        return run / layout.PREFLIGHT_DIR if record.is_preflight(attempt) else run
+
     def request(self, record: JobRecord, attempt: int) -> RunRequest:
+        return for_attempt(record, attempt, self.run_request(record, attempt))
+
+    def run_request(self, record: JobRecord, attempt: int) -> RunRequest:
+        """The job's own run (not its preflight)."""
         spec = record.spec
         return RunRequest(
             job_id=record.id,
@@ -125,7 +134,7 @@ class LocalBackend:
         """Nothing: the runner prepares the shared data itself, under a local flock."""
 
     def announced(self, record: JobRecord, attempt: int) -> str | None:
-        note = fence.read_announcement(self.run_dir(record), attempt)
+        note = fence.read_announcement(self.attempt_dir(record, attempt), attempt)
         return note.call_id if note is not None else None
 
     def launch(self, record: JobRecord, attempt: int) -> str:
@@ -214,15 +223,15 @@ class LocalBackend:
         end_strays(run_dir, fence.attempt_announcing(run_dir, call_id))
 
     def read_progress(self, record: JobRecord) -> Progress | None:
-        path = Path(self.run_dir(record)) / layout.PROGRESS
+        path = self.attempt_dir(record) / layout.PROGRESS
         try:
             return Progress.model_validate_json(path.read_text())
         except (OSError, ValueError):
             return None
 
     def read_log(self, record: JobRecord, tail: int | None = None) -> str:
-        return tail_lines(Path(self.run_dir(record)) / layout.LOG, tail)
+        return tail_lines(self.attempt_dir(record) / layout.LOG, tail)
 
     def log_pointer(self, record: JobRecord) -> LogPointer:
-        path = Path(self.run_dir(record)) / layout.LOG
+        path = self.attempt_dir(record) / layout.LOG
         return LogPointer(location="local", path=str(path), command=f"tail -f {shlex.quote(str(path))}")

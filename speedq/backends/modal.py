@@ -25,7 +25,7 @@ from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 from speedq import config, settings
-from speedq.backends.base import BackendError, CallStatus
+from speedq.backends.base import BackendError, CallStatus, for_attempt
 from speedq.backends.modal_calls import has_credentials as has_credentials  # the CLI's and tests' name
 from speedq.backends.modal_calls import resolve_locally, run_sync
 from speedq.backends.modal_data import data_marker_relpath, marker_covers, shards_for
@@ -179,6 +179,10 @@ class ModalBackend(VolumeFiles):
 
     def request(self, record: JobRecord, attempt: int) -> RunRequest:
         """The RunRequest the container gets, with the container's paths under the Volume mount."""
+        return for_attempt(record, attempt, self.run_request(record, attempt))
+
+    def run_request(self, record: JobRecord, attempt: int) -> RunRequest:
+        """The job's own run (not its preflight)."""
         spec = record.spec
         mount = PurePosixPath(config.MODAL_VOLUME_MOUNT)
         return RunRequest(
@@ -236,9 +240,13 @@ class ModalBackend(VolumeFiles):
 
     def launch(self, record: JobRecord, attempt: int) -> str:
         spec = record.spec
-        payload = self.request(record, attempt).model_dump_json()
-        timeout = attempt_timeout_for(spec.mode, spec.attempt_timeout_s)
-        fn = self._bound_function(function_for(spec.mode), gpu=str(spec.gpu), timeout=timeout)
+        req = self.request(record, attempt)
+        payload = req.model_dump_json()
+        # A preflight is a short run on one GPU: the smoke function, with its timeout bound.
+        mode = "smoke" if req.preflight_steps else spec.mode
+        timeout = attempt_timeout_for(mode, spec.attempt_timeout_s)
+        gpu = f"{spec.gpu.type}:{req.nproc}"
+        fn = self._bound_function(function_for(mode), gpu=gpu, timeout=timeout)
         return self._spawn(fn, f"the launch of attempt {attempt}", request=payload)
 
     def poll(self, record: JobRecord, call_id: str) -> CallStatus:
@@ -285,7 +293,7 @@ class ModalBackend(VolumeFiles):
         The supervisor holds a Redis lock keyed by (commit, shards) around this, so one worker
         prepares while the others wait.
         """
-        req = self.request(record, 1)
+        req = self.run_request(record, 1)  # the full run's data, which covers its preflight's
         commit, shards = req.commit, shards_for(req)
         if marker_covers(self._read(str(data_marker_relpath(commit))), commit, shards):
             return

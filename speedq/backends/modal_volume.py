@@ -28,6 +28,12 @@ def volume_relpath(record: JobRecord) -> PurePosixPath:
     return PurePosixPath("runs") / layout.run_relpath(record.spec.team, record.spec.run_name or "")
 
 
+def attempt_relpath(record: JobRecord, attempt: int | None = None) -> PurePosixPath:
+    """The run directory of `attempt` (default: the current one): a preflight's is its own."""
+    run = volume_relpath(record)
+    return run / layout.PREFLIGHT_DIR if record.is_preflight(attempt) else run
+
+
 class VolumeFiles:
     """ModalBackend's Volume readers (see the module docstring)."""
 
@@ -43,7 +49,7 @@ class VolumeFiles:
 
     def announced(self, record: JobRecord, attempt: int) -> str | None:
         """The call id the container of `attempt` wrote into the run directory as its first act."""
-        raw = self._read(str(volume_relpath(record) / layout.announce_name(attempt)))
+        raw = self._read(str(attempt_relpath(record, attempt) / layout.announce_name(attempt)))
         if not raw:
             return None
         try:
@@ -72,7 +78,7 @@ class VolumeFiles:
     def read_progress(self, record: JobRecord) -> Progress | None:
         """None when there is no progress.json yet or it cannot be read now (never raises)."""
         try:
-            raw = self._read(str(volume_relpath(record) / layout.PROGRESS))
+            raw = self._read(str(attempt_relpath(record) / layout.PROGRESS))
         except BackendError as exc:
             log.warning("progress of %s: %s", record.id, exc)
             return None
@@ -85,7 +91,7 @@ class VolumeFiles:
 
     def read_log(self, record: JobRecord, tail: int | None = None) -> str:
         """The log from the Volume ('' when none yet); BackendError when Modal cannot be reached."""
-        raw = self._read(str(volume_relpath(record) / layout.LOG))
+        raw = self._read(str(attempt_relpath(record) / layout.LOG))
         if not raw:
             return ""
         text = raw.decode("utf-8", errors="replace")
@@ -95,7 +101,7 @@ class VolumeFiles:
         return text
 
     def log_pointer(self, record: JobRecord) -> LogPointer:
-        path = str(volume_relpath(record) / layout.LOG)
+        path = str(attempt_relpath(record) / layout.LOG)
         env = f" --env {shlex.quote(self.environment_name)}" if self.environment_name else ""
         return LogPointer(
             location=LOG_LOCATION,

@@ -16,6 +16,8 @@ PID = "runner.pid"
 CLAIM = "claim.json"  # the newest attempt number that claimed the run dir
 TRAIN_LOCK = "train.lock"  # every training process holds it shared; a new attempt needs it exclusive
 FENCE_PREFIX = "attempt-"  # attempt-<n>.json: the runner's announcement
+# The preflight's own run directory, inside the run's: its own log, progress, fence and checkpoints.
+PREFLIGHT_DIR = "preflight"
 
 # In the shared data directory (dataset shards and tokenizer, reused by every run).
 DATA_LEDGER = ".speedq-data-ledger.json"  # shared stages done there, so no run repeats them
@@ -34,6 +36,12 @@ def is_fence_file(name: str) -> bool:
     """Files a force restart keeps: the wipe comes after the runner announced itself and claimed
     the run dir, and must not undo either."""
     return name in (CLAIM, TRAIN_LOCK, PID) or (name.startswith(FENCE_PREFIX) and name.endswith(".json"))
+
+
+def kept_by_force_restart(name: str) -> bool:
+    """What a force restart of the full run leaves: the fence, and the preflight that just passed
+    (its log is the job's record of it; a preflight wipes its own directory once per job)."""
+    return is_fence_file(name) or name == PREFLIGHT_DIR
 
 
 def result_name(attempt: int) -> str:

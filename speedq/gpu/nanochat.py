@@ -153,6 +153,9 @@ B_REF = 2**19  # base_train's optimal batch at d12
 BATCH_EXPONENT = 0.383  # Power Lines: B_opt ~ D^0.383
 PARAM_DATA_RATIO = 8  # runs/speedrun.sh's --target-param-data-ratio
 SMOKE_STEPS = 10  # a smoke job's --num-iterations
+# base_train's evaluations during training (val bpb, CORE, samples), all off: a short run's figures
+# would mean nothing and the CORE eval alone takes minutes.
+EVALS_OFF: dict[str, int] = {"eval-every": -1, "core-metric-every": -1, "sample-every": -1}
 # Per-GPU micro batch at a 2048 context that fits in memory (speedrun.sh: 16 on 80 GB cards).
 DEVICE_BATCH_SIZE = {
     "H100": 16, "H200": 16, "B200": 16, "A100-80GB": 16, "A100-40GB": 8, "L40S": 8, "A10G": 4, "CPU": 4,
@@ -277,6 +280,11 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
             f"train args total-batch-size, device-batch-size or max-seq-len to fit"
         )
     return Sizing(total, device, seq, world_size, _iterations(depth, mode, args, total, ratio, vocab_size))
+
+
+def short_run_args(steps: int) -> TrainArgs:
+    """base_train's options for a run of `steps` steps with its evaluations off (smoke, preflight)."""
+    return {"num-iterations": steps, **EVALS_OFF}
 
 
 def _halvings(start: int) -> list[int]:

@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from speedq.gpu import layout, nanochat
 from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
@@ -51,9 +51,8 @@ def train_flags(req: RunRequest) -> list[str]:
         "fp8": req.gpu_type in nanochat.FP8_GPUS,
     }
     if req.mode == "smoke":
-        flags.update({"num-iterations": nanochat.SMOKE_STEPS, "eval-every": -1, "core-metric-every": -1,
-                      "sample-every": -1})
-    flags.update(req.train_args)
+        flags.update(nanochat.short_run_args(nanochat.SMOKE_STEPS))
+    flags.update(req.train_args)  # a preflight's own steps, evals off and device batch are in here
     return nanochat.argv_of(flags)
 
 
@@ -66,7 +65,7 @@ def plan(req: RunRequest) -> list[Stage]:
         Stage("tok_eval", "scripts.tok_eval", shared=True),
         Stage("base_train", "scripts.base_train", tuple(train_flags(req)), distributed=True),
     ]
-    if req.mode == "smoke":
+    if req.mode == "smoke" or req.preflight_steps:
         return stages
     return [
         *stages,
@@ -76,11 +75,33 @@ def plan(req: RunRequest) -> list[Stage]:
     ]
 
 
+def preflight_request(req: RunRequest, steps: int) -> RunRequest:
+    """The preflight of `req`, a full run on several GPUs: the same commit and options for `steps`
+    steps on one GPU of the same type, evals off, in the run dir's own `preflight/` (wiped once per
+    job, so it never resumes another job's preflight nor touches the full run's checkpoints).
+
+    The device batch is the full run's: the same memory per GPU, so an out-of-memory batch fails
+    here too, and nanochat's batch rule (total a multiple of device batch x seq x GPUs) holds on
+    one GPU since it holds on N. When the full run's sizing itself fails, the preflight passes the
+    job's options as they are and the runner reports nanochat's refusal as its error.
+    """
+    args = {**req.train_args, **nanochat.short_run_args(steps)}
+    try:
+        args["device-batch-size"] = sizing(req).device_batch_size
+    except nanochat.SizingError:
+        pass
+    return req.model_copy(update={
+        "nproc": 1, "run_dir": str(PurePosixPath(req.run_dir) / layout.PREFLIGHT_DIR), "force_restart": True,
+        "save_every": None, "preflight_steps": steps, "train_args": args,
+    })
+
+
 def save_every_for(req: RunRequest) -> int:
     if req.save_every:
         return req.save_every
-    if req.mode == "smoke":
-        return nanochat.SMOKE_STEPS // 2  # one mid-run save: a smoke test exercises the save path
+    short = nanochat.SMOKE_STEPS if req.mode == "smoke" else req.preflight_steps
+    if short:
+        return max(1, short // 2)  # one mid-run save: a smoke test or preflight exercises the save path
     steps = sizing(req).num_iterations
     return nanochat.default_save_every(steps) if steps else FALLBACK_SAVE_EVERY
 

@@ -74,8 +74,8 @@ def force_restart(req: RunRequest) -> bool:
         pass
     if run_dir.exists():
         for entry in run_dir.iterdir():
-            if layout.is_fence_file(entry.name):
-                continue  # the claim this attempt just made stays
+            if layout.kept_by_force_restart(entry.name):
+                continue  # the claim this attempt just made stays, and the preflight that passed
             # Links to the shared data are unlinked, never followed.
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -231,6 +231,10 @@ def run(req: RunRequest, on_checkpoint: Callable[[], None] | None = None, call_i
         return result
 
 
+def preflight_words(req: RunRequest) -> str:
+    return f" preflight ({req.preflight_steps} steps, evals off)" if req.preflight_steps else ""
+
+
 def _planned(req: RunRequest) -> list[Stage] | str:
     """The plan, or why nanochat would refuse the spec (a run whose tokenizer changes the batch)."""
     try:
@@ -256,7 +260,8 @@ def _attempt(req: RunRequest, on_checkpoint: Callable[[], None] | None) -> RunRe
     resumed_from: int | None = None
     attempt.log(
         f"==== speedq attempt {req.attempt} of {req.job_id} | {time.strftime('%Y-%m-%d %H:%M:%S')} | "
-        f"{req.model} {req.mode} on {req.gpu_type}:{req.nproc} ({req.launcher}) | nanochat {req.commit} ===="
+        f"{req.model} {req.mode}{preflight_words(req)} on {req.gpu_type}:{req.nproc} ({req.launcher}) | "
+        f"nanochat {req.commit} ===="
     )
 
     def finish(outcome: Outcome, exit_code: int | None = None, error: str | None = None) -> RunResult:

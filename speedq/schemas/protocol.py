@@ -80,6 +80,9 @@ class RunRequest(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     train_args: dict[str, TrainArgValue] = Field(default_factory=dict)  # validated on the JobSpec
     offline: bool = False  # skip the stages that need the internet (SPEEDQ_OFFLINE=1 on a local worker)
+    # A preflight (speedq.gpu.plan.preflight_request): this many steps on one GPU, then stop after
+    # base_train. None: the job's own run.
+    preflight_steps: int | None = Field(default=None, ge=1)
 
 
 class RunResult(BaseModel):

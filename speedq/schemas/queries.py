@@ -5,11 +5,12 @@ from __future__ import annotations
 from pydantic import (
     ConfigDict,
     Field,
+    field_validator,
     model_validator,
 )
 
 from speedq.schemas.record import JobState
-from speedq.schemas.rules import BackendName, JobId, Slug, UserInput
+from speedq.schemas.rules import BackendName, JobId, ModelName, Slug, UserInput
 
 
 class ListQuery(UserInput):
@@ -52,3 +53,25 @@ class StatsQuery(UserInput):
     team: Slug | None = None
 
 
+
+
+class LeaderboardQuery(UserInput):
+    model_config = ConfigDict(extra="forbid")
+    model: ModelName | None = None
+    team: Slug | None = None
+    limit: int = Field(default=50, ge=1, le=1000)
+
+
+MAX_COMPARED = 12  # columns a terminal or a plot can still tell apart
+
+
+class CompareQuery(UserInput):
+    """Jobs to compare, in the order given (a job given twice is shown once)."""
+
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[JobId] = Field(min_length=1, max_length=MAX_COMPARED)
+
+    @field_validator("jobs", mode="after")
+    @classmethod
+    def _once_each(cls, jobs: list[str]) -> list[str]:
+        return list(dict.fromkeys(jobs))

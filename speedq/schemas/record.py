@@ -12,6 +12,7 @@ from pydantic import (
     computed_field,
 )
 
+from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
 from speedq.schemas.rules import BackendName
@@ -54,6 +55,7 @@ class AttemptStatus(BaseModel):
     outcome: Outcome | None = None
     resumed_from_step: int | None = None
     final_step: int | None = None
+    preflight: bool = False  # the one-GPU preflight of a multi-GPU run, in its own directory
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -80,6 +82,28 @@ class Attempt(AttemptStatus):
         return max(0.0, end - self.started_at) * self.gpu_count
 
 
+class PreflightState(str, Enum):
+    running = "running"  # launched (or being retried after a preemption)
+    passed = "passed"  # the full run may launch
+    failed = "failed"  # the job failed with the preflight's error; the full run never launched
+    cancelled = "cancelled"
+
+
+class PreflightStatus(BaseModel):
+    """A multi-GPU full run's preflight: the same commit and options briefly on one GPU, evals off,
+    in the run directory's `preflight/` (never the full run's checkpoints). Its attempts are in
+    `JobRecord.attempts` (flagged `preflight`), so they are fenced, leased, cancelled, reattached
+    and counted in GPU-hours like any attempt; this is its summary."""
+
+    state: PreflightState = PreflightState.running
+    steps: int
+    gpu: str  # e.g. H100:1
+    commit: str | None = None  # what it ran; a pass holds for this commit and the (immutable) spec
+    log: LogPointer | None = None
+    error: str | None = None  # its attempt's error line, when it failed
+    final_step: int | None = None
+
+
 class JobRecord(BaseModel):
     id: str
     spec: JobSpec
@@ -91,6 +115,8 @@ class JobRecord(BaseModel):
     attempts: list[Attempt] = Field(default_factory=list)
     progress: Progress | None = None
     results: RunResults | None = None  # set when the job succeeds
+    estimate: Estimate | None = None  # set at submit; held against the team's budget until the job ends
+    preflight: PreflightStatus | None = None  # None: none has run (or none is wanted)
     nanochat_commit: str | None = None
     run_dir: str | None = None
     log: LogPointer | None = None
@@ -109,11 +135,24 @@ class JobRecord(BaseModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
+    def preflight_gpu_seconds(self) -> float:
+        """The part of gpu_seconds that the preflight's attempts took."""
+        return sum(a.gpu_seconds for a in self.attempts if a.preflight)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def in_preflight(self) -> bool:
+        """Running (or about to retry) the preflight: the full run has not launched."""
+        return (not self.state.terminal and self.preflight is not None
+                and self.preflight.state is PreflightState.running)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
     def steps_recomputed(self) -> int:
         """Base-training steps run again because a fault lost them (0 for a clean run)."""
         total, furthest = 0, 0
         for attempt in self.attempts:
-            if attempt.final_step is None:
+            if attempt.final_step is None or attempt.preflight:
                 continue
             resumed = attempt.resumed_from_step or 0
             total += max(0, min(furthest, attempt.final_step) - resumed)
@@ -124,9 +163,21 @@ class JobRecord(BaseModel):
     def current_attempt(self) -> Attempt | None:
         return self.attempts[-1] if self.attempts else None
 
+    def is_preflight(self, number: int | None = None) -> bool:
+        """Whether attempt `number` (default: the current one) is a preflight."""
+        if number is None:
+            return self.current_attempt is not None and self.current_attempt.preflight
+        return 0 < number <= len(self.attempts) and self.attempts[number - 1].preflight
+
     @property
     def attempts_this_round(self) -> int:
-        return len(self.attempts) - self.round_start
+        """The full run's attempts since the last `retry` (spec.max_attempts bounds them)."""
+        return sum(1 for a in self.attempts[self.round_start:] if not a.preflight)
+
+    @property
+    def preflights_this_round(self) -> int:
+        """The preflight's attempts since the last `retry` (spec.max_attempts bounds them too)."""
+        return sum(1 for a in self.attempts[self.round_start:] if a.preflight)
 
 
 class Submitted(BaseModel):

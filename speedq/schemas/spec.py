@@ -45,6 +45,9 @@ class JobOptions(UserInput):
     save_every: int | None = Field(default=None, ge=1, le=1_000_000)
     # base_train options (`max-seq-len`: 128), checked against its argparse; passed as argv.
     train_args: TrainArgs = Field(default_factory=dict)
+    # A full run on more than one GPU first runs config.PREFLIGHT_STEPS steps of the same commit and
+    # options on one GPU, and launches only if that passes; False skips it (`--no-preflight`).
+    preflight: bool = True
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +94,12 @@ class JobOptions(UserInput):
     @property
     def depth(self) -> int:
         return depth_of(self.model)
+
+    @property
+    def wants_preflight(self) -> bool:
+        """A full run on more than one GPU, preflight not turned off (a smoke test or a one-GPU
+        run is already as cheap as its preflight would be)."""
+        return self.preflight and self.mode == "full" and self.gpu.count > 1
 
 
 class JobSpec(JobOptions):

@@ -8,7 +8,7 @@ from pydantic import (
 )
 
 from speedq.schemas.protocol import Progress
-from speedq.schemas.record import AttemptStatus, JobRecord, JobState
+from speedq.schemas.record import AttemptStatus, JobRecord, JobState, PreflightState
 
 
 class JobStatus(BaseModel):
@@ -35,6 +35,9 @@ class LossPoint(BaseModel):
 
     step: int
     loss: float
+    # When the run reported the step (the runner's clock, epoch seconds): the curve by wall time.
+    # None on points stored before the store kept it.
+    t: float | None = None
 
 
 class JobOverview(JobStatus):
@@ -44,6 +47,7 @@ class JobOverview(JobStatus):
     attempts: list[AttemptStatus] = Field(default_factory=list)
     max_attempts: int = 1
     round_start: int = 0
+    preflight: PreflightState | None = None  # the one-GPU preflight's state, if one ran
 
     @classmethod
     def of(cls, record: JobRecord) -> JobOverview:
@@ -53,6 +57,7 @@ class JobOverview(JobStatus):
             attempts=[AttemptStatus.of(a) for a in record.attempts],
             max_attempts=record.spec.max_attempts,
             round_start=record.round_start,
+            preflight=record.preflight.state if record.preflight is not None else None,
         )
 
 

@@ -84,6 +84,29 @@ def test_smoke_gets_the_smaller_of_the_jobs_timeout_and_its_functions(standin, b
     assert (req.nproc, req.attempt, req.force_restart, req.run_dir) == (2, 2, True, "/vol/runs/alpha/d12-smoke")
 
 
+def test_a_preflight_attempt_spawns_the_short_function_on_one_gpu_in_its_own_directory(standin, backend) -> None:
+    from speedq.schemas import Attempt, PreflightStatus
+
+    rec = record(gpu="H100:8", train_args={"max-seq-len": 1024, "eval-every": 100})
+    rec.attempts = [Attempt(number=1, backend="modal", gpu_count=1, preflight=True)]
+    rec.preflight = PreflightStatus(steps=config.PREFLIGHT_STEPS, gpu="H100:1", commit=COMMIT)
+    backend.launch(rec, 1)
+    [call] = standin.calls()
+    assert call["function"] == "test_10_steps"
+    assert call["bound_options"] == {"gpu": "H100:1", "timeout_secs": mb.SMOKE_TIMEOUT_S}
+    req = RunRequest.model_validate_json(call["kwargs"]["request"])
+    assert (req.nproc, req.mode, req.preflight_steps, req.force_restart) == (1, "full", 20, True)
+    assert req.run_dir == "/vol/runs/alpha/d12/preflight"
+    # the job's options, its steps, evals off (the job's eval-every too) and the full run's device batch
+    assert req.train_args == {"max-seq-len": 1024, "num-iterations": 20, "eval-every": -1, "core-metric-every": -1,
+                              "sample-every": -1, "device-batch-size": 16}
+    pointer = backend.log_pointer(rec)
+    assert pointer.path == f"{RUN}/preflight/log.txt"
+    standin.put(f"{RUN}/preflight/progress.json", '{"stage": "base_train", "step": 4, "total": 20}')
+    progress = backend.read_progress(rec)
+    assert progress is not None and (progress.step, progress.total) == (4, 20)
+
+
 def test_the_smoke_cap_is_the_deployed_functions_own_timeout() -> None:
     from speedq.gpu import modal_app
 

@@ -78,7 +78,8 @@ def answer_cpu_calls(standin: StandInProcess) -> None:
 
 @pytest.mark.parametrize("status", ["UNAVAILABLE", "PERMISSION_DENIED"])
 def test_a_worker_rides_out_an_api_blip_with_one_call(speedq: Speedq, modal_standin: StandInProcess, status) -> None:
-    job = speedq.run("submit", "--backend", "modal", "--team", "alpha", "--max-attempts", "3", check=True)
+    job = speedq.run("submit", "--backend", "modal", "--team", "alpha", "--max-attempts", "3", "--no-preflight",
+                     check=True)
     job_id = job.stdout.strip().splitlines()[-1]
     speedq.start_worker(backend="modal", env=modal_env(modal_standin))
 
@@ -105,3 +106,31 @@ def test_a_worker_rides_out_an_api_blip_with_one_call(speedq: Speedq, modal_stan
     assert final["state"] == "succeeded", final
     assert len(final["attempts"]) == 1
     assert len(modal_standin.calls("run_speedrun")) == 1 and most == 1
+
+
+def test_a_modal_worker_runs_the_preflight_on_one_gpu_then_the_full_run(
+    speedq: Speedq, modal_standin: StandInProcess
+) -> None:
+    job_id = speedq.run("submit", "--backend", "modal", "--team", "alpha", check=True).stdout.strip().splitlines()[-1]
+    speedq.start_worker(backend="modal", env=modal_env(modal_standin))
+
+    def spawned(function: str) -> list[dict]:
+        answer_cpu_calls(modal_standin)
+        return modal_standin.calls(function)
+
+    [pre] = wait_for(lambda: spawned("test_10_steps"), timeout=60, what="the preflight's spawn")  # type: ignore[misc]
+    assert pre["bound_options"]["gpu"] == "H100:1"
+    assert modal_standin.calls("run_speedrun") == []  # nothing on 8 GPUs while the preflight runs
+    assert speedq.status(job_id)["in_preflight"]
+    passed = RunResult(job_id=job_id, attempt=1, outcome=Outcome.succeeded, final_step=20)
+    modal_standin.http(f"/calls/{pre['id']}", {"state": "success", "value": passed.model_dump(mode="json")})
+    [full] = wait_for(lambda: spawned("run_speedrun"), timeout=60, what="the full run's spawn")  # type: ignore[misc]
+    assert full["bound_options"]["gpu"] == "H100:8"
+    done = RunResult(job_id=job_id, attempt=2, outcome=Outcome.succeeded, final_step=100)
+    modal_standin.http(f"/calls/{full['id']}", {"state": "success", "value": done.model_dump(mode="json")})
+    final = speedq.wait_state(job_id, "succeeded", "failed", timeout=60)
+    assert final["state"] == "succeeded", final
+    assert [(a["preflight"], a["gpu_count"]) for a in final["attempts"]] == [(True, 1), (False, 8)]
+    assert final["preflight"]["state"] == "passed"
+    assert final["preflight"]["log"]["path"] == "runs/alpha/d12/preflight/log.txt"
+    assert len(modal_standin.calls("prepare_data")) == 1  # the full run's data, prepared once for both
