@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 from redis.backoff import ExponentialBackoff
+from redis.driver_info import DriverInfo
 from redis.retry import Retry
 
 from speedq import settings
@@ -45,6 +46,10 @@ def _retrying_client(url: str, retries: int, backoff_cap_s: float, socket_timeou
         socket_connect_timeout=5,
         socket_timeout=socket_timeout,
         health_check_interval=30,
+        # No CLIENT SETINFO on connect: two round trips on every new connection (each work horse
+        # and each CLI command opens one) for a label in CLIENT LIST; and redis-py no longer looks
+        # its own version up in the installed distributions' metadata (milliseconds each time).
+        driver_info=DriverInfo(name=None, lib_version=None),
     )
 
 

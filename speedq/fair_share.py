@@ -118,8 +118,7 @@ class FairDequeue(Worker):
                 block = None if timeout is None else min(timeout, settings.get().dequeue_block)
                 taken = self._take(store, current, block)
                 if taken is not None:
-                    self.heartbeat()
-                    return taken
+                    return taken  # the heartbeat above covers the pop: it blocks for less than worker_ttl
                 if timeout is None and not self._waiting(current.capped):
                     return None  # burst: nothing left that a slot could free
                 if max_idle_time is not None and time.monotonic() - idle_since > max_idle_time:
@@ -143,15 +142,14 @@ class FairDequeue(Worker):
                 return None
             team_of = {Queue(name, connection=self.connection).key: team for team, name in candidates}
             popped = pop_in_turn(self.connection, team_of)
+            turn_given = True
             if popped is None and block:
                 # Nothing queued: wait on every key (RQ's BLPOP) for the next job, whoever's.
                 try:
                     popped = Queue.lpop(list(team_of), block, connection=self.connection)
                 except DequeueTimeout:
                     return None
-                team = team_of[as_text(popped[0])] if popped is not None else None
-                if team is not None:
-                    store.note_turn(team)
+                turn_given = False  # BLPOP gave no team a turn: the take below does
             if popped is None:
                 return None
             queue_key, job_id = map(as_text, popped)
@@ -162,11 +160,12 @@ class FairDequeue(Worker):
                 continue  # RQ's own dequeue skips a job whose hash is gone
             team = team_of[queue_key]
             speedq_id = job.args[0] if job.args else None
-            if team is None or speedq_id is None or store.take_slot(team, str(speedq_id)):
-                if speedq_id is not None and team is not None:
-                    # Held from the pop on: if this worker dies before its work horse starts,
-                    # the lease expires and the reaper re-queues the job.
-                    store.acquire_supervision(str(speedq_id), self.name, self.speedq_lease_s)
+            # The slot, the turn and the lease in one round trip. The lease is held from the pop
+            # on: if this worker dies before its work horse starts, it expires and the reaper
+            # re-queues the job.
+            if team is None or speedq_id is None or store.take_popped(
+                team, str(speedq_id), self.name, self.speedq_lease_s, turn=not turn_given
+            ):
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
                 return job, queue
             queue.push_job_id(job.id, at_front=True)

@@ -12,6 +12,7 @@ from, so the counters are exact sums over the records.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -25,12 +26,15 @@ from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, TeamSettings
+from speedq.store_apply import APPLY, delete_if_equal, packed, writes
 from speedq.store_board import BoardStore, index_board
 from speedq.store_budget import hold, note_success
+from speedq.store_leases import LEASE, Lease, LeaseLost, LeaseStore, lease_ms
 from speedq.store_teams import Guard, TeamLoad, TeamStore, TeamUsage, team_settings
 
 # Re-exported: where callers looked for them before keys.py held them.
-__all__ = ["NOTIFY_QUEUE", "Guard", "JobNotFound", "Keys", "Store", "TeamLoad", "TeamUsage", "queue_name"]
+__all__ = ["NOTIFY_QUEUE", "Guard", "JobNotFound", "Keys", "Lease", "LeaseLost", "Store", "TeamLoad", "TeamUsage",
+           "queue_name"]
 
 
 # Writes another module adds to a store transaction (called after MULTI, so they are queued
@@ -41,15 +45,30 @@ Also = Callable[["redis.client.Pipeline", JobRecord], JobRecord]
 
 # What a run claim decides on, in one round trip: the claim's holder and its record (KEYS[6] is
 # the job key prefix; the holder's id is only known here), the team's queued count, its
-# GPU-seconds, the id sequence, the team's settings and its reserved GPU-seconds (KEYS[7]). Run
-# by EVAL_RO: the server refuses any write from it, so everything a submit writes stays in its
-# MULTI/EXEC.
-_READ_CLAIM = """
-local holder = redis.call('get', KEYS[1])
-local holder_raw = false
-if holder then holder_raw = redis.call('get', KEYS[6] .. holder) end
-return {holder, holder_raw, redis.call('zcard', KEYS[2]), redis.call('hvals', KEYS[3]),
-        redis.call('get', KEYS[4]), redis.call('get', KEYS[5]), redis.call('get', KEYS[7])}
+# GPU-seconds, the id sequence, the team's settings and its reserved GPU-seconds (KEYS[7]); and a
+# digest of all of them, which _APPLY_CLAIM recomputes to write only if none has changed since.
+# Read by EVAL_RO: the server refuses any write from it, so a refused submit writes nothing.
+_CLAIM_STATE = """
+local function claim_state()
+  local holder = redis.call('get', KEYS[1])
+  local holder_raw = false
+  if holder then holder_raw = redis.call('get', KEYS[6] .. holder) end
+  local s = {holder, holder_raw, redis.call('zcard', KEYS[2]), redis.call('hvals', KEYS[3]),
+             redis.call('get', KEYS[4]), redis.call('get', KEYS[5]), redis.call('get', KEYS[7])}
+  local parts = {s[1] or '', s[2] or '', s[3], table.concat(s[4], ','), s[5] or '', s[6] or '', s[7] or ''}
+  return s, redis.sha1hex(table.concat(parts, '\\n'))
+end
+"""
+_READ_CLAIM = _CLAIM_STATE + """
+local s, digest = claim_state()
+return {s[1], s[2], s[3], s[4], s[5], s[6], s[7], digest}
+"""
+# ARGV[1]: the digest the read returned; then the writes (store_apply.APPLY). 1 if written.
+_APPLY_CLAIM = _CLAIM_STATE + APPLY + """
+local _, digest = claim_state()
+if digest ~= ARGV[1] then return 0 end
+apply(2)
+return 1
 """
 
 
@@ -60,10 +79,11 @@ class _ClaimRead:
     usage: TeamUsage
     seq: int
     team_raw: bytes | None
+    digest: bytes
 
     @classmethod
     def of(cls, reply: list[Any]) -> _ClaimRead:
-        holder, holder_raw, queued, seconds, seq, team_raw, reserved = reply
+        holder, holder_raw, queued, seconds, seq, team_raw, reserved, digest = reply
         return cls(
             holder=holder.decode() if holder else None,
             holder_raw=holder_raw or None,
@@ -71,6 +91,7 @@ class _ClaimRead:
                             reserved_s=int(reserved or 0)),
             seq=int(seq or 0),
             team_raw=team_raw or None,
+            digest=digest,
         )
 
     def settings(self, team: str) -> TeamSettings:
@@ -85,28 +106,22 @@ def _active(raw: bytes | str | None) -> JobRecord | None:
     return None if record.state.terminal else record
 
 
-# Take or renew a job's lease for ARGV[1] (ARGV[2] ms) and index its expiry; returns the other
-# live worker holding it, if one does.
-_ACQUIRE = """
-local h = redis.call('get', KEYS[1])
-if h and h ~= ARGV[1] then return h end
-redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
-local t = redis.call('time')
-redis.call('zadd', KEYS[2], t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2]), ARGV[3])
-return false
-"""
-
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  redis.call('del', KEYS[1])
-  redis.call('zrem', KEYS[2], ARGV[2])
+# Store.update's compare-and-apply. KEYS: the record, its lease, the lease index. ARGV: the sha1
+# of the record the change was decided on, the worker whose lease to renew ('' for none) and
+# its ms, the job id, then the writes (store_apply.APPLY). Replies {'ok'}, {'missing'},
+# {'lease', holder} (nothing written) or {'changed', the record now stored}.
+_UPDATE = LEASE + APPLY + """
+local raw = redis.call('get', KEYS[1])
+if not raw then return {'missing'} end
+if ARGV[2] ~= '' then
+  local h = redis.call('get', KEYS[2])
+  if h and h ~= ARGV[2] then return {'lease', h} end
 end
-return 0
+if redis.sha1hex(raw) ~= ARGV[1] then return {'changed', raw} end
+if ARGV[2] ~= '' then take_lease(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4]) end
+apply(5)
+return {'ok'}
 """
-
-
-def _ms(seconds: float) -> int:
-    return max(1, int(seconds * 1000))
 
 
 # Append a loss point "step:loss:time" if it is at least ARGV[3] steps past the last one kept
@@ -131,7 +146,7 @@ def _indexes(record: JobRecord) -> list[str]:
     return [Keys.index(), Keys.index(team=team), Keys.index(state=state), Keys.index(team, state)]
 
 
-class Store(TeamStore, BoardStore):
+class Store(TeamStore, BoardStore, LeaseStore):
     def __init__(self, conn: redis.Redis) -> None:
         self.conn = conn
 
@@ -189,75 +204,78 @@ class Store(TeamStore, BoardStore):
         self, spec: JobSpec, own: JobRecord | None, guard: Guard | None, also: Also | None
     ) -> tuple[JobRecord, bool]:
         """(the active job holding the run, False) or (the job now holding it, True): `own`, or
-        a new record stored for `spec`. One optimistic transaction, so two submits racing for
-        one run make one job. Everything it decides on is read by one script under the WATCH:
-        three round trips in all (WATCH, the read, MULTI/EXEC)."""
+        a new record stored for `spec`. Two round trips: one script reads everything it decides
+        on, and another writes only if none of it changed (else it reads again), so two submits
+        racing for one run make one job."""
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
-        with self.conn.pipeline() as pipe:
-            while True:
-                try:
-                    reserved = Keys.team(team, "reserved")
-                    pipe.watch(claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq,
-                               reserved)
-                    seen = _ClaimRead.of(pipe.eval_ro(
-                        _READ_CLAIM, 7, claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"),
-                        Keys.seq, Keys.team(team), Keys.job(""), reserved,
-                    ))
-                    if seen.holder is not None and (own is None or seen.holder != own.id):
-                        existing = _active(seen.holder_raw)
-                        if existing is not None:
-                            pipe.unwatch()
-                            return existing, False
-                    if guard is not None:
-                        try:
-                            guard(seen.settings(team), seen.usage)
-                        except Exception:
-                            pipe.unwatch()
-                            raise
-                    record = own if own is not None else JobRecord(id=self.job_id_for(seen.seq + 1), spec=spec)
-                    pipe.multi()
-                    if own is None:
-                        pipe.set(Keys.seq, seen.seq + 1)
-                    pipe.set(claim, record.id)
-                    if also is not None:
-                        record = also(pipe, record)
-                    if own is None:
-                        self._write(pipe, record, previous=None)
-                    pipe.execute()
-                    return record, True
-                except redis.WatchError:
-                    continue
+        keys = (claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq, Keys.team(team),
+                Keys.job(""), Keys.team(team, "reserved"))
+        while True:
+            seen = _ClaimRead.of(self.conn.eval_ro(_READ_CLAIM, len(keys), *keys))
+            if seen.holder is not None and (own is None or seen.holder != own.id):
+                existing = _active(seen.holder_raw)
+                if existing is not None:
+                    return existing, False
+            if guard is not None:
+                guard(seen.settings(team), seen.usage)
+            record = own if own is not None else JobRecord(id=self.job_id_for(seen.seq + 1), spec=spec)
+            pipe = writes(self.conn)
+            if own is None:
+                pipe.set(Keys.seq, seen.seq + 1)
+            pipe.set(claim, record.id)
+            if also is not None:
+                record = also(pipe, record)
+            if own is None:
+                self._write(pipe, record, previous=None)
+            if self.conn.eval(_APPLY_CLAIM, len(keys), *keys, seen.digest, *packed(pipe)):
+                return record, True
 
-    def update(self, job_id: str, change: Callable[[JobRecord], object], also: Also | None = None) -> JobRecord:
-        """Apply `change` to the stored record atomically (retrying if someone else wrote it).
+    def update(
+        self, job_id: str, change: Callable[[JobRecord], object], also: Also | None = None,
+        seen: JobRecord | None = None, lease: Lease | None = None,
+    ) -> JobRecord:
+        """Apply `change` to the stored record atomically (again on the newer record if someone
+        else wrote it first; `change` may run more than once).
 
         Keeps the listing indexes and the run claim in step with the state. `also` adds its own
-        writes to the same MULTI/EXEC and may change the record once more (the RQ job id).
+        writes to the same script and may change the record once more (the RQ job id). `seen`:
+        the record as the caller last read or wrote it, which saves the read if it is still
+        stored (one round trip, else two). `lease`: renewed in the same step, and nothing is
+        written if another worker holds it (LeaseLost).
         """
         key = Keys.job(job_id)
-        with self.conn.pipeline() as pipe:
-            while True:
-                try:
-                    pipe.watch(key)
-                    raw = pipe.get(key)
-                    if raw is None:
-                        raise JobNotFound(f"no job {job_id}")
-                    before = JobRecord.model_validate_json(raw)
-                    after = before.model_copy(deep=True)
-                    change(after)
-                    after.updated_at = time.time()
-                    pipe.multi()
-                    if also is not None:
-                        after = also(pipe, after)
-                    self._write(pipe, after, previous=before)
-                    self._account(pipe, before, after)
-                    if after.state.terminal and not before.state.terminal:
-                        self._release_claim(pipe, after)
-                    pipe.execute()
-                    return after
-                except redis.WatchError:
-                    continue
+        raw = seen.model_dump_json().encode() if seen is not None else None
+        while True:
+            if raw is None:
+                stored = self.conn.get(key)
+                if stored is None:
+                    raise JobNotFound(f"no job {job_id}")
+                raw = stored if isinstance(stored, bytes) else stored.encode()
+            before = JobRecord.model_validate_json(raw)
+            after = before.model_copy(deep=True)
+            change(after)
+            after.updated_at = time.time()
+            pipe = writes(self.conn)
+            if also is not None:
+                after = also(pipe, after)
+            self._write(pipe, after, previous=before)
+            self._account(pipe, before, after)
+            if after.state.terminal and not before.state.terminal:
+                claim = Keys.run_claim(after.spec.team, after.spec.run_name or "")
+                delete_if_equal(pipe, claim, after.id)  # a later job may own the run by now
+            held = (lease.worker, lease_ms(lease.ttl_s)) if lease is not None else ("", 0)
+            reply = self.conn.eval(
+                _UPDATE, 3, key, Keys.supervisor(job_id), Keys.held,
+                hashlib.sha1(raw).hexdigest(), *held, job_id, *packed(pipe),
+            )
+            if reply[0] == b"ok":
+                return after
+            if reply[0] == b"missing":
+                raise JobNotFound(f"no job {job_id}")
+            if reply[0] == b"lease":
+                raise LeaseLost(f"job {job_id} is supervised by {text(reply[1])}")
+            raw = reply[1]  # changed since: decide again on what is stored now
 
     def _write(self, pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
         pipe.set(Keys.job(record.id), record.model_dump_json())
@@ -287,41 +305,7 @@ class Store(TeamStore, BoardStore):
                 pipe.ltrim(Keys.team(team, "waits"), 0, config.WAIT_SAMPLES_KEPT - 1)
         note_success(pipe, before, after)
 
-    def _release_claim(self, pipe: redis.client.Pipeline, record: JobRecord) -> None:
-        # Only if this job still holds it: a later job may own the run by now.
-        claim = Keys.run_claim(record.spec.team, record.spec.run_name or "")
-        pipe.eval(
-            "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0",
-            1, claim, record.id,
-        )
-
-    # -- supervision: one worker per job, proven by a heartbeat ----------------------------------
-    # The lease key proves a worker is alive; `Keys.held` indexes every lease by its expiry, so
-    # the reaper finds the jobs of dead workers in one range read, however many jobs are active.
-
-    def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
-        """Take the job for `worker`; returns the holder's name if another live worker has it."""
-        holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id)
-        return None if holder is None else text(holder)
-
-    def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
-        """Extend our hold; False if it lapsed and someone else took the job."""
-        return self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, _ms(ttl_s), job_id) is None
-
-    def release_supervision(self, job_id: str, worker: str) -> None:
-        self.conn.eval(_RELEASE, 2, Keys.supervisor(job_id), Keys.held, worker, job_id)
-
-    def supervised(self, job_id: str) -> bool:
-        return bool(self.conn.exists(Keys.supervisor(job_id)))
-
-    def now(self) -> float:
-        """Redis's clock: lease expiries are written in it, so every worker compares against it."""
-        seconds, micros = self.conn.time()
-        return seconds + micros / 1e6
-
-    def expired_holds(self, now: float, limit: int) -> builtins.list[str]:
-        """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
-        return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+    # -- supervision (the lease methods are LeaseStore's) ---------------------------------------
 
     def take_over_expired(self, job_id: str, now: float, also: Also) -> JobRecord | None:
         """The job of a dead worker, re-checked in one transaction: if its lease is still gone and

@@ -47,21 +47,27 @@ def team_settings(name: str, raw: bytes | str | None) -> TeamSettings:
     return TeamSettings.model_validate_json(raw) if raw is not None else TeamSettings.open(name)
 
 
-# Take a running slot for a job: yes if it already holds one (a re-delivered or reattached
-# job), or if the team has fewer than its limit: `max_running` of its stored TeamSettings
-# (KEYS[2]; none stored or null: no limit), read here so a dequeue costs one round trip.
-_TAKE_SLOT = """
-if redis.call('sismember', KEYS[1], ARGV[1]) == 1 then return 1 end
-local raw = redis.call('get', KEYS[2])
-local limit = raw and cjson.decode(raw).max_running
-if type(limit) == 'number' and redis.call('scard', KEYS[1]) >= limit then return 0 end
-redis.call('sadd', KEYS[1], ARGV[1])
-return 1
+# Lua: take a running slot for a job: yes (1) if it already holds one (a re-delivered or
+# reattached job), or if the team has fewer than its limit: `max_running` of its stored
+# TeamSettings (at `team_key`; none stored or null: no limit), read here so a dequeue costs one
+# round trip.
+SLOT = """
+local function take_slot(running, team_key, job)
+  if redis.call('sismember', running, job) == 1 then return 1 end
+  local raw = redis.call('get', team_key)
+  local limit = raw and cjson.decode(raw).max_running
+  if type(limit) == 'number' and redis.call('scard', running) >= limit then return 0 end
+  redis.call('sadd', running, job)
+  return 1
+end
 """
+_TAKE_SLOT = SLOT + "return take_slot(KEYS[1], KEYS[2], ARGV[1])"
 
-# Give team ARGV[1] the newest turn number, in one round trip.
-_NOTE_TURN = """
-return redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), ARGV[1])
+# Lua: give `team` the newest turn number (see fair_share).
+TURN = """
+local function note_turn(turns, counter, team)
+  return redis.call('zadd', turns, redis.call('incr', counter), team)
+end
 """
 
 
@@ -127,10 +133,6 @@ class TeamStore:
 
     def team_names(self) -> builtins.list[str]:
         return sorted(text(n) for n in self.conn.smembers(Keys.teams))
-
-    def note_turn(self, team: str) -> None:
-        """The team just had a turn (see fair_share)."""
-        self.conn.eval(_NOTE_TURN, 2, Keys.turns, Keys.turn_counter, team)
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""

@@ -26,7 +26,7 @@ from speedq.keys import Keys
 from speedq.notify import notify
 from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
-from speedq.store import JobNotFound, Store
+from speedq.store import JobNotFound, Lease, LeaseLost, Store
 from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 
 log = logging.getLogger("speedq.worker")
@@ -80,17 +80,13 @@ class Supervisor:
     # -- the whole job ---------------------------------------------------------------------------
 
     def run(self) -> str:
-        try:
-            record = self.store.get(self.job_id)
-        except JobNotFound:
-            return "missing"
-        if record.state.terminal:
-            self._free_running_slot()  # e.g. cancelled while this worker was taking it
-            self.store.release_supervision(self.job_id, self.worker)  # the lease taken at the pop
-            return record.state.value
-        holder = self.store.acquire_supervision(self.job_id, self.worker, self.ttl_s)
+        holder, record = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
             return f"supervised by {holder}"
+        if record is None or record.state.terminal:
+            self._free_running_slot()  # e.g. cancelled while this worker was taking it
+            self.store.release_supervision(self.job_id, self.worker)  # the lease taken at the pop
+            return record.state.value if record is not None else "missing"
         try:
             return self._supervise(record).value
         except _Done:
@@ -117,7 +113,7 @@ class Supervisor:
         except BackendError as exc:
             return self._finish(JobState.failed, str(exc))
         if supervision.next_step(record).kind is not Kind.launch:
-            record = self._update(self._claim)  # a launch claims the job in its first write
+            record = self._update(self._claim, seen=record)  # a launch claims the job in its first write
         while True:
             step = supervision.next_step(record)
             if isinstance(step, Finish):
@@ -162,7 +158,7 @@ class Supervisor:
             r.state = JobState.starting
             r.nanochat_commit = r.nanochat_commit or commit
 
-        record = self._update(starting)
+        record = self._update(starting, seen=record, lease=True)
         self._end_previous(backend, record)
         self._prepare(backend, record)
         number = len(record.attempts) + 1
@@ -177,8 +173,7 @@ class Supervisor:
                 r.preflight.log = r.log
             r.started_at = r.started_at or time.time()
 
-        self._keep_lease()  # another worker may have taken the job while we prepared
-        record = self._update(begin)
+        record = self._update(begin, seen=record, lease=True)  # nothing launched if another worker took the job
         try:
             call_id = backend.launch(record, number)
         except LaunchUnknown as exc:
@@ -197,7 +192,7 @@ class Supervisor:
             r.attempts[number - 1].call_id = call_id
             r.state = JobState.running
 
-        return self._update(started)
+        return self._update(started, seen=record)
 
     def _end_previous(self, backend: Backend, record: JobRecord) -> None:
         """Before a new attempt, the previous call is confirmed ended, or cancelled and then
@@ -373,8 +368,15 @@ class Supervisor:
         r.worker = self.worker
         r.heartbeat_at = time.time()
 
-    def _update(self, change: Callable[[JobRecord], object]) -> JobRecord:
-        return self.store.update(self.job_id, change)
+    def _update(self, change: Callable[[JobRecord], object], seen: JobRecord | None = None, lease: bool = False
+                ) -> JobRecord:
+        """`seen` (the record as last read or written here) saves a read; `lease`: write only while holding it."""
+        held = Lease(self.worker, self.ttl_s) if lease else None
+        try:
+            return self.store.update(self.job_id, change, seen=seen, lease=held)
+        except LeaseLost:
+            log.warning("%s: lease lost to another worker; stopping", self.job_id)
+            raise _Done from None
 
     def _note_error(self, message: str) -> None:
         def note(r: JobRecord) -> None:

@@ -1,5 +1,7 @@
-"""A submit is one Redis transaction: the run claim, the record, its indexes, the sequence and the
-RQ enqueue are all written between one MULTI and its EXEC (seen by Redis's own MONITOR)."""
+"""A submit is one atomic write: the run claim, the record, its indexes, the sequence and the RQ
+enqueue are all written by one script, which Redis runs with nothing in between; before it, one
+read-only script reads what the submit decides on. Seen by Redis's own MONITOR, which shows the
+commands a script runs as `[0 lua]` lines after the client's EVAL."""
 
 from __future__ import annotations
 
@@ -9,16 +11,19 @@ import subprocess
 import pytest
 from rq import Queue
 
+from speedq.errors import QuotaExceeded
 from speedq.keys import Keys, queue_name
-from speedq.producer import submit
-from speedq.schemas import JobSpec
+from speedq.producer import admit, enqueue_in, submit
+from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.store import Store, TeamUsage
 from tests.conftest import RedisServer, wait_for
 
-READS = {"WATCH", "UNWATCH", "EVAL_RO", "GET", "ZCARD", "HVALS", "EXISTS", "MULTI", "EXEC", "PING", "CLIENT", "HELLO",
-         "INFO", "LRANGE"}  # LRANGE: the team's run history, read for the cost estimate
+READS = {"GET", "ZCARD", "HVALS"}
+# Sent once per connection, not per submit: RQ reads the server's version once and keeps it.
+ONCE = {"INFO"}
 
 
-def test_submit_writes_everything_in_one_multi_exec(redis_server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_submit_writes_everything_in_one_script_after_one_read(redis_server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
     cli = shutil.which("redis-cli")
     if cli is None:
         pytest.skip("redis-cli is not installed")
@@ -35,16 +40,66 @@ def test_submit_writes_everything_in_one_multi_exec(redis_server: RedisServer, t
         monitor.kill()
         monitor.wait()
 
-    commands = [line.split('"')[1].upper() for line in out.read_text().splitlines()[1:] if '"' in line]
-    assert commands.count("MULTI") == 1 and commands.count("EXEC") == 1, commands
-    start, end = commands.index("MULTI"), commands.index("EXEC")
-    outside = [c for i, c in enumerate(commands) if not start < i < end and c not in READS]
-    assert outside == [], commands
-    inside = commands[start + 1 : end]
-    assert {"SET", "ZADD", "SADD", "HSET", "RPUSH"} <= set(inside), inside
+    lines = [line for line in out.read_text().splitlines()[1:] if '"' in line]
+    sent = [(" [0 lua] " in line, line.split('"')[1].upper()) for line in lines]
+    by_client = [name for lua, name in sent if not lua and name not in ONCE]
+    # The team's run history for the cost estimate, the claim's read and the write: three round
+    # trips, then the test's PING
+    assert by_client == ["LRANGE", "EVAL_RO", "EVAL", "PING"], sent
+    apply_at = sent.index((False, "EVAL"))
+    reads = [name for lua, name in sent[:apply_at] if lua]
+    assert set(reads) <= READS, sent  # the read-only script wrote nothing
+    written = [name for lua, name in sent[apply_at + 1:] if lua]
+    assert {"SET", "ZADD", "SADD", "HSET", "RPUSH"} <= set(written), sent
 
     record = done.record
     assert conn.get(Keys.run_claim("alpha", "one")) == record.id.encode()
     assert conn.get(Keys.seq) == b"1" and record.id == "sq-1"
     assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [record.rq_job_id]
     assert record.rq_job_id == "sq-1"  # the stored record names its RQ job: no second write
+
+
+def test_a_run_claimed_between_a_submits_read_and_its_write_returns_the_holder(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    spec = JobSpec(team="alpha", backend="sim", run_name="one")
+    raced: list[JobRecord] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+        if not raced:  # another producer's submit of the same run lands after this one's read
+            raced.append(Store(redis_server.client()).create_claiming_run(spec, also=enqueue_in(conn))[0])
+
+    record, created = Store(conn).create_claiming_run(spec, guard=meanwhile, also=enqueue_in(conn))
+    assert not created and record.id == raced[0].id
+    assert conn.get(Keys.seq) == b"1"
+    assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [raced[0].id]
+
+
+def test_two_submits_racing_for_a_teams_last_queued_place_make_one_job(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    store.add_team(TeamSettings(name="alpha", max_queued=1))
+    raced: list[JobRecord] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+        if not raced:
+            other = JobSpec(team="alpha", backend="sim", run_name="other")
+            raced.append(Store(redis_server.client()).create_claiming_run(other, guard=admit)[0])
+        admit(team, usage)
+
+    with pytest.raises(QuotaExceeded, match="max-queued of 1"):
+        store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"), guard=meanwhile)
+    assert store.count("alpha", JobState.queued) == 1 and conn.get(Keys.seq) == b"1"
+    assert conn.get(Keys.run_claim("alpha", "one")) is None
+
+
+def test_an_update_decided_on_a_stale_record_is_decided_again_on_the_stored_one(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"))
+    store.update(record.id, lambda r: setattr(r, "cancel_requested", True))  # someone else's write
+    after = store.update(record.id, lambda r: setattr(r, "error", "noted"), seen=record)
+    assert after.cancel_requested and after.error == "noted"
+    assert store.get(record.id) == after

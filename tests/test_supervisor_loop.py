@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 
 from speedq import worker
 from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
@@ -187,6 +188,54 @@ def test_prepare_runs_before_every_launch_under_the_data_lock(store: Store, monk
     supervise(store, backend, monkeypatch)
     assert backend.calls.index(("prepare",)) < backend.calls.index(("launch", "1"))
     assert seen == [True]
+
+
+def test_a_lease_taken_while_preparing_stops_before_the_attempt_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+
+    class Overtaken(Scripted):
+        def prepare(self, record: JobRecord) -> None:
+            super().prepare(record)
+            store.conn.set(Keys.supervisor(record.id), "w2", px=60_000)  # w1 stalled; w2 took the job
+
+    backend = Overtaken()
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    worker.Supervisor(store, record.id, "w1").run()
+    after = store.get(record.id)
+    assert backend.count("launch") == 0
+    assert after.attempts == [] and after.state.value == "starting"  # the lease check wrote nothing
+    assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
+
+
+def test_from_the_work_horse_to_the_launch_is_six_round_trips(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Take the lease and read the record; read the team's budget (a round's start); mark it
+    starting; take and free the data lock; write the attempt with the lease renewed. Each round
+    trip costs a loaded machine milliseconds."""
+    sent: list[bytes] = []
+    at_launch: list[int] = []
+
+    class Counting(Scripted):
+        def launch(self, record: JobRecord, attempt: int) -> str:
+            at_launch.append(len(sent))
+            return super().launch(record, attempt)
+
+    supervise(store, Counting(), monkeypatch)  # loads redis-py's lock scripts into the server once
+    second, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", run_name="second"))
+    at_launch.clear()
+    send = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    worker.Supervisor(store, second.id, "w1").run()
+    assert store.get(second.id).state.value == "succeeded"
+    assert at_launch[0] == 6, [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
 
 
 # -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------

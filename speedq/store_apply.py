@@ -1,0 +1,61 @@
+"""Compare-and-apply: a store write as one Lua script that runs the writes queued on a redis-py
+pipeline only if what they were decided from is still what Redis holds.
+
+WATCH, the read and MULTI/EXEC cost three round trips, each far dearer than its bytes on a loaded
+machine; a script that compares and then writes costs one, and is as atomic (Redis runs a script
+with nothing in between). The writes are queued on an ordinary pipeline in MULTI mode, so RQ's
+`enqueue(pipeline=...)` adds its own as before, but the pipeline is never executed: `packed`
+turns its commands into the script's arguments, and `APPLY` replays them with redis.call.
+speedq and RQ run against one Redis server, where a script may write keys it was not handed.
+"""
+
+from __future__ import annotations
+
+import redis
+from redis.typing import EncodableT
+
+# Commands that cannot run inside a script (or would undo its atomicity).
+_NOT_IN_SCRIPTS = {"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "MULTI", "EXEC", "WATCH", "UNWATCH"}
+
+# Lua: `apply(from)` runs the commands packed into ARGV from index `from` on, each as its word
+# count and then its words. DELIFEQ is speedq's own (Redis has none): delete a key only if it
+# still holds the given value.
+APPLY = """
+local function apply(from)
+  local i = from
+  while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    if ARGV[i + 1] == 'DELIFEQ' then
+      if redis.call('get', ARGV[i + 2]) == ARGV[i + 3] then redis.call('del', ARGV[i + 2]) end
+    else
+      redis.call(unpack(ARGV, i + 1, i + n))
+    end
+    i = i + n + 1
+  end
+end
+"""
+
+
+def writes(conn: redis.Redis) -> redis.client.Pipeline:
+    """A pipeline in MULTI mode to queue writes on for `packed`; nothing on it is ever executed."""
+    pipe = conn.pipeline(transaction=True)
+    pipe.multi()
+    return pipe
+
+
+def delete_if_equal(pipe: redis.client.Pipeline, key: str, value: str) -> None:
+    """Queue DELIFEQ (see APPLY): only a script built on APPLY can run this pipeline's commands."""
+    pipe.execute_command("DELIFEQ", key, value)
+
+
+def packed(pipe: redis.client.Pipeline) -> list[EncodableT]:
+    """The commands queued on `pipe` as APPLY's arguments; the pipeline is emptied."""
+    args: list[EncodableT] = []
+    for words, _options in pipe.command_stack:
+        name = str(words[0]).upper()
+        if name in _NOT_IN_SCRIPTS:
+            raise ValueError(f"{name} cannot be applied by a script")
+        args.append(len(words))
+        args.extend(words)
+    pipe.reset()
+    return args

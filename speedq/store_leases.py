@@ -1,0 +1,119 @@
+"""The supervision half of the Redis layout: one worker per job, proven by a heartbeat. The lease
+key proves a worker is alive; `Keys.held` indexes every lease by its expiry, so the reaper finds
+the jobs of dead workers in one range read, however many jobs are active. `Store` inherits it;
+callers use `Store`, never this class alone.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass
+
+import redis
+
+from speedq.connection import text
+from speedq.keys import Keys
+from speedq.schemas import JobRecord
+from speedq.store_teams import SLOT, TURN
+
+# Lua: take or renew job `job`'s lease for `worker` (`ms` long) and index its expiry; returns the
+# other live worker holding it, if one does.
+LEASE = """
+local function take_lease(lease, held, worker, ms, job)
+  local h = redis.call('get', lease)
+  if h and h ~= worker then return h end
+  redis.call('set', lease, worker, 'px', ms)
+  local t = redis.call('time')
+  redis.call('zadd', held, t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ms), job)
+  return false
+end
+"""
+_ACQUIRE = LEASE + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
+# The same, and then the job's record (KEYS[3]): {holder} or {false, record or false}.
+_ACQUIRE_READ = LEASE + """
+local h = take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+if h then return {h} end
+return {false, redis.call('get', KEYS[3])}
+"""
+
+# At the pop, in one round trip: a running slot for the job (0, nothing written, if its team is
+# full), the team's turn if ARGV[4] is '1', and the job's lease.
+_TAKE = SLOT + TURN + LEASE + """
+if take_slot(KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
+if ARGV[4] == '1' then note_turn(KEYS[5], KEYS[6], ARGV[5]) end
+take_lease(KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[1])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  redis.call('del', KEYS[1])
+  redis.call('zrem', KEYS[2], ARGV[2])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's hold on a job (see Store.acquire_supervision)."""
+
+    worker: str
+    ttl_s: float
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job's lease: the write was refused."""
+
+
+def lease_ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class LeaseStore:
+    """Store's lease methods (see the module docstring)."""
+
+    conn: redis.Redis
+
+    def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
+        """Take the job for `worker`; returns the holder's name if another live worker has it."""
+        holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id)
+        return None if holder is None else text(holder)
+
+    def acquire_reading(self, job_id: str, worker: str, ttl_s: float) -> tuple[str | None, JobRecord | None]:
+        """Take the job for `worker` and read its record, in one round trip: (the other live
+        worker holding it, None), or (None, the record; None if it is gone)."""
+        reply = self.conn.eval(
+            _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id
+        )
+        if reply[0] is not None:
+            return text(reply[0]), None
+        return None, JobRecord.model_validate_json(reply[1]) if reply[1] is not None else None
+
+    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> bool:
+        """A job just popped from `team`'s queue: its running slot under the team's max_running,
+        the team's turn (if the pop did not give it one already) and the job's lease for
+        `worker`, in one round trip. False, and nothing written, if the team is full."""
+        keys = (Keys.team(team, "running"), Keys.team(team), Keys.supervisor(job_id), Keys.held, Keys.turns,
+                Keys.turn_counter)
+        turn_arg = "1" if turn else "0"
+        return bool(self.conn.eval(_TAKE, len(keys), *keys, job_id, worker, lease_ms(ttl_s), turn_arg, team))
+
+    def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
+        """Extend our hold; False if it lapsed and someone else took the job."""
+        return self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id) is None
+
+    def release_supervision(self, job_id: str, worker: str) -> None:
+        self.conn.eval(_RELEASE, 2, Keys.supervisor(job_id), Keys.held, worker, job_id)
+
+    def supervised(self, job_id: str) -> bool:
+        return bool(self.conn.exists(Keys.supervisor(job_id)))
+
+    def now(self) -> float:
+        """Redis's clock: lease expiries are written in it, so every worker compares against it."""
+        seconds, micros = self.conn.time()
+        return seconds + micros / 1e6
+
+    def expired_holds(self, now: float, limit: int) -> builtins.list[str]:
+        """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
+        return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
