@@ -22,7 +22,7 @@ class InstantBackend:
     def check(self) -> None:
         pass
 
-    def resolve_ref(self, ref: str) -> str:
+    def resolve_ref(self, ref: str, repo: str = "") -> str:
         return COMMIT
 
     def run_dir(self, record: JobRecord) -> str:
