@@ -14,8 +14,9 @@ from rq import Queue
 
 from speedq.errors import QuotaExceeded
 from speedq.keys import Keys, queue_name
-from speedq.producer import admit, enqueue_in, submit
-from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.estimate import tokens_of
+from speedq.producer import admit, enqueue_in, pricing, submit
+from speedq.schemas import JobRecord, JobSpec, JobState, RunSample, TeamSettings
 from speedq.store import Store, TeamUsage
 from tests.conftest import RedisServer, wait_for
 
@@ -93,6 +94,30 @@ def test_two_submits_racing_for_a_teams_last_queued_place_make_one_job(redis_ser
         store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"), guard=meanwhile)
     assert store.count("alpha", JobState.queued) == 1 and conn.get(Keys.seq) == b"1"
     assert conn.get(Keys.run_claim("alpha", "one")) is None
+
+
+def test_a_run_that_succeeds_between_a_submits_read_and_its_write_is_in_the_estimate(
+    redis_server: RedisServer,
+) -> None:
+    """The history is in the claim's digest: the estimate stored and reserved is the one made
+    from the history the write saw, never one of a history replaced in between."""
+    conn = redis_server.client()
+    conn.flushall()
+    spec = JobSpec(team="alpha", backend="sim", run_name="one", mode="smoke", gpu="CPU:1")
+    history = Keys.run_history("alpha", spec.model, spec.mode, spec.gpu.type)
+    needed: list[float] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage, needed_s: float) -> None:
+        needed.append(needed_s)
+        if len(needed) == 1:  # another job of the team's succeeds after this submit's read
+            conn.lpush(history, RunSample(job="sq-0", gpu_seconds=7.0, tokens=tokens_of(spec)).model_dump_json())
+
+    record, created = Store(conn).create_claiming_run(spec, guard=meanwhile, also=enqueue_in(conn),
+                                                      price=pricing(spec))
+    assert created and len(needed) == 2 and needed[1] == 7 != needed[0]  # decided again on the new history
+    assert record.estimate is not None and record.estimate.source == "history" and record.estimate.runs == ["sq-0"]
+    assert Store(conn).get(record.id).estimate == record.estimate
+    assert int(conn.get(Keys.team("alpha", "reserved"))) == 7
 
 
 def test_an_update_decided_on_a_stale_record_is_decided_again_on_the_stored_one(redis_server: RedisServer) -> None:
