@@ -26,7 +26,15 @@ from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import (
-    Estimate, JobRecord, JobSpec, JobState, ListQuery, LossPoint, Progress, RunSample, TeamSettings,
+    Estimate,
+    JobRecord,
+    JobSpec,
+    JobState,
+    ListQuery,
+    LossPoint,
+    Progress,
+    RunSample,
+    TeamSettings,
 )
 from speedq.store_apply import APPLY, delete_if_equal, packed, writes
 from speedq.store_board import BoardStore, index_board

@@ -13,8 +13,8 @@ import pytest
 from rq import Queue
 
 from speedq.errors import QuotaExceeded
-from speedq.keys import Keys, queue_name
 from speedq.estimate import tokens_of
+from speedq.keys import Keys, queue_name
 from speedq.producer import admit, enqueue_in, pricing, submit
 from speedq.schemas import JobRecord, JobSpec, JobState, RunSample, TeamSettings
 from speedq.store import Store, TeamUsage
