@@ -17,8 +17,8 @@ from rq.job import Job
 from speedq import estimate, settings
 from speedq.errors import BudgetExceeded, NotYourJob, ProducerError, QuotaExceeded
 from speedq.keys import queue_name, rq_job_id
-from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, RunSample, TeamSettings
-from speedq.store import Also, Store, TeamSpend, TeamUsage
+from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, TeamSettings
+from speedq.store import Also, Price, Store, TeamSpend, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -40,7 +40,7 @@ def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     return Submitted(record, created=created)
 
 
-def pricing(spec: JobSpec) -> Callable[[list[RunSample]], Estimate]:
+def pricing(spec: JobSpec) -> Price:
     """The spec's estimate from a team run history, at the configured prices."""
     from speedq.accounting import prices
 

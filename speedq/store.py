@@ -43,8 +43,8 @@ from speedq.store_leases import LEASE, Lease, LeaseLost, LeaseStore, lease_ms
 from speedq.store_teams import Guard, TeamLoad, TeamSpend, TeamStore, TeamUsage, team_settings
 
 # Re-exported: where callers looked for them before keys.py held them.
-__all__ = ["NOTIFY_QUEUE", "Guard", "JobNotFound", "Keys", "Lease", "LeaseLost", "Store", "TeamLoad", "TeamSpend",
-           "TeamUsage", "queue_name"]
+__all__ = ["NOTIFY_QUEUE", "Guard", "JobNotFound", "Keys", "Lease", "LeaseLost", "Price", "Store", "TeamLoad",
+           "TeamSpend", "TeamUsage", "queue_name"]
 
 
 # Writes another module adds to a store transaction (called after MULTI, so they are queued
