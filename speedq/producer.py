@@ -18,7 +18,7 @@ from speedq import estimate, settings
 from speedq.errors import BudgetExceeded, NotYourJob, ProducerError, QuotaExceeded
 from speedq.keys import queue_name, rq_job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, TeamSettings
-from speedq.store import Also, Store, TeamUsage
+from speedq.store import Also, Price, Store, TeamSpend, TeamUsage
 
 # The RQ job function, named by path so the producer never imports the worker.
 SUPERVISE = "speedq.worker.supervise"
@@ -32,24 +32,23 @@ class Submitted:
 
 
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
-    """Store and enqueue the job with its cost estimate, which the same transaction reserves
-    against the team's budget (refused, with nothing stored, if it does not fit)."""
-    store = Store(conn)
-    cost = estimate_for(store, spec)
-    enqueue = enqueue_in(conn)
-
-    def with_estimate(pipe: redis.client.Pipeline, record: JobRecord) -> JobRecord:
-        return enqueue(pipe, record.model_copy(update={"estimate": cost}))
-
-    record, created = store.create_claiming_run(spec, guard=partial(admit, needed_s=cost.gpu_seconds),
-                                                also=with_estimate)
+    """Store and enqueue the job with its cost estimate, which the same write reserves against
+    the team's budget (refused, with nothing stored, if it does not fit). The team's run history
+    the estimate is made from is read by the claim's own read: two round trips in all."""
+    record, created = Store(conn).create_claiming_run(spec, guard=admit, also=enqueue_in(conn),
+                                                      price=pricing(spec))
     return Submitted(record, created=created)
 
 
-def estimate_for(store: Store, spec: JobSpec) -> Estimate:
+def pricing(spec: JobSpec) -> Price:
+    """The spec's estimate from a team run history, at the configured prices."""
     from speedq.accounting import prices
 
-    return estimate.estimate(spec, store.run_history(spec), prices())
+    return partial(estimate.estimate, spec, prices=prices())
+
+
+def estimate_for(store: Store, spec: JobSpec) -> Estimate:
+    return pricing(spec)(store.run_history(spec))
 
 
 def admit(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> None:
@@ -74,14 +73,17 @@ def check_quota(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> No
         raise BudgetExceeded(why)
 
 
-def over_budget_now(store: Store, team: str) -> str | None:
+def over_budget_now(store: Store, team: str, spend: TeamSpend | None = None) -> str | None:
     """Why a job of `team` (its estimate reserved already) may not start its round now: the
-    budget was lowered under what is spent and reserved. None: it may start."""
-    team_settings = store.team(team)
-    if team_settings.gpu_hours_budget is None:
-        return None  # most teams: one read
-    usage = store.team_usage(team)
-    return estimate.refusal_at_start(team_settings, usage.gpu_seconds, usage.reserved_s)
+    budget was lowered under what is spent and reserved. None: it may start. `spend`: the
+    team's figures if the caller has just read them (no read here then)."""
+    if spend is None:
+        team_settings = store.team(team)
+        if team_settings.gpu_hours_budget is None:
+            return None  # most teams: one read
+        usage = store.team_usage(team)
+        spend = TeamSpend(team_settings, usage.gpu_seconds, usage.reserved_s)
+    return estimate.refusal_at_start(spend.settings, spend.gpu_seconds, spend.reserved_s)
 
 
 def enqueue_in(conn: redis.Redis) -> Also:

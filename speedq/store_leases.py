@@ -14,7 +14,7 @@ import redis
 from speedq.connection import text
 from speedq.keys import Keys
 from speedq.schemas import JobRecord
-from speedq.store_teams import SLOT, TURN
+from speedq.store_teams import SLOT, TURN, TeamSpend, team_settings
 
 # Lua: take or renew job `job`'s lease for `worker` (`ms` long) and index its expiry; returns the
 # other live worker holding it, if one does.
@@ -29,12 +29,22 @@ local function take_lease(lease, held, worker, ms, job)
 end
 """
 _ACQUIRE = LEASE + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
-# The same, and then the job's record (KEYS[3]): {holder} or {false, record or false}.
+# The same, and then the job's record (KEYS[3]) and what a round's start checks the budget against:
+# its team's settings, GPU-seconds and reserved GPU-seconds. Only the record names the team, so
+# those keys are put together here: ARGV[4..9] are each key's text before and after the name.
+# {holder}, {false, false} (no record) or {false, record, settings or false, GPU-seconds, reserved}.
 _ACQUIRE_READ = LEASE + """
 local h = take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if h then return {h} end
-return {false, redis.call('get', KEYS[3])}
+local raw = redis.call('get', KEYS[3])
+if not raw then return {false, false} end
+local team = cjson.decode(raw).spec.team
+local function key(i) return ARGV[i] .. team .. ARGV[i + 1] end
+return {false, raw, redis.call('get', key(4)), redis.call('hvals', key(6)), redis.call('get', key(8))}
 """
+# A team's keys with the name cut out, for _ACQUIRE_READ (the name never holds this character).
+_CUT = "\x00"
+_TEAM_KEYS = [half for part in (None, "gpu-seconds", "reserved") for half in Keys.team(_CUT, part).split(_CUT)]
 
 # At the pop, in one round trip: a running slot for the job (0, nothing written, if its team is
 # full), the team's turn if ARGV[4] is '1', and the job's lease.
@@ -80,15 +90,25 @@ class LeaseStore:
         holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id)
         return None if holder is None else text(holder)
 
-    def acquire_reading(self, job_id: str, worker: str, ttl_s: float) -> tuple[str | None, JobRecord | None]:
-        """Take the job for `worker` and read its record, in one round trip: (the other live
-        worker holding it, None), or (None, the record; None if it is gone)."""
+    def acquire_reading(
+        self, job_id: str, worker: str, ttl_s: float
+    ) -> tuple[str | None, JobRecord | None, TeamSpend | None]:
+        """Take the job for `worker` and read its record and its team's spend, in one round
+        trip: (the other live worker holding it, None, None), or (None, the record, its team's
+        spend; None, None if the job is gone)."""
         reply = self.conn.eval(
-            _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id
+            _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id,
+            *_TEAM_KEYS,
         )
         if reply[0] is not None:
-            return text(reply[0]), None
-        return None, JobRecord.model_validate_json(reply[1]) if reply[1] is not None else None
+            return text(reply[0]), None, None
+        if reply[1] is None:
+            return None, None, None
+        record = JobRecord.model_validate_json(reply[1])
+        _, _, settings, seconds, reserved = reply
+        spend = TeamSpend(settings=team_settings(record.spec.team, settings),
+                          gpu_seconds=sum(float(v) for v in seconds), reserved_s=int(reserved or 0))
+        return None, record, spend
 
     def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> bool:
         """A job just popped from `team`'s queue: its running slot under the team's max_running,

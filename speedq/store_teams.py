@@ -37,9 +37,19 @@ class TeamUsage:
     reserved_s: int = 0  # what its jobs in flight hold against its budget (see speedq.estimate)
 
 
-# Decides whether a submit may go in, from the team's settings and usage as of the transaction;
-# raises to refuse it.
-Guard = Callable[[TeamSettings, TeamUsage], None]
+@dataclass(frozen=True)
+class TeamSpend:
+    """A team's budget and what counts against it: what a round's start is checked against
+    (speedq.estimate.refusal_at_start)."""
+
+    settings: TeamSettings
+    gpu_seconds: float
+    reserved_s: int
+
+
+# Decides whether a submit may go in, from the team's settings and usage as of the write and the
+# GPU-seconds its estimate needs (0 without one); raises to refuse it.
+Guard = Callable[[TeamSettings, TeamUsage, float], None]
 
 
 def team_settings(name: str, raw: bytes | str | None) -> TeamSettings:

@@ -26,7 +26,7 @@ from speedq.keys import Keys
 from speedq.notify import notify
 from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome, Progress
-from speedq.store import JobNotFound, Lease, LeaseLost, Store
+from speedq.store import JobNotFound, Lease, LeaseLost, Store, TeamSpend
 from speedq.supervision import Adopt, Bounds, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 
 log = logging.getLogger("speedq.worker")
@@ -76,11 +76,14 @@ class Supervisor:
         self.poll_s = settings.get().poll_interval
         self.ttl_s = heartbeat_ttl_s()
         self.bounds = Bounds.from_settings()
+        # The team's spend as read with the lease: a first launch right after checks the budget
+        # against it instead of reading it again; anything done before drops it.
+        self.spend: TeamSpend | None = None
 
     # -- the whole job ---------------------------------------------------------------------------
 
     def run(self) -> str:
-        holder, record = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
+        holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
             return f"supervised by {holder}"
         if record is None or record.state.terminal:
@@ -113,6 +116,7 @@ class Supervisor:
         except BackendError as exc:
             return self._finish(JobState.failed, str(exc))
         if supervision.next_step(record).kind is not Kind.launch:
+            self.spend = None  # a reattach may watch a preflight for minutes before the run's launch
             record = self._update(self._claim, seen=record)  # a launch claims the job in its first write
         while True:
             step = supervision.next_step(record)
@@ -142,7 +146,8 @@ class Supervisor:
         """Start a new attempt (the preflight's, or the job's own run) once the previous one has
         surely ended; the call id is stored the moment the backend returns it. Returns the record
         as last written."""
-        if record.attempts_this_round == 0 and (why := over_budget_now(self.store, record.spec.team)):
+        spend, self.spend = self.spend, None  # read with the lease, or stale by now: once at most
+        if record.attempts_this_round == 0 and (why := over_budget_now(self.store, record.spec.team, spend)):
             self._finish(JobState.failed, why)  # the budget was lowered since the submit reserved it
             raise _Done
         commit = record.nanochat_commit

@@ -1,6 +1,7 @@
 """A submit is one atomic write: the run claim, the record, its indexes, the sequence and the RQ
 enqueue are all written by one script, which Redis runs with nothing in between; before it, one
-read-only script reads what the submit decides on. Seen by Redis's own MONITOR, which shows the
+read-only script reads what the submit decides on, the team's run history for its cost estimate
+included. Seen by Redis's own MONITOR, which shows the
 commands a script runs as `[0 lua]` lines after the client's EVAL."""
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import pytest
 from rq import Queue
 
 from speedq.errors import QuotaExceeded
+from speedq.estimate import tokens_of
 from speedq.keys import Keys, queue_name
-from speedq.producer import admit, enqueue_in, submit
-from speedq.schemas import JobRecord, JobSpec, JobState, TeamSettings
+from speedq.producer import admit, enqueue_in, pricing, submit
+from speedq.schemas import JobRecord, JobSpec, JobState, RunSample, TeamSettings
 from speedq.store import Store, TeamUsage
 from tests.conftest import RedisServer, wait_for
 
-READS = {"GET", "ZCARD", "HVALS"}
+READS = {"GET", "ZCARD", "HVALS", "LRANGE"}
 # Sent once per connection, not per submit: RQ reads the server's version once and keeps it.
 ONCE = {"INFO"}
 
@@ -43,12 +45,12 @@ def test_submit_writes_everything_in_one_script_after_one_read(redis_server: Red
     lines = [line for line in out.read_text().splitlines()[1:] if '"' in line]
     sent = [(" [0 lua] " in line, line.split('"')[1].upper()) for line in lines]
     by_client = [name for lua, name in sent if not lua and name not in ONCE]
-    # The team's run history for the cost estimate, the claim's read and the write: three round
+    # The claim's read (the run history for the cost estimate included) and the write: two round
     # trips, then the test's PING
-    assert by_client == ["LRANGE", "EVAL_RO", "EVAL", "PING"], sent
+    assert by_client == ["EVAL_RO", "EVAL", "PING"], sent
     apply_at = sent.index((False, "EVAL"))
     reads = [name for lua, name in sent[:apply_at] if lua]
-    assert set(reads) <= READS, sent  # the read-only script wrote nothing
+    assert set(reads) <= READS and "LRANGE" in reads, sent  # the read-only script wrote nothing
     written = [name for lua, name in sent[apply_at + 1:] if lua]
     assert {"SET", "ZADD", "SADD", "HSET", "RPUSH"} <= set(written), sent
 
@@ -65,7 +67,7 @@ def test_a_run_claimed_between_a_submits_read_and_its_write_returns_the_holder(r
     spec = JobSpec(team="alpha", backend="sim", run_name="one")
     raced: list[JobRecord] = []
 
-    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+    def meanwhile(team: TeamSettings, usage: TeamUsage, needed_s: float) -> None:
         if not raced:  # another producer's submit of the same run lands after this one's read
             raced.append(Store(redis_server.client()).create_claiming_run(spec, also=enqueue_in(conn))[0])
 
@@ -82,7 +84,7 @@ def test_two_submits_racing_for_a_teams_last_queued_place_make_one_job(redis_ser
     store.add_team(TeamSettings(name="alpha", max_queued=1))
     raced: list[JobRecord] = []
 
-    def meanwhile(team: TeamSettings, usage: TeamUsage) -> None:
+    def meanwhile(team: TeamSettings, usage: TeamUsage, needed_s: float) -> None:
         if not raced:
             other = JobSpec(team="alpha", backend="sim", run_name="other")
             raced.append(Store(redis_server.client()).create_claiming_run(other, guard=admit)[0])
@@ -92,6 +94,30 @@ def test_two_submits_racing_for_a_teams_last_queued_place_make_one_job(redis_ser
         store.create_claiming_run(JobSpec(team="alpha", backend="sim", run_name="one"), guard=meanwhile)
     assert store.count("alpha", JobState.queued) == 1 and conn.get(Keys.seq) == b"1"
     assert conn.get(Keys.run_claim("alpha", "one")) is None
+
+
+def test_a_run_that_succeeds_between_a_submits_read_and_its_write_is_in_the_estimate(
+    redis_server: RedisServer,
+) -> None:
+    """The history is in the claim's digest: the estimate stored and reserved is the one made
+    from the history the write saw, never one of a history replaced in between."""
+    conn = redis_server.client()
+    conn.flushall()
+    spec = JobSpec(team="alpha", backend="sim", run_name="one", mode="smoke", gpu="CPU:1")
+    history = Keys.run_history("alpha", spec.model, spec.mode, spec.gpu.type)
+    needed: list[float] = []
+
+    def meanwhile(team: TeamSettings, usage: TeamUsage, needed_s: float) -> None:
+        needed.append(needed_s)
+        if len(needed) == 1:  # another job of the team's succeeds after this submit's read
+            conn.lpush(history, RunSample(job="sq-0", gpu_seconds=7.0, tokens=tokens_of(spec)).model_dump_json())
+
+    record, created = Store(conn).create_claiming_run(spec, guard=meanwhile, also=enqueue_in(conn),
+                                                      price=pricing(spec))
+    assert created and len(needed) == 2 and needed[1] == 7 != needed[0]  # decided again on the new history
+    assert record.estimate is not None and record.estimate.source == "history" and record.estimate.runs == ["sq-0"]
+    assert Store(conn).get(record.id).estimate == record.estimate
+    assert int(conn.get(Keys.team("alpha", "reserved"))) == 7
 
 
 def test_an_update_decided_on_a_stale_record_is_decided_again_on_the_stored_one(redis_server: RedisServer) -> None:

@@ -209,11 +209,11 @@ def test_a_lease_taken_while_preparing_stops_before_the_attempt_is_written(
     assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
 
 
-def test_from_the_work_horse_to_the_launch_is_six_round_trips(
+def test_from_the_work_horse_to_the_launch_is_five_round_trips(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Take the lease and read the record; read the team's budget (a round's start); mark it
-    starting; take and free the data lock; write the attempt with the lease renewed. Each round
+    """Take the lease and read the record and its team's budget (checked at a round's start);
+    mark it starting; take and free the data lock; write the attempt with the lease renewed. Each round
     trip costs a loaded machine milliseconds."""
     sent: list[bytes] = []
     at_launch: list[int] = []
@@ -235,7 +235,7 @@ def test_from_the_work_horse_to_the_launch_is_six_round_trips(
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
     worker.Supervisor(store, second.id, "w1").run()
     assert store.get(second.id).state.value == "succeeded"
-    assert at_launch[0] == 6, [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
+    assert at_launch[0] == 5, [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
 
 
 # -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------
