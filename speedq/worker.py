@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from functools import cache
 
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from rq import get_current_job
 
 from speedq import accounting, config, settings, supervision
@@ -90,15 +90,37 @@ class Supervisor:
             self._free_running_slot()  # e.g. cancelled while this worker was taking it
             self.store.release_supervision(self.job_id, self.worker)  # the lease taken at the pop
             return record.state.value if record is not None else "missing"
+        keep_lease = False
         try:
             return self._supervise(record).value
         except _Done:
             return self.store.get(self.job_id).state.value
+        except Exception as exc:
+            keep_lease = not self._fail_if_idle(exc)
+            raise  # RQ keeps the traceback with its job
         finally:
             # The slot first: a worker dying in between leaves a lease that expires, and the
             # reaper frees the slot of a job that ended.
             self._free_running_slot()
-            self.store.release_supervision(self.job_id, self.worker)
+            if not keep_lease:
+                self.store.release_supervision(self.job_id, self.worker)
+
+    def _fail_if_idle(self, exc: Exception) -> bool:
+        """A fault in speedq itself: a job with no attempt in flight fails with it in one line,
+        rather than stay queued with nobody on it. With an attempt in flight (or Redis gone) the
+        lease is kept to expire, as if this worker had died: the reaper hands the job to another
+        worker, which reattaches to the call rather than pay for a second one."""
+        if isinstance(exc, RedisError):
+            return False
+        try:
+            attempt = self.store.get(self.job_id).current_attempt
+            if attempt is not None and attempt.outcome is None:
+                return False
+            self._finish(JobState.failed, f"speedq failed before a launch: {type(exc).__name__}: {exc}")
+            return True
+        except Exception:
+            log.exception("%s: could not record the failure", self.job_id)
+            return False
 
     def _free_running_slot(self) -> None:
         """The team's running slot (taken at dequeue) goes back once the job has ended; a job

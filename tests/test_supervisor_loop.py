@@ -14,7 +14,7 @@ import redis
 
 from speedq import worker
 from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
-from speedq.schemas import JobRecord, JobSpec, LogPointer, Outcome
+from speedq.schemas import JobRecord, JobSpec, ListQuery, LogPointer, Outcome
 from speedq.store import Keys, Store
 from tests.conftest import RedisServer, wait_for
 
@@ -312,3 +312,42 @@ def test_a_cancel_during_preflight_stops_it_and_nothing_else_launches(
     assert backend.calls.count(("cancel", "call-1")) == 1 and backend.count("launch") == 1
     assert ended.preflight is not None and ended.preflight.state.value == "cancelled"
     assert [(a.preflight, a.outcome) for a in ended.attempts] == [(True, Outcome.cancelled)]
+
+
+def test_a_fault_in_speedq_before_a_launch_fails_the_job_in_one_line(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug (here, a backend that breaks resolving the ref) must not leave the job queued with
+    nobody on it: the job fails with the error, its lease is given back, nothing launched."""
+
+    class Broken(Scripted):
+        def resolve_ref(self, ref: str, repo: str = "") -> str:
+            raise TypeError("resolve_ref() takes 2 positional arguments but 3 were given")
+
+    backend = Broken()
+    with pytest.raises(TypeError):
+        supervise(store, backend, monkeypatch)
+    [record] = store.list(ListQuery())
+    assert record.state.value == "failed"
+    assert record.error == ("speedq failed before a launch: TypeError: "
+                            "resolve_ref() takes 2 positional arguments but 3 were given")
+    assert backend.count("launch") == 0 and not store.supervised(record.id)
+
+
+def test_a_fault_in_speedq_with_an_attempt_in_flight_keeps_the_lease_to_expire(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a call is running, failing the job would orphan a paid GPU run: the lease is left to
+    expire, so the reaper hands the job to a worker that reattaches to the call."""
+
+    class BrokenPoll(Scripted):
+        def poll(self, record: JobRecord, call_id: str) -> CallStatus:
+            raise KeyError("a bug while polling")
+
+    backend = BrokenPoll()
+    with pytest.raises(KeyError):
+        supervise(store, backend, monkeypatch)
+    [record] = store.list(ListQuery())
+    assert record.state.value == "running" and record.current_attempt is not None
+    assert record.current_attempt.call_id == "call-1" and record.current_attempt.outcome is None
+    assert store.supervised(record.id)  # held until it expires; the reaper takes it from there
