@@ -82,6 +82,12 @@ def test_a_forks_run_uses_its_commit_and_reports_its_results(speedq: Speedq, tmp
     assert f"alice/nanochat@{commit[:7]}" in listed and f"{res['core_metric']:.4f}/{res['val_bpb']:.4f}" in listed
     assert json.loads(speedq.run("ls", "--json", check=True).stdout)[0]["results"] == res
 
+    # Where a speedrunner looks next: the board indexed the run when its worker recorded results.
+    board = json.loads(speedq.run("leaderboard", "--model", "d4", "--json", check=True).stdout)
+    assert board["time_to_gpt2"] == []  # 2 GPUs: not a time-to-GPT-2 entry, whatever its CORE
+    assert [(row["job"], row["source"], row["results"]) for row in board["best_bpb"]] == [
+        (job, f"alice/nanochat@{commit[:7]}", res)]
+
 
 BAD_REPOS = [
     ("http://github.com/alice/nanochat", "https://"),
