@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import redis
-from rq.job import Job
+import contextlib
+import threading
 
+import redis
+
+from speedq.keys import Keys
 from tests.conftest import Speedq, wait_for
 from tests.teams_helpers import records
 
@@ -46,17 +49,30 @@ def test_three_workers_share_one_rotation_over_five_teams(speedq: Speedq) -> Non
         for team in teams:
             speedq.submit("--team", team, "--smoke", "--run-name", f"{team}{i}")
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.1"  # each job holds its worker for about a second
+    # The order of the pops themselves, as Redis ran them: each pop gives its team the next turn
+    # number (a ZADD from inside the pop's script, which MONITOR shows with its arguments). A
+    # worker's own timestamps would say when a busy work horse got round to the job instead.
+    turns: list[tuple[int, str]] = []
+    watching = threading.Event()
+
+    def watch() -> None:
+        with contextlib.suppress(redis.ConnectionError), \
+                redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"]).monitor() as monitor:
+            watching.set()
+            for command in monitor.listen():
+                words = command["command"].split()
+                if words[0].lower() == "zadd" and words[1] == Keys.turns:
+                    turns.append((int(words[2]), words[3]))
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert watching.wait(10)
     workers = [speedq.start_worker("--burst") for _ in range(3)]
     for worker in workers:
         wait_for(lambda w=worker: w.poll() is not None, timeout=180, what="the burst workers to drain the queues")
 
-    # In the order the workers took the jobs (RQ's start, right after the pop): a job's first
-    # attempt may begin later on a busy worker, which says nothing about the rotation.
-    conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
-    taken = {r["id"]: Job.fetch(r["rq_job_id"], connection=conn).started_at for r in records(speedq)}
-    started = sorted(records(speedq), key=lambda r: taken[r["id"]])
-    assert all(r["state"] == "succeeded" for r in started), [(r["id"], r["error"]) for r in started]
-    order = [r["spec"]["team"] for r in started]
+    assert all(r["state"] == "succeeded" for r in records(speedq)), [(r["id"], r["error"]) for r in records(speedq)]
+    order = [team for _, team in sorted(turns)]
+    assert len(order) == 15, order  # one turn per job started
     assert len(set(order[:3])) == 3, order  # not every worker starting with team a
-    for turn in range(3):  # one job per team per round, whichever worker started it
+    for turn in range(3):  # one job per team per round, whichever worker took it
         assert sorted(order[5 * turn : 5 * turn + 5]) == teams, order
