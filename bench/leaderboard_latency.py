@@ -15,9 +15,8 @@ from __future__ import annotations
 import random
 import time
 
-from benchkit import Samples, bench, options, ratio, wait_for
+from benchkit import Samples, bench, options, ratio
 
-from speedq.connection import connect
 from speedq.leaderboard import leaderboard
 from speedq.schemas import JobRecord, JobSpec, JobState, LeaderboardQuery, RunResults
 from speedq.store import Store
@@ -51,10 +50,6 @@ def load(store: Store, count: int) -> None:
         store.put_many(finished(n, rng, n < QUALIFYING) for n in range(start, min(count, start + 5000)))
 
 
-def settle(store: Store) -> None:
-    """Wait out the append-only-file rewrite a big load sets off (its fork competes for the CPU)."""
-    wait_for(lambda: not store.conn.info("persistence")["aof_rewrite_in_progress"], timeout=120, what="AOF rewrite")
-
 
 def sample_in_turns(stores: dict[int, Store]) -> dict[int, Samples]:
     rng = random.Random(0)
@@ -73,12 +68,7 @@ def main() -> None:
     args = options(__doc__, small=1_000, large=50_000)
 
     with bench() as b:
-        stores = {args.small: Store(connect(b.redis.url)),
-                  args.large: Store(connect(b.redis.url.rsplit("/", 1)[0] + "/1"))}
-        for count, store in stores.items():
-            load(store, count)
-        settle(stores[args.large])
-        figures = sample_in_turns(stores)
+        figures = sample_in_turns(b.two_sizes(args.small, args.large, load))
 
     for count, samples in figures.items():
         print(f"{count:>7,} runs: leaderboard {samples.ms()}")

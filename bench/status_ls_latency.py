@@ -12,9 +12,8 @@ from __future__ import annotations
 import random
 import time
 
-from benchkit import Samples, bench, options, ratio, wait_for
+from benchkit import Samples, bench, options, ratio
 
-from speedq.connection import connect
 from speedq.schemas import JobRecord, JobSpec, JobState, ListQuery
 from speedq.store import Store
 
@@ -37,11 +36,6 @@ def load(store: Store, count: int) -> None:
     store.put_many(batch)
 
 
-def settle(store: Store) -> None:
-    """Wait out the append-only-file rewrite a big load sets off: its fork competes for the CPU,
-    and the figures are about the data's size, not about that."""
-    wait_for(lambda: not store.conn.info("persistence")["aof_rewrite_in_progress"], timeout=120, what="AOF rewrite")
-
 
 def sample_in_turns(stores: dict[int, Store]) -> dict[int, tuple[Samples, Samples]]:
     rng = random.Random(0)
@@ -62,12 +56,7 @@ def main() -> None:
     args = options(__doc__, small=1_000, large=100_000)
 
     with bench() as b:
-        stores = {args.small: Store(connect(b.redis.url)),
-                  args.large: Store(connect(b.redis.url.rsplit("/", 1)[0] + "/1"))}
-        for count, store in stores.items():
-            load(store, count)
-        settle(stores[args.large])
-        figures = sample_in_turns(stores)
+        figures = sample_in_turns(b.two_sizes(args.small, args.large, load))
 
     for count, (status, ls) in figures.items():
         print(f"{count:>7,} records: status {status.ms()}; ls (20 rows) {ls.ms()}")

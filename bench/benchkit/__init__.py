@@ -23,6 +23,8 @@ RQ_CLI = str(Path(sys.executable).parent / "rq")
 SPEEDQ_CLI = str(Path(sys.executable).parent / "speedq")
 sys.path.insert(0, str(ROOT))  # for tests.conftest, the tests' RedisServer
 
+from speedq.connection import connect  # noqa: E402
+from speedq.store import Store  # noqa: E402
 from tests.conftest import RedisServer, children_of, wait_for  # noqa: E402
 
 __all__ = ["ROOT", "RQ_CLI", "SPEEDQ_CLI", "Bench", "Samples", "bench", "children_of", "options", "ratio", "rss_mb",
@@ -52,6 +54,17 @@ class Bench:
                                 stderr=open(self.home / f"proc-{len(self.procs)}.log", "w"), start_new_session=True)
         self.procs.append(proc)
         return proc
+
+    def two_sizes(self, small: int, large: int, load: Callable[[Store, int], None]) -> dict[int, Store]:
+        """A store of `small` and one of `large` (databases 0 and 1 of this Redis), each filled by
+        `load`, once the append-only-file rewrite the big load sets off is over: its fork competes
+        for the CPU, and the figures are about the data's size, not about that."""
+        stores = {small: Store(connect(self.redis.url)), large: Store(connect(self.redis.url.rsplit("/", 1)[0] + "/1"))}
+        for count, store in stores.items():
+            load(store, count)
+        wait_for(lambda: not stores[large].conn.info("persistence")["aof_rewrite_in_progress"], timeout=120,
+                 what="AOF rewrite")
+        return stores
 
 
 @contextmanager
