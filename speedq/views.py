@@ -209,7 +209,8 @@ def job_detail(record: JobRecord) -> Group:
     return Group(*parts, attempts)
 
 
-def _figure(value: float | None, form: str, unit: str = "") -> str:
+def figure(value: float | None, form: str, unit: str = "") -> str:
+    """A figure a run may not have printed: '-' when it did not."""
     return "-" if value is None else f"{value:{form}}{unit}"
 
 
@@ -223,13 +224,13 @@ def results_table(res: RunResults) -> Table:
     gpt2 = " (beats GPT-2)" if res.beats_gpt2 else ""
     rows = [
         ("training time", "-" if res.training_time_s is None else time_words),
-        ("CORE", _figure(res.core_metric, ".4f") + gpt2),
-        ("val bpb", f"{_figure(res.val_bpb, '.6f')} (min {_figure(res.min_val_bpb, '.6f')})"),
-        ("steps", _figure(res.steps, ",d")),
-        ("tokens", _figure(res.tokens, ",d")),
-        ("FLOPs", _figure(res.total_flops, ".3e")),
-        ("MFU", _figure(res.mfu_pct, ".2f", "%")),
-        ("tok/sec", _figure(res.tokens_per_s, ",.0f")),
+        ("CORE", figure(res.core_metric, ".4f") + gpt2),
+        ("val bpb", f"{figure(res.val_bpb, '.6f')} (min {figure(res.min_val_bpb, '.6f')})"),
+        ("steps", figure(res.steps, ",d")),
+        ("tokens", figure(res.tokens, ",d")),
+        ("FLOPs", figure(res.total_flops, ".3e")),
+        ("MFU", figure(res.mfu_pct, ".2f", "%")),
+        ("tok/sec", figure(res.tokens_per_s, ",.0f")),
         ("GPU-hours", f"{res.gpu_hours:.3f} on {res.gpu_type}:{res.gpu_count}"),
         ("cost", f"${res.cost_usd:,.2f}"),
     ]

@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from speedq.schemas import BoardRow, ComparedRun, Comparison, Leaderboard, RunResults, TrainArgValue
-from speedq.views import STATE_STYLE
+from speedq.views import STATE_STYLE, figure
 
 
 def run_time(seconds: float | None) -> str:
@@ -41,9 +41,6 @@ def options_text(train_args: Mapping[str, TrainArgValue] | None) -> str:
     return " ".join(parts) or "-"
 
 
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
 
 def _time_rows(board: Leaderboard) -> Table:
     scope = " ".join(part for part in (board.model, board.team and f"team {board.team}") if part)
@@ -54,7 +51,7 @@ def _time_rows(board: Leaderboard) -> Table:
     for row in board.time_to_gpt2:
         r = row.results
         table.add_row(str(row.rank), run_time(r.training_time_s), row.team, row.model, row.source,
-                      options_text(row.train_args), _num(r.core_metric, ".4f"), _num(r.min_val_bpb, ".4f"),
+                      options_text(row.train_args), figure(r.core_metric, ".4f"), figure(r.min_val_bpb, ".4f"),
                       f"${r.cost_usd:,.2f}", row.job)
     if not board.time_to_gpt2:
         table.add_row("-", Text("no run has beaten GPT-2's CORE yet", style="dim"), *(["-"] * 8))
@@ -67,7 +64,7 @@ def _bpb_rows(rows: list[BoardRow]) -> Table:
         table.add_column(column, no_wrap=column != "OPTIONS")
     for row in rows:
         r = row.results
-        table.add_row(row.model, _num(r.min_val_bpb, ".4f"), row.team, row.source, options_text(row.train_args),
+        table.add_row(row.model, figure(r.min_val_bpb, ".4f"), row.team, row.source, options_text(row.train_args),
                       row.gpu, run_time(r.training_time_s), f"${r.cost_usd:,.2f}", row.job)
     if not rows:
         table.add_row("-", Text("no full run with a val bpb yet", style="dim"), *(["-"] * 7))
@@ -90,11 +87,11 @@ COMPARED: list[tuple[str, Callable[[ComparedRun], str | Text]]] = [
     ("model", lambda run: run.model),
     ("gpu", lambda run: run.gpu),
     ("training time", _metric(lambda r: run_time(r.training_time_s))),
-    ("CORE", _metric(lambda r: _num(r.core_metric, ".4f"))),
-    ("min val bpb", _metric(lambda r: _num(r.min_val_bpb, ".4f"))),
-    ("steps", _metric(lambda r: _num(r.steps, ","))),
+    ("CORE", _metric(lambda r: figure(r.core_metric, ".4f"))),
+    ("min val bpb", _metric(lambda r: figure(r.min_val_bpb, ".4f"))),
+    ("steps", _metric(lambda r: figure(r.steps, ","))),
     ("tokens", _metric(lambda r: count(r.tokens))),
-    ("MFU", _metric(lambda r: _num(r.mfu_pct, ".1f") + ("%" if r.mfu_pct is not None else ""))),
+    ("MFU", _metric(lambda r: figure(r.mfu_pct, ".1f", "%"))),
     ("tok/s", _metric(lambda r: count(r.tokens_per_s))),
     ("GPU-hours", _metric(lambda r: f"{r.gpu_hours:.2f}")),
     ("cost", _metric(lambda r: f"${r.cost_usd:,.2f}")),
