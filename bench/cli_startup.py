@@ -1,6 +1,9 @@
 """Wall time of `speedq status JOB` (the installed console script, against a Redis holding the
 job) against `python -c pass`, and whether `speedq status` imports `modal` (it must not: the
-Modal SDK takes most of a second to import). Prints figures; asserts nothing.
+Modal SDK takes most of a second to import). Beside them, the floor of any status shown the
+speedq way (a record validated by pydantic, printed by rich): one one-field model validated,
+and rich's Console and Table imported, nothing else.
+Prints figures; asserts nothing.
 
     python bench/cli_startup.py [--runs 10]
 """
@@ -16,10 +19,23 @@ from speedq import producer
 from speedq.connection import connect
 from speedq.schemas import JobSpec
 
+# One model with one constrained field, validated, and rich's Console and Table imported: the
+# first constrained field is what pulls in the rest of pydantic (its types, annotated_types, the
+# schema generator, the plugin lookup through importlib.metadata).
+FLOOR = """
+from pydantic import BaseModel, Field
+from rich.console import Console
+from rich.table import Table
+class Job(BaseModel):
+    id: str = Field(min_length=1)
+Job(id="sq-1")
+"""
+
 
 def slowest_imports(env: dict[str, str], job_id: str) -> tuple[bool, list[tuple[int, str]]]:
     """From `python -X importtime`: was modal imported, and the slowest top-level imports."""
-    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "speedq.cli", "status", job_id],
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "from speedq.entry import main; main()",
+                           "status", job_id],
                           env=env, capture_output=True, text=True, check=True)
     rows = []
     for line in done.stderr.splitlines():
@@ -42,19 +58,26 @@ def main() -> None:
 
         run(SPEEDQ_CLI, "status", job_id)  # warm the page cache for both
         # In turns (pass, status, pass, ...) so a burst of other work lands on both alike.
-        pairs = [
-            (timed(lambda: run(sys.executable, "-c", "pass"), 1), timed(lambda: run(SPEEDQ_CLI, "status", job_id), 1))
-            for _ in range(args.runs)
-        ]
-        baseline = Samples([p.seconds[0] for p, _ in pairs])
-        status = Samples([s.seconds[0] for _, s in pairs])
+        commands = {
+            "pass": (sys.executable, "-c", "pass"),
+            "status": (SPEEDQ_CLI, "status", job_id),
+            "floor": (sys.executable, "-c", FLOOR),
+        }
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.runs):
+            for name, command in commands.items():
+                times[name] += timed(lambda command=command: run(*command), 1).seconds
+        baseline, status, floor = (Samples(times[name]) for name in commands)
         modal, top = slowest_imports(b.env, job_id)
 
     print(f"python -c pass:      {baseline.ms()}")
     print(f"speedq status JOB:   {status.ms()}")
+    print(f"floor (pydantic+rich): {floor.ms()}")
     print("slowest imports of speedq status: " + ", ".join(f"{name} {us / 1000:.0f} ms" for us, name in top))
     print(f"modal imported by speedq status: {'YES (it must not be)' if modal else 'no'}")
     ratio("speedq status wall time (median)", status.median, baseline.median, "python -c pass")
+    ratio("floor: one pydantic model + rich (median)", floor.median, baseline.median, "python -c pass")
+    ratio("speedq status over that floor (median)", status.median, floor.median, "the floor")
 
 
 if __name__ == "__main__":

@@ -7,15 +7,14 @@ never a traceback. Imports stay light (no RQ, modal, fastapi or worker) so `stat
 
 # No `from __future__ import annotations` here: typer reads every command's signature on each run,
 # and string annotations cost it an eval apiece (about 3.5 ms of every `speedq` call, issue 11).
-import functools
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from typer.exceptions import Abort, Exit, TyperException
 
 from speedq import config, settings, worker_cli
@@ -23,9 +22,9 @@ from speedq.client import Client, validated
 from speedq.entry import fail as _fail
 from speedq.errors import InvalidInput, ProducerError, SpeedqError
 from speedq.schemas import describe
+from speedq.terminal import err, out, print_json
 
 if TYPE_CHECKING:
-    from rich.console import Console
 
     from speedq.schemas import TeamLimits, TeamSettings
 
@@ -38,33 +37,8 @@ app = typer.Typer(
 )
 
 
-# rich is imported on first use, not with the module: `status --json` and `worker` never print
-# through it, and an idle worker should not hold it (issue 11).
-@functools.cache
-def out() -> "Console":
-    from rich.console import Console
-
-    # Piped output (tests, `| less`) gets wide tables instead of squeezed columns.
-    return Console(width=None if sys.stdout.isatty() else 200)
-
-
-@functools.cache
-def err() -> "Console":
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 def _client() -> Client:
     return Client()
-
-
-def _print_json(data: BaseModel | Sequence[BaseModel], exclude: set[str] | None = None) -> None:
-    if not isinstance(data, BaseModel):
-        text = json.dumps([d.model_dump(mode="json", exclude=exclude) for d in data])
-    else:
-        text = data.model_dump_json(exclude=exclude)
-    sys.stdout.write(text + "\n")
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
@@ -120,7 +94,7 @@ def submit(
     if not done.created:
         err().print(f"run {spec.run_key} already has active job {job.id} ({job.state.value}); not submitting another")
     if as_json:
-        _print_json(job)
+        print_json(job)
     else:
         if done.created:
             err().print(f"queued {spec.run_key}: {spec.repo_name}@{spec.repo_ref} {spec.model} {spec.mode} "
@@ -134,7 +108,7 @@ def _preview(values: "Mapping[str, object]", as_json: bool) -> None:
 
     shown = _client().preview(values)
     if as_json:
-        _print_json(shown)
+        print_json(shown)
     else:
         from speedq.views import preview_panel
 
@@ -146,13 +120,9 @@ def _preview(values: "Mapping[str, object]", as_json: bool) -> None:
 @app.command()
 def status(job: str, as_json: JsonFlag = False) -> None:
     """Show one job: state, progress, checkpoint, log pointer, attempts."""
-    from speedq.views import job_detail
+    from speedq.show import show
 
-    record = _client().get(job)
-    if as_json:
-        _print_json(record)
-    else:
-        out().print(job_detail(record))
+    show(_client(), job, as_json)
 
 
 @app.command("ls")
@@ -169,7 +139,7 @@ def list_jobs(
     client = _client()
     records = client.list(team, state, limit)
     if as_json:
-        _print_json(records)
+        print_json(records)
         return
     if not watch:
         out().print(jobs_table(records))
@@ -221,7 +191,7 @@ def cancel(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Cancel a job of your team: at once if queued, within a poll if running."""
     record = _client().cancel(job, team)
     if as_json:
-        _print_json(record)
+        print_json(record)
     else:
         out().print(f"{'cancelled' if record.state.terminal else 'cancelling'} {record.id}")
 
@@ -231,7 +201,7 @@ def retry(job: str, team: TeamOpt, as_json: JsonFlag = False) -> None:
     """Run a failed or cancelled job of your team again, resuming from its checkpoints."""
     record = _client().retry(job, team)
     if as_json:
-        _print_json(record)
+        print_json(record)
     else:
         out().print(f"re-queued {record.id}")
 
@@ -325,7 +295,7 @@ def team_ls(as_json: JsonFlag = False) -> None:
 
     teams = _client().store.teams()
     if as_json:
-        _print_json(teams, exclude={"token_hash"})
+        print_json(teams, exclude={"token_hash"})
     else:
         out().print(teams_table(teams))
 
@@ -340,7 +310,7 @@ def stats(
 
     figures = _client().stats(team)
     if as_json:
-        _print_json(figures)
+        print_json(figures)
     else:
         out().print(stats_table(figures))
 
@@ -357,7 +327,7 @@ def leaderboard(
 
     board = _client().leaderboard(model, team, limit)
     if as_json:
-        _print_json(board)
+        print_json(board)
     else:
         out().print(leaderboard_view(board))
 
@@ -372,7 +342,7 @@ def compare(
 
     comparison = _client().compare(*jobs)
     if as_json:
-        _print_json(comparison)
+        print_json(comparison)
     else:
         out().print(compare_table(comparison))
 

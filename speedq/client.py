@@ -24,29 +24,22 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from speedq import settings
+from speedq import resp, schemas, settings
 from speedq.errors import InvalidInput, NotYourJob
-from speedq.schemas import (
-    CompareQuery,
-    Comparison,
-    JobRecord,
-    JobRef,
-    JobSpec,
-    Leaderboard,
-    LeaderboardQuery,
-    ListQuery,
-    LogQuery,
-    Preview,
-    StatsQuery,
-    Submitted,
-    TeamRef,
-    TeamStats,
-    describe,
-)
+from speedq.keys import Keys
 
 if TYPE_CHECKING:
     import redis
 
+    from speedq.schemas import (
+        Comparison,
+        JobRecord,
+        JobSpec,
+        Leaderboard,
+        Preview,
+        Submitted,
+        TeamStats,
+    )
     from speedq.store import Store
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -58,7 +51,7 @@ def _validating() -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise InvalidInput(describe(exc)) from None
+        raise InvalidInput(schemas.describe(exc)) from None
 
 
 def validated(model: type[Model], values: Mapping[str, Any]) -> Model:
@@ -95,10 +88,10 @@ class Client:
         active job is not queued twice: `created` is False and `job` is the active one."""
         from speedq import producer
 
-        checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        checked = spec if isinstance(spec, schemas.JobSpec) else validated(schemas.JobSpec, spec)
         checked.check_repo_host(settings.get().repo_hosts)
         done = producer.submit(self.conn, checked)
-        return Submitted(created=done.created, job=done.record)
+        return schemas.Submitted(created=done.created, job=done.record)
 
     def preview(self, spec: JobSpec | Mapping[str, Any]) -> Preview:
         """What `submit(spec)` would do, storing nothing: the same validation, the resolved
@@ -106,18 +99,23 @@ class Client:
         and `refusal`, the line the submit would be refused with now (None: it would go in)."""
         from speedq import preview
 
-        checked = spec if isinstance(spec, JobSpec) else validated(JobSpec, spec)
+        checked = spec if isinstance(spec, schemas.JobSpec) else validated(schemas.JobSpec, spec)
         return preview.preview(self.conn, checked)
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; `JobNotFound` if there is none."""
-        checked = validated(JobRef, {"id": job_id}).id  # before connecting: input first
+        checked = validated(schemas.JobRef, {"id": job_id}).id  # before connecting: input first
+        if self._conn is None:  # one read from a fresh process: a socket, not redis-py
+            served, raw = resp.get(self._url or settings.get().redis_url or settings.get().embedded_redis_url(),
+                                   Keys.job(checked))
+            if served:
+                return schemas.JobRecord.stored(checked, raw)
         return self.store.get(checked)
 
     def list(self, team: str | None = None, state: str | None = None, limit: int | str = 20) -> list[JobRecord]:
         """Jobs newest first, optionally of one team or in one state."""
         given = {"team": team, "state": state, "limit": limit}
-        query = validated(ListQuery, {k: v for k, v in given.items() if v is not None})
+        query = validated(schemas.ListQuery, {k: v for k, v in given.items() if v is not None})
         return self.store.list(query)
 
     def cancel(self, job_id: str, team: str) -> JobRecord:
@@ -133,7 +131,7 @@ class Client:
         return self._team_action(producer.retry, job_id, team)
 
     def _team_action(self, action: Callable[[redis.Redis, str, str], JobRecord], job_id: str, team: str) -> JobRecord:
-        name = validated(TeamRef, {"team": team}).team
+        name = validated(schemas.TeamRef, {"team": team}).team
         return action(self.conn, self.get(job_id).id, name)
 
     def logs(self, job_id: str, tail: int | str | None = None, team: str | None = None) -> str:
@@ -141,7 +139,7 @@ class Client:
         must be that team's (`NotYourJob` otherwise)."""
         from speedq import logs as run_logs
 
-        query = validated(LogQuery, {"tail": tail})
+        query = validated(schemas.LogQuery, {"tail": tail})
         record = self.get(job_id)
         if team is not None and record.spec.team != team:
             raise NotYourJob(f"job {record.id} belongs to team {record.spec.team!r}, not {team!r}")
@@ -151,7 +149,7 @@ class Client:
         """Per team: jobs by state, GPU-hours, estimated cost, queue waits."""
         from speedq import accounting
 
-        query = validated(StatsQuery, {"team": team})
+        query = validated(schemas.StatsQuery, {"team": team})
         return accounting.stats(self.store, query.team)
 
     def leaderboard(self, model: str | None = None, team: str | None = None, limit: int | str = 50) -> Leaderboard:
@@ -160,7 +158,7 @@ class Client:
         from speedq import leaderboard
 
         given = {"model": model, "team": team, "limit": limit}
-        query = validated(LeaderboardQuery, {k: v for k, v in given.items() if v is not None})
+        query = validated(schemas.LeaderboardQuery, {k: v for k, v in given.items() if v is not None})
         return leaderboard.leaderboard(self.store, query)
 
     def compare(self, *job_ids: str, viewer: str | None = None, loss: bool = False) -> Comparison:
@@ -169,7 +167,7 @@ class Client:
         `loss`, each run's loss curve comes too."""
         from speedq import leaderboard
 
-        query = validated(CompareQuery, {"jobs": list(job_ids)})
+        query = validated(schemas.CompareQuery, {"jobs": list(job_ids)})
         return leaderboard.comparison(self.store, query, viewer=viewer, loss=loss)
 
     def wait(self, job_id: str, timeout: float | None = None, poll_s: float | None = None) -> JobRecord:

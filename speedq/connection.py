@@ -75,7 +75,7 @@ def redis_url() -> str:
 
 
 def embedded_dir() -> Path:
-    return settings.get().state_home() / "redis"
+    return settings.get().redis_dir()
 
 
 def embedded_socket() -> Path:
@@ -114,7 +114,7 @@ def _alive(url: str) -> bool:
 def ensure_embedded() -> str:
     """Start the embedded redis-server unless it already runs; return its URL."""
     sock = embedded_socket()
-    url = f"unix://{sock}"
+    url = settings.get().embedded_redis_url()
     if sock.exists() and _alive(url):
         return url
     directory = embedded_dir()

@@ -1,6 +1,7 @@
 """The `speedq` console script. `speedq worker` is parsed by `speedq.worker_cli` before typer is
 imported, so an idle worker does not hold the CLI (typer and its click: about 1.6 MB of every
-worker, issue 11); every other command goes to the typer app in `speedq.cli`. The worker's
+worker, issue 11), and `speedq status JOB [--json]` is served by `speedq.show` (typer and click
+are a third of a status); every other command goes to the typer app in `speedq.cli`. The worker's
 options have one parser, `worker_cli`'s: the typer app's `worker` only lists it and hands over.
 """
 
@@ -20,6 +21,15 @@ def main(argv: list[str] | None = None) -> None:
         with one_line_errors():
             worker_cli.main(args[1:])
         return
+    if args[:1] == ["status"]:
+        from speedq.client import Client
+        from speedq.show import plain_form, show
+
+        plain = plain_form(args[1:])
+        if plain is not None:
+            with one_line_errors():
+                show(Client(), *plain)
+            return
     from speedq import cli
 
     cli.main(args)
@@ -45,8 +55,9 @@ def one_line_errors() -> Iterator[None]:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    from rich.console import Console
     from rich.text import Text
 
-    Console(stderr=True).print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+    from speedq.terminal import err
+
+    err().print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
     sys.exit(code)

@@ -142,6 +142,13 @@ class Settings(BaseModel):
         state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
         return Path(state) / "speedq"
 
+    def redis_dir(self) -> Path:
+        """The embedded redis-server's directory (its socket, append-only file and log)."""
+        return self.state_home() / "redis"
+
+    def embedded_redis_url(self) -> str:
+        return f"unix://{self.redis_dir() / 'redis.sock'}"
+
     def runs_root(self) -> Path:
         return self.runs_dir or self.state_home() / "runs"
 

@@ -179,10 +179,7 @@ class Store(TeamStore, BoardStore, LeaseStore):
         return job_id(number)
 
     def get(self, job_id: str) -> JobRecord:
-        raw = self.conn.get(Keys.job(job_id))
-        if raw is None:
-            raise JobNotFound(f"no job {job_id}")
-        return JobRecord.model_validate_json(raw)
+        return JobRecord.stored(job_id, self.conn.get(Keys.job(job_id)))
 
     def get_many(self, job_ids: Iterable[str]) -> builtins.list[JobRecord]:
         ids = list(job_ids)

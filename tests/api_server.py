@@ -15,7 +15,7 @@ def start_api(speedq: Speedq) -> str:
     The process is stopped with the test's workers."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "speedq.cli", "api", "--port", str(port)],
+        [sys.executable, "-m", "speedq", "api", "--port", str(port)],
         env=speedq.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     speedq.workers.append(server)

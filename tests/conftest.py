@@ -142,7 +142,7 @@ class Speedq:
 
     def run(self, *args: str, check: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "speedq.cli", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [sys.executable, "-m", "speedq", *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
         if check and done.returncode != 0:
             raise AssertionError(f"speedq {' '.join(args)} exited {done.returncode}: {done.stderr}")
@@ -175,7 +175,7 @@ class Speedq:
     ) -> subprocess.Popen:
         flags = ["--backend", backend] if backend else []
         proc = subprocess.Popen(
-            [sys.executable, "-m", "speedq.cli", "worker", *flags, *args],
+            [sys.executable, "-m", "speedq", "worker", *flags, *args],
             env={**self.env, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=open(self.home / f"worker-{len(self.workers)}.log", "w"),

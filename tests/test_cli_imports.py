@@ -15,6 +15,9 @@ from tests.conftest import Speedq
 # argparse: only `speedq worker` parses with it (speedq.worker_cli imports it when parsing).
 HEAVY = ("modal", "rq", "fastapi", "speedq.worker", "speedq.producer", "speedq.backends", "pydantic_settings",
          "dotenv", "argparse")
+# What `status` does without: it is served before typer is imported and reads over a socket
+# (speedq.show, speedq.resp); `ls` goes through typer and redis-py.
+STATUS_AVOIDS = ("redis", "typer", "click")
 # The schema models `status` validates (the id it is given, the record it reads); every other
 # model's validator is built on first use (schemas.rules.Schema), not by importing its module.
 STATUS_BUILDS = {"JobRef", "JobRecord"}
@@ -23,7 +26,8 @@ PROBE = (
     "built = lambda: sorted(c.__name__ for m in list(sys.modules.values())"
     " if getattr(m, '__name__', '').startswith('speedq.schemas') for c in vars(m).values()"
     " if getattr(c, '__module__', None) == m.__name__ and getattr(c, '__pydantic_complete__', False));"
-    f"atexit.register(lambda: print('imported:', *[m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr));"
+    f"atexit.register(lambda: print('imported:', *[m for m in {HEAVY + STATUS_AVOIDS!r} if m in sys.modules],"
+    " file=sys.stderr));"
     "atexit.register(lambda: print('built:', *built(), file=sys.stderr));"
     "from speedq.entry import main; main(sys.argv[1:])"
 )
@@ -44,8 +48,9 @@ def test_read_commands_import_nothing_heavy(speedq: Speedq, command: list[str]) 
     done, imported, built = _probe(speedq, *args)
     assert done.returncode == 0, done.stderr
     assert job in done.stdout
-    assert imported == []
+    assert [m for m in imported if m not in STATUS_AVOIDS] == []
     if command[0] == "status":
+        assert imported == []
         assert built <= STATUS_BUILDS, f"status built models it does not read: {built - STATUS_BUILDS}"
 
 

@@ -32,7 +32,7 @@ def home() -> Iterator[Path]:
 def speedq(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "SPEEDQ_REDIS_URL"}
     env["SPEEDQ_HOME"] = str(home)
-    command = [sys.executable, "-m", "speedq.cli", *args]
+    command = [sys.executable, "-m", "speedq", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -30,7 +30,7 @@ def test_follow_prints_each_line_once_until_the_job_ends(speedq: Speedq, tmp_pat
     job = speedq.submit("--team", "alpha", "--smoke")
     wait_for(lambda: speedq.status(job)["log"] is not None, timeout=60, what="the run's log")
     reader_env = {**speedq.env, "SPEEDQ_HOME": str(tmp_path / "reader")}
-    follow = subprocess.run([sys.executable, "-m", "speedq.cli", "logs", job, "--follow"],
+    follow = subprocess.run([sys.executable, "-m", "speedq", "logs", job, "--follow"],
                             env=reader_env, capture_output=True, text=True, timeout=240)
     assert follow.returncode == 0, follow.stderr
     whole = speedq.run("logs", job, check=True).stdout

@@ -11,6 +11,7 @@ from pydantic import (
     computed_field,
 )
 
+from speedq.errors import JobNotFound
 from speedq.schemas import repo as repos
 from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
@@ -127,6 +128,13 @@ class JobRecord(Schema):
     rq_job_id: str | None = None  # the RQ job now carrying this speedq job
     round_start: int = 0  # attempts before this index belong to runs before the last `retry`
     queued_at: float | None = None  # when the last `retry` queued it again (None: created_at)
+
+    @classmethod
+    def stored(cls, job_id: str, raw: bytes | str | None) -> JobRecord:
+        """The record as read from its key (None: there is no such job)."""
+        if raw is None:
+            raise JobNotFound(f"no job {job_id}")
+        return cls.model_validate_json(raw)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
