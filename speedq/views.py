@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 from rich.console import Group
@@ -214,28 +215,52 @@ def figure(value: float | None, form: str, unit: str = "") -> str:
     return "-" if value is None else f"{value:{form}}{unit}"
 
 
+def run_time(seconds: float | None) -> str:
+    """A training time to the second: 2h45m36s, 4m05s."""
+    if seconds is None:
+        return "-"
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def count(value: float | None) -> str:
+    """1.05B, 524.3M, 12.0k."""
+    if value is None:
+        return "-"
+    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= size:
+            return f"{value / size:.2f}{unit}"
+    return f"{value:g}"
+
+
+# A run's results, one row per figure in the order a speedrunner reads them: status shows them,
+# compare sets them side by side, and the dashboard's RESULT_FIGURES (dashboard.html) matches.
+RESULT_FIGURES: list[tuple[str, Callable[[RunResults], str]]] = [
+    ("training time", lambda r: run_time(r.training_time_s)),
+    ("CORE", lambda r: figure(r.core_metric, ".4f")),
+    ("beats GPT-2", lambda r: "yes" if r.beats_gpt2 else "no"),
+    ("val bpb", lambda r: figure(r.val_bpb, ".4f")),
+    ("min val bpb", lambda r: figure(r.min_val_bpb, ".4f")),
+    ("steps", lambda r: figure(r.steps, ",")),
+    ("tokens", lambda r: count(r.tokens)),
+    ("FLOPs", lambda r: figure(r.total_flops, ".3e")),
+    ("MFU", lambda r: figure(r.mfu_pct, ".2f", "%")),
+    ("tok/s", lambda r: count(r.tokens_per_s)),
+    ("GPU-hours", lambda r: f"{r.gpu_hours:.3f}"),
+    ("cost", lambda r: f"${r.cost_usd:,.2f}"),
+]
+
+
 def results_table(res: RunResults) -> Table:
     """The run's score: base_train's own figures, and GPU-hours and cost of all attempts."""
     table = Table.grid(padding=(0, 2))
     table.title, table.title_justify = "results", "left"
     table.add_column(style="bold")
     table.add_column()
-    time_words = duration(res.training_time_s) + (f" ({res.training_time_s:.0f}s)" if res.training_time_s else "")
-    gpt2 = " (beats GPT-2)" if res.beats_gpt2 else ""
-    rows = [
-        ("training time", "-" if res.training_time_s is None else time_words),
-        ("CORE", figure(res.core_metric, ".4f") + gpt2),
-        ("val bpb", f"{figure(res.val_bpb, '.6f')} (min {figure(res.min_val_bpb, '.6f')})"),
-        ("steps", figure(res.steps, ",d")),
-        ("tokens", figure(res.tokens, ",d")),
-        ("FLOPs", figure(res.total_flops, ".3e")),
-        ("MFU", figure(res.mfu_pct, ".2f", "%")),
-        ("tok/sec", figure(res.tokens_per_s, ",.0f")),
-        ("GPU-hours", f"{res.gpu_hours:.3f} on {res.gpu_type}:{res.gpu_count}"),
-        ("cost", f"${res.cost_usd:,.2f}"),
-    ]
-    for key, value in rows:
-        table.add_row(key, value)
+    for label, shown in RESULT_FIGURES:
+        table.add_row(label, shown(res))
     return table
 
 

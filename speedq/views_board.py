@@ -10,27 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from speedq.schemas import BoardRow, ComparedRun, Comparison, Leaderboard, RunResults, TrainArgValue
-from speedq.views import STATE_STYLE, figure
-
-
-def run_time(seconds: float | None) -> str:
-    """A training time to the second: 2h45m36s, 4m05s."""
-    if seconds is None:
-        return "-"
-    total = round(seconds)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
-def count(value: float | None) -> str:
-    """1.05B, 524.3M, 12.0k."""
-    if value is None:
-        return "-"
-    for size, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= size:
-            return f"{value / size:.2f}{unit}"
-    return f"{value:g}"
+from speedq.views import RESULT_FIGURES, STATE_STYLE, figure, run_time
 
 
 def options_text(train_args: Mapping[str, TrainArgValue] | None) -> str:
@@ -80,22 +60,13 @@ def _metric(get: Callable[[RunResults], str]) -> Callable[[ComparedRun], str]:
     return lambda run: get(run.results) if run.results is not None else "-"
 
 
-# One row per figure, in the order a speedrunner reads them.
+# One row per figure: who ran it, its results as status shows them, then what was run.
 COMPARED: list[tuple[str, Callable[[ComparedRun], str | Text]]] = [
     ("team", lambda run: run.team),
     ("state", lambda run: Text(run.state.value, style=STATE_STYLE[run.state])),
     ("model", lambda run: run.model),
     ("gpu", lambda run: run.gpu),
-    ("training time", _metric(lambda r: run_time(r.training_time_s))),
-    ("CORE", _metric(lambda r: figure(r.core_metric, ".4f"))),
-    ("min val bpb", _metric(lambda r: figure(r.min_val_bpb, ".4f"))),
-    ("steps", _metric(lambda r: figure(r.steps, ","))),
-    ("tokens", _metric(lambda r: count(r.tokens))),
-    ("MFU", _metric(lambda r: figure(r.mfu_pct, ".1f", "%"))),
-    ("tok/s", _metric(lambda r: count(r.tokens_per_s))),
-    ("GPU-hours", _metric(lambda r: f"{r.gpu_hours:.2f}")),
-    ("cost", _metric(lambda r: f"${r.cost_usd:,.2f}")),
-    ("beats GPT-2", _metric(lambda r: "yes" if r.beats_gpt2 else "no")),
+    *((label, _metric(shown)) for label, shown in RESULT_FIGURES),
     ("repo@commit", lambda run: run.source),
     ("options", lambda run: options_text(run.train_args)),
 ]

@@ -8,7 +8,7 @@ import re
 import httpx
 
 from speedq.store import Store
-from speedq.views import duration
+from speedq.views import RESULT_FIGURES, duration
 from tests.browser import rendered, screenshot
 from tests.conftest import RedisServer
 from tests.two_teams import Scene, scene  # noqa: F401 - the fixture
@@ -72,8 +72,10 @@ def test_a_job_page_shows_progress_loss_curve_and_attempts_but_no_log_without_a_
     got = dict(zip((dt.text for dt in results.all("dt")), (dd.text for dd in results.all("dd"))))
     res = done.results
     assert res is not None and res.val_bpb is not None and res.min_val_bpb is not None and res.mfu_pct is not None
-    assert got["Val bpb"] == f"{res.val_bpb:.6f} (min {res.min_val_bpb:.6f})" and got["Steps"] == "352"
-    assert got["MFU"] == f"{res.mfu_pct:.2f}%" and got["Cost"] == f"${res.cost_usd:.2f}"
+    assert got["Val bpb"] == f"{res.val_bpb:.4f}" and got["Min val bpb"] == f"{res.min_val_bpb:.4f}"
+    assert got["Steps"] == "352" and got["MFU"] == f"{res.mfu_pct:.2f}%" and got["Cost"] == f"${res.cost_usd:.2f}"
+    # Figure by figure, the page reads as `speedq status` prints them (one list on each side).
+    assert list(got.values()) == [shown(res) for _, shown in RESULT_FIGURES]
 
     attempts = page.one("table", id="attempts").rows()
     assert [(r[0], r[3], r[4]) for r in attempts] == [("1", "preempted", "-"), ("2", "succeeded", "20")]

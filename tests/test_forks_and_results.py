@@ -77,7 +77,7 @@ def test_a_forks_run_uses_its_commit_and_reports_its_results(speedq: Speedq, tmp
 
     shown = speedq.run("status", job, check=True).stdout
     assert f"alice/nanochat@{commit[:7]}" in shown and "results" in shown and f"{FORK_MFU}%" in shown
-    assert f"{res['val_bpb']:.6f}" in shown and f"${res['cost_usd']:,.2f}" in shown
+    assert f"{res['val_bpb']:.4f}" in shown and f"${res['cost_usd']:,.2f}" in shown
     listed = speedq.run("ls", check=True).stdout
     assert f"alice/nanochat@{commit[:7]}" in listed and f"{res['core_metric']:.4f}/{res['val_bpb']:.4f}" in listed
     assert json.loads(speedq.run("ls", "--json", check=True).stdout)[0]["results"] == res

@@ -72,8 +72,8 @@ def test_compare_prints_metrics_as_rows_and_jobs_as_columns(speedq: Speedq, runs
     assert rows["training time"] == ["2h43m20s", "2h51m40s", "-"]
     assert rows["CORE"] == ["0.2601", "0.2630", "-"]
     assert rows["min val bpb"] == ["0.7421", "0.7302", "-"]
-    assert rows["steps"][0] == "5,000" and rows["tokens"][0] == "5.24B" and rows["MFU"][0] == "48.5%"
-    assert rows["tok/s"][0] == "535.00k" and rows["GPU-hours"][0] == "21.78" and rows["cost"][0] == "$86.02"
+    assert rows["steps"][0] == "5,000" and rows["tokens"][0] == "5.24B" and rows["MFU"][0] == "48.50%"
+    assert rows["tok/s"][0] == "535.00k" and rows["GPU-hours"][0] == "21.778" and rows["cost"][0] == "$86.02"
     assert rows["options"] == ["fp8 matrix-lr=0.025", "window-pattern=SSL", "-"]
     assert all(cell.startswith("karpathy/nanochat@") for cell in rows["repo@commit"])
 

@@ -39,23 +39,7 @@ function pickBox(jobId) {
   return box;
 }
 
-// -- how figures look (as the CLI prints them: speedq/views_board.py) -------------------------
-
-function runTime(seconds) {
-  if (seconds === null || seconds === undefined) return "-";
-  const s = Math.round(seconds), h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
-  const mm = String(m).padStart(2, "0"), ss = String(sec).padStart(2, "0");
-  return h ? `${h}h${mm}m${ss}s` : `${m}m${ss}s`;
-}
-const dollars = value => `$${value.toFixed(2)}`;
-
-function count(value) {
-  if (value === null || value === undefined) return "-";
-  for (const [size, unit] of [[1e12, "T"], [1e9, "B"], [1e6, "M"], [1e3, "k"]]) {
-    if (Math.abs(value) >= size) return `${(value / size).toFixed(2)}${unit}`;
-  }
-  return String(value);
-}
+// -- how figures look: runTime, count, dollars and RESULT_FIGURES are dashboard.html's ---------
 
 function optionsText(args) {
   if (args === null || args === undefined) return "(hidden)";
@@ -178,22 +162,13 @@ function legend(runs, x) {
 }
 
 const metric = f => run => (run.results ? f(run.results) : "-");
-// One row per figure, as `speedq compare` prints them.
+// One row per figure, as `speedq compare` prints them: who ran it, its results, what was run.
 const COMPARED = [
   ["Team", run => run.team],
   ["State", run => stateCell(run.state)],
   ["Model", run => run.model],
   ["GPU", run => run.gpu],
-  ["Training time", metric(r => runTime(r.training_time_s))],
-  ["CORE", metric(r => fixed(r.core_metric, 4))],
-  ["Min val bpb", metric(r => fixed(r.min_val_bpb, 4))],
-  ["Steps", metric(r => (r.steps === null ? "-" : r.steps.toLocaleString("en-US")))],
-  ["Tokens", metric(r => count(r.tokens))],
-  ["MFU", metric(r => (r.mfu_pct === null ? "-" : `${r.mfu_pct.toFixed(1)}%`))],
-  ["Tok/s", metric(r => count(r.tokens_per_s))],
-  ["GPU-hours", metric(r => r.gpu_hours.toFixed(2))],
-  ["Cost", metric(r => dollars(r.cost_usd))],
-  ["Beats GPT-2", metric(r => (r.beats_gpt2 ? "yes" : "no"))],
+  ...RESULT_FIGURES.map(([name, shown]) => [name, metric(shown)]),
   ["Repo@commit", run => run.source],
   ["Options", run => optionsText(run.train_args)],
 ];
