@@ -14,8 +14,6 @@ from speedq.backends import modal as mb
 from speedq.schemas import Outcome
 from tests.modalstandin.conftest import Watch, record, run_result
 
-# -- cancel -----------------------------------------------------------------------------------
-
 
 def test_cancel_terminates_containers_and_polls_as_cancelled(standin, backend) -> None:
     rec = record()

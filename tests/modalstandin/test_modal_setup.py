@@ -16,8 +16,6 @@ import pytest
 from speedq.backends import modal as mb
 from speedq.backends.base import BackendError
 
-# -- check, credentials ---------------------------------------------------------------------
-
 
 def test_check_passes_with_a_token_and_a_deployment(standin, backend) -> None:
     backend.check()

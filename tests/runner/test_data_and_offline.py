@@ -15,8 +15,6 @@ from speedq.gpu import layout, runner
 from speedq.schemas import Outcome
 from tests.runner.conftest import SAVE_EVERY, log_text, request
 
-# -- data readiness and offline runs ----------------------------------------------------------
-
 
 def test_data_is_not_ready_because_the_download_exited_0(tmp_path: Path, sim_repo: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
