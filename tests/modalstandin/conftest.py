@@ -1,7 +1,8 @@
 """One stand-in of Modal's control plane for these tests, and the real `modal` client pointed at it.
 
 The server lives for the session (the client caches its connection); each test gets a clean
-account (`reset`) and the speedq app's functions deployed in it.
+account (`reset`) and the speedq app's functions deployed in it. Here too what the backend tests
+share: the job they launch, a backend bounded at 3 s, and `Watch`, which the fault tests end with.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import pytest
 
 from speedq import settings
 from speedq.backends import modal as mb
+from speedq.schemas import JobRecord, JobSpec, Outcome, RunResult
 from tests.modalstandin.fake_modal import FakeModal, FakeServer
 
 FUNCTIONS = (mb.FULL_FUNCTION, mb.SMOKE_FUNCTION, mb.PREPARE_FUNCTION, mb.RESOLVE_FUNCTION)
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an HTTP proxy
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RUN = "runs/alpha/d12"
 
 
 class StandIn:
@@ -71,3 +75,35 @@ def standin(_server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
     _server.svc.reset()
     yield StandIn(_server)
     _server.svc.reset()
+
+
+# -- what the backend tests share -------------------------------------------------------------
+
+
+def record(**spec: object) -> JobRecord:
+    fields: dict[str, object] = {"team": "alpha", "model": "d12"}
+    fields.update(spec)
+    return JobRecord(id="sq-7", spec=JobSpec(**fields), nanochat_commit=COMMIT)
+
+
+@pytest.fixture
+def backend() -> mb.ModalBackend:
+    return mb.ModalBackend(timeout_s=3.0)
+
+
+class Watch:
+    """The most live calls the stand-in had at any one look: every fault test ends by asking the
+    stand-in (GET /calls) how many calls are not ended, and asserts exactly one for the job."""
+
+    def __init__(self, standin: StandIn) -> None:
+        self.standin, self.most = standin, 0
+
+    def look(self) -> list[str]:
+        live = self.standin.live()
+        self.most = max(self.most, len(live))
+        return live
+
+
+def run_result(outcome: Outcome, **kw: object) -> dict:
+    """A RunResult of the job's first attempt, as the function returns it over the wire."""
+    return RunResult(job_id="sq-7", attempt=1, outcome=outcome, **kw).model_dump(mode="json")

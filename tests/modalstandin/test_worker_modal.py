@@ -22,9 +22,7 @@ from speedq import settings
 from speedq.backends import modal_data
 from speedq.schemas import Outcome, RunRequest, RunResult
 from tests.conftest import Speedq, wait_for
-from tests.modalstandin.conftest import OPENER
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
+from tests.modalstandin.conftest import COMMIT, OPENER
 
 
 class StandInProcess:
