@@ -48,6 +48,17 @@ def backend_named(name: str) -> Backend:
     return get_backend(name)
 
 
+def build_job_models() -> None:
+    """Build the validators and serializers of the models every job's supervision uses, in the
+    worker before it forks its work horses. Schemas are built on first use (schemas.rules.Schema),
+    and a work horse is a fork that ends with its job: what it builds dies with it, so a model
+    first used in the horse was built again for every job, about 20 ms before each launch."""
+    from speedq.schemas import Attempt, JobRecord, LogPointer, PriceTable, Progress, RunResults, RunSample, TeamSettings
+
+    for model in (JobRecord, Attempt, LogPointer, Progress, TeamSettings, PriceTable, RunResults, RunSample):
+        model.model_rebuild()
+
+
 def _worker_name() -> str:
     job = get_current_job()
     if job is not None and job.worker_name:

@@ -67,6 +67,7 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
     )
     worker.speedq_backends = tuple(backends)
     worker.speedq_lease_s = speedq.worker.heartbeat_ttl_s()
+    speedq.worker.build_job_models()  # once here, not in every work horse
     _settle_heap()
     # The scheduler (a child process) puts notification retries back on their queue when due.
     return worker.work(burst=burst, logging_level=settings.get().log_level, with_scheduler=True)
