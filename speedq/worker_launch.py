@@ -43,16 +43,23 @@ class Launching(SupervisorBase):
                 raise Done from None
 
         def starting(r: JobRecord) -> None:
+            if r.state.terminal:
+                raise Done  # cancelled since it was read (a write may re-run on a newer record)
             self._claim(r)
             r.state = JobState.starting
             r.nanochat_commit = r.nanochat_commit or commit
 
-        record = self._update(starting, seen=record, lease=True)
-        self._end_previous(backend, record)
-        self._prepare(backend, record)
+        if record.current_attempt is not None or backend.prepares_data:
+            # Something to wait for before the attempt (a previous call to see ended, shared data
+            # to prepare): the job shows as starting meanwhile. Else the attempt's write claims it.
+            record = self._update(starting, seen=record, lease=True)
+            self._end_previous(backend, record)
+            if backend.prepares_data:
+                self._prepare(backend, record)
         number = len(record.attempts) + 1
 
         def begin(r: JobRecord) -> None:
+            starting(r)
             r.attempts.append(Attempt(number=number, backend=r.spec.backend, worker=self.worker,
                                       gpu_count=1 if preflight else r.spec.gpu.count, preflight=preflight))
             r.run_dir = backend.run_dir(r)
@@ -106,7 +113,8 @@ class Launching(SupervisorBase):
 
     def _prepare(self, backend: Backend, record: JobRecord) -> None:
         """backend.prepare under a Redis lock keyed by (commit, shard count), so workers never
-        prepare the same data at once; the lease is renewed all the while."""
+        prepare the same data at once; the lease is renewed all the while. Only for a backend
+        that `prepares_data`: local and sim runners prepare theirs under a local flock."""
         lock = self.store.conn.lock(_prepare_lock_key(record), timeout=max(10.0, 3 * self.ttl_s))
         waited_since = time.monotonic()
         while not lock.acquire(blocking=False):
