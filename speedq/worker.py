@@ -45,9 +45,10 @@ def build_job_models() -> None:
     worker before it forks its work horses. Schemas are built on first use (schemas.rules.Schema),
     and a work horse is a fork that ends with its job: what it builds dies with it, so a model
     first used in the horse was built again for every job, about 20 ms before each launch."""
-    from speedq.schemas import Attempt, JobRecord, LogPointer, PriceTable, Progress, RunResults, RunSample, TeamSettings
+    from speedq import schemas as s
 
-    for model in (JobRecord, Attempt, LogPointer, Progress, TeamSettings, PriceTable, RunResults, RunSample):
+    for model in (s.JobRecord, s.Attempt, s.LogPointer, s.PreflightStatus, s.Progress, s.TeamSettings, s.PriceTable,
+                  s.RunResults, s.RunSample):
         model.model_rebuild()
 
 

@@ -5,9 +5,12 @@ the tests check the order a GPU bill depends on (a cancel confirmed before the n
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
@@ -262,6 +265,48 @@ def test_a_job_cancelled_while_its_launch_was_readied_never_launches(
     assert backend.count("launch") == 0 and backend.count("prepare") == 0
     assert store.get(record.id).state.value == "cancelled"
     assert not store.supervised(record.id)
+
+
+_BUILT_IN_THE_HORSE = """
+import sys
+from speedq import producer, worker
+from speedq.connection import connect
+from speedq.schemas import JobSpec
+from speedq.schemas.rules import Schema
+from speedq.store import Store
+from tests.test_supervisor_loop import Scripted
+
+def built():
+    found, todo = set(), [Schema]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__pydantic_complete__:
+                found.add(sub.__name__)
+    return found
+
+store = Store(connect(sys.argv[1]))
+job = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", run_name="horse")).record
+worker.build_job_models()  # what the worker does before it forks
+before = built()
+worker.backend_named = lambda name: Scripted(prepares_data=False)
+assert worker.Supervisor(store, job.id, "w1").run() == "succeeded"
+print(" ".join(sorted(built() - before)))
+"""
+
+
+def test_a_work_horse_builds_no_model_its_worker_could_have_built_once(
+    store: Store, redis_server: RedisServer
+) -> None:
+    """Models are built on first use, and each work horse is a fork that dies with its job: a model
+    first used there is built again for every job (about 20 ms before each launch). The worker
+    builds every model a job's supervision uses before it forks (worker.build_job_models)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILT_IN_THE_HORSE, redis_server.url],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
 
 
 # -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------
