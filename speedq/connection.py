@@ -28,24 +28,33 @@ def text(reply: object) -> str:
 
 
 def connect(url: str | None = None) -> redis.Redis:
-    """A client that rides out a Redis restart: commands retry with backoff for about a minute."""
-    return _retrying_client(url or redis_url(), retries=20, backoff_cap_s=5.0, socket_timeout=None)
+    """A client that rides out a Redis restart: commands retry with backoff for about a minute.
+
+    No health check: redis-py PINGs a connection before using it if it was idle for the
+    interval, and a new connection counts as idle, so every command and work horse paid a round
+    trip for it. Their connections are new, or busy every few seconds (a worker's dequeue, a
+    supervisor's polls); one that went stale fails its command, which the retry sends again on a
+    new connection."""
+    return _retrying_client(url or redis_url(), retries=20, backoff_cap_s=5.0, socket_timeout=None, health_check_s=0)
 
 
 def connect_for_requests(url: str | None = None) -> redis.Redis:
     """A client for a server answering people (the HTTP API): a few quick retries, then the
-    error, which the server turns into a 503 instead of holding the request for a minute."""
-    return _retrying_client(url or redis_url(), retries=3, backoff_cap_s=1.0, socket_timeout=10)
+    error, which the server turns into a 503 instead of holding the request for a minute. Its
+    pool's connections may sit idle for long between requests: checked after 30 s of that."""
+    return _retrying_client(url or redis_url(), retries=3, backoff_cap_s=1.0, socket_timeout=10, health_check_s=30)
 
 
-def _retrying_client(url: str, retries: int, backoff_cap_s: float, socket_timeout: float | None) -> redis.Redis:
+def _retrying_client(
+    url: str, retries: int, backoff_cap_s: float, socket_timeout: float | None, health_check_s: int
+) -> redis.Redis:
     return redis.Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=backoff_cap_s, base=0.1), retries=retries),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError],
         socket_connect_timeout=5,
         socket_timeout=socket_timeout,
-        health_check_interval=30,
+        health_check_interval=health_check_s,
         # No CLIENT SETINFO on connect: two round trips on every new connection (each work horse
         # and each CLI command opens one) for a label in CLIENT LIST; and redis-py no longer looks
         # its own version up in the installed distributions' metadata (milliseconds each time).

@@ -13,7 +13,7 @@ import redis
 from rq import Queue
 
 import speedq.worker  # by module: benchmarks swap speedq.worker.backend_named before start
-from speedq import reaper, settings, worker_name
+from speedq import reaper, settings, worker_base, worker_name
 from speedq.fair_share import FairDequeue, plan
 from speedq.store import Store
 
@@ -66,7 +66,8 @@ def run_worker(conn: redis.Redis, backends: list[str], burst: bool = False, name
         maintenance_interval=int(reap_every),
     )
     worker.speedq_backends = tuple(backends)
-    worker.speedq_lease_s = speedq.worker.heartbeat_ttl_s()
+    worker.speedq_lease_s = worker_base.heartbeat_ttl_s()
+    speedq.worker.build_job_models()  # once here, not in every work horse
     _settle_heap()
     # The scheduler (a child process) puts notification retries back on their queue when due.
     return worker.work(burst=burst, logging_level=settings.get().log_level, with_scheduler=True)

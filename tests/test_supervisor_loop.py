@@ -5,14 +5,17 @@ the tests check the order a GPU bill depends on (a cancel confirmed before the n
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
 
-from speedq import worker
+from speedq import producer, worker
 from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
 from speedq.schemas import JobRecord, JobSpec, ListQuery, LogPointer, Outcome
 from speedq.store import Keys, Store
@@ -24,6 +27,7 @@ class Scripted:
     """A backend whose calls follow the test's script; `calls` records what the loop did."""
 
     name: str = "sim"
+    prepares_data: bool = True  # as Modal's: `prepare` runs under the data lock
     calls: list[tuple[str, ...]] = field(default_factory=list)
     launch_script: list[Callable[[int], str]] = field(default_factory=list)
     poll_script: Callable[[str, int], CallStatus] = lambda call_id, n: CallStatus(Outcome.succeeded)
@@ -209,12 +213,14 @@ def test_a_lease_taken_while_preparing_stops_before_the_attempt_is_written(
     assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
 
 
-def test_from_the_work_horse_to_the_launch_is_five_round_trips(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("prepares_data", "round_trips"), [(False, 2), (True, 5)])
+def test_from_the_work_horse_to_the_launch_is_two_round_trips_or_five_with_data_to_prepare(
+    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool, round_trips: int
 ) -> None:
     """Take the lease and read the record and its team's budget (checked at a round's start);
-    mark it starting; take and free the data lock; write the attempt with the lease renewed. Each round
-    trip costs a loaded machine milliseconds."""
+    claim the job and write the attempt, with the lease checked and renewed. A backend with data
+    to prepare (Modal) marks the job starting first, then takes and frees the data lock around
+    the prepare. Each round trip costs a loaded machine milliseconds."""
     sent: list[bytes] = []
     at_launch: list[int] = []
 
@@ -223,7 +229,8 @@ def test_from_the_work_horse_to_the_launch_is_five_round_trips(
             at_launch.append(len(sent))
             return super().launch(record, attempt)
 
-    supervise(store, Counting(), monkeypatch)  # loads redis-py's lock scripts into the server once
+    backend = Counting(prepares_data=prepares_data)
+    supervise(store, backend, monkeypatch)  # loads redis-py's lock scripts into the server once
     second, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", run_name="second"))
     at_launch.clear()
     send = redis.connection.Connection.send_packed_command
@@ -235,7 +242,71 @@ def test_from_the_work_horse_to_the_launch_is_five_round_trips(
     monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
     worker.Supervisor(store, second.id, "w1").run()
     assert store.get(second.id).state.value == "succeeded"
-    assert at_launch[0] == 5, [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
+    before_launch = [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
+    assert at_launch[0] == round_trips, before_launch
+
+
+@pytest.mark.parametrize("prepares_data", [False, True])
+def test_a_job_cancelled_while_its_launch_was_readied_never_launches(
+    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
+) -> None:
+    """The worker read the job queued; it was cancelled before the worker's first write: that
+    write, re-run on the record as it is now, stops rather than turn it back to starting."""
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+
+    class CancelledMeanwhile(Scripted):
+        def resolve_ref(self, ref: str, repo: str = "") -> str:
+            producer.cancel(store.conn, record.id, "alpha")
+            return super().resolve_ref(ref, repo)
+
+    backend = CancelledMeanwhile(prepares_data=prepares_data)
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    assert worker.Supervisor(store, record.id, "w1").run() == "cancelled"
+    assert backend.count("launch") == 0 and backend.count("prepare") == 0
+    assert store.get(record.id).state.value == "cancelled"
+    assert not store.supervised(record.id)
+
+
+_BUILT_IN_THE_HORSE = """
+import sys
+from speedq import producer, worker
+from speedq.connection import connect
+from speedq.schemas import JobSpec
+from speedq.schemas.rules import Schema
+from speedq.store import Store
+from tests.test_supervisor_loop import Scripted
+
+def built():
+    found, todo = set(), [Schema]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__pydantic_complete__:
+                found.add(sub.__name__)
+    return found
+
+store = Store(connect(sys.argv[1]))
+job = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", run_name="horse")).record
+worker.build_job_models()  # what the worker does before it forks
+before = built()
+worker.backend_named = lambda name: Scripted(prepares_data=False)
+assert worker.Supervisor(store, job.id, "w1").run() == "succeeded"
+print(" ".join(sorted(built() - before)))
+"""
+
+
+def test_a_work_horse_builds_no_model_its_worker_could_have_built_once(
+    store: Store, redis_server: RedisServer
+) -> None:
+    """Models are built on first use, and each work horse is a fork that dies with its job: a model
+    first used there is built again for every job (about 20 ms before each launch). The worker
+    builds every model a job's supervision uses before it forks (worker.build_job_models)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _BUILT_IN_THE_HORSE, redis_server.url],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []
 
 
 # -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------

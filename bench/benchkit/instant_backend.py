@@ -18,6 +18,7 @@ COMMIT = "0" * 40
 
 class InstantBackend:
     name = "sim"
+    prepares_data = False  # as the sim's
 
     def check(self) -> None:
         pass

@@ -42,6 +42,9 @@ class CallStatus:
 
 class Backend(Protocol):
     name: str
+    # Whether `prepare` has anything to do. False (local, sim: the runner prepares the data under
+    # a local flock): the supervisor neither calls it nor takes the data lock's two round trips.
+    prepares_data: bool
 
     def check(self) -> None:
         """Raise BackendError at worker start if this backend cannot work here."""
@@ -55,7 +58,7 @@ class Backend(Protocol):
     def prepare(self, record: JobRecord) -> None:
         """Make the shared data ready before any GPU launch (the supervisor holds a Redis lock
         keyed by commit and shard count around it). Modal runs its CPU prepare function to
-        completion; local and sim do nothing (their runner prepares under a local flock)."""
+        completion; local and sim do nothing (`prepares_data` is False: it is never called)."""
 
     def launch(self, record: JobRecord, attempt: int) -> str:
         """Start one attempt and return its call id at once (the run goes on without us).

@@ -68,6 +68,7 @@ def tail_lines(path: Path, count: int | None) -> str:
 
 class LocalBackend:
     name = "local"
+    prepares_data = False  # the runner prepares the shared data itself, under a local flock
 
     def __init__(
         self,

@@ -85,6 +85,7 @@ class ModalBackend(VolumeFiles):
     """Launch attempts as calls of the deployed Modal app; see speedq/backends/base.py."""
 
     name = "modal"
+    prepares_data = True  # onto the Volume, on a CPU container, before any GPU is spawned
 
     def __init__(
         self,
