@@ -9,15 +9,13 @@ to it instead of launching again.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from functools import cache
 
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from speedq import settings, supervision
+from speedq import settings, supervision, worker_name
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
 from speedq.schemas import JobRecord, JobState, Outcome, Progress
@@ -56,7 +54,7 @@ def _worker_name() -> str:
     job = get_current_job()
     if job is not None and job.worker_name:
         return job.worker_name
-    return f"{socket.gethostname()}.{os.getpid()}"
+    return worker_name.default_name()  # supervised outside an RQ worker (tests, a debugger)
 
 
 def supervise(job_id: str) -> str:
