@@ -15,7 +15,7 @@ import redis
 from speedq.connection import text
 from speedq.keys import Keys, job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, RunSample, TeamSettings
-from speedq.store_apply import APPLY, packed, writes
+from speedq.store_apply import APPLY, Script, packed, writes
 from speedq.store_teams import Guard, TeamUsage, team_settings
 from speedq.store_write import Also, write_record
 
@@ -31,7 +31,7 @@ Price = Callable[[builtins.list[RunSample]], Estimate]
 # The history is in the digest although a newer one only changes an estimate: the estimate is
 # what the budget check admits and what the record reserves, so the write stores the estimate
 # of the history it checks against, never one of a history already replaced.
-# Read by EVAL_RO: the server refuses any write from it, so a refused submit writes nothing.
+# Read by EVALSHA_RO: the server refuses any write from it, so a refused submit writes nothing.
 _CLAIM_STATE = """
 local function claim_state()
   local holder = redis.call('get', KEYS[1])
@@ -45,17 +45,17 @@ local function claim_state()
   return s, redis.sha1hex(table.concat(parts, '\\n'))
 end
 """
-_READ_CLAIM = _CLAIM_STATE + """
+_READ_CLAIM = Script(_CLAIM_STATE + """
 local s, digest = claim_state()
 return {s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], digest}
-"""
+""")
 # ARGV[1]: the digest the read returned; then the writes (store_apply.APPLY). 1 if written.
-_APPLY_CLAIM = _CLAIM_STATE + APPLY + """
+_APPLY_CLAIM = Script(_CLAIM_STATE + APPLY + """
 local _, digest = claim_state()
 if digest ~= ARGV[1] then return 0 end
 apply(2)
 return 1
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class ClaimStore:
         keys = (claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq, Keys.team(team),
                 Keys.job(""), Keys.team(team, "reserved"), Keys.run_history(team, spec.model, spec.mode, spec.gpu.type))
         while True:
-            seen = _ClaimRead.of(self.conn.eval_ro(_READ_CLAIM, len(keys), *keys))
+            seen = _ClaimRead.of(_READ_CLAIM.run(self.conn, keys, read_only=True))
             if seen.holder is not None and (own is None or seen.holder != own.id):
                 existing = active(seen.holder_raw)
                 if existing is not None:
@@ -153,5 +153,5 @@ class ClaimStore:
                 record = also(pipe, record)
             if own is None:
                 write_record(pipe, record, previous=None)
-            if self.conn.eval(_APPLY_CLAIM, len(keys), *keys, seen.digest, *packed(pipe)):
+            if _APPLY_CLAIM.run(self.conn, keys, seen.digest, *packed(pipe)):
                 return record, True
