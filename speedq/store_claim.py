@@ -15,7 +15,7 @@ import redis
 from speedq.connection import text
 from speedq.keys import Keys, job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, RunSample, TeamSettings
-from speedq.store_apply import APPLY, Script, packed, writes
+from speedq.store_apply import APPLY, Script, packed, put, writes
 from speedq.store_teams import Guard, TeamUsage, team_settings
 from speedq.store_write import Also, write_record
 
@@ -147,8 +147,8 @@ class ClaimStore:
             record = own if own is not None else JobRecord(id=job_id(seen.seq + 1), spec=spec, estimate=cost)
             pipe = writes(self.conn)
             if own is None:
-                pipe.set(Keys.seq, seen.seq + 1)
-            pipe.set(claim, record.id)
+                put(pipe, Keys.seq, seen.seq + 1)
+            put(pipe, claim, record.id)
             if also is not None:
                 record = also(pipe, record)
             if own is None:

@@ -12,6 +12,7 @@ import redis
 from speedq import config
 from speedq.keys import Keys
 from speedq.schemas import JobRecord
+from speedq.store_apply import put
 from speedq.store_board import index_board
 from speedq.store_budget import hold, note_success
 
@@ -28,7 +29,7 @@ def _indexes(record: JobRecord) -> list[str]:
 
 def write_record(pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
     """Queue the record and the index entries that move from `previous` (None: a new record)."""
-    pipe.set(Keys.job(record.id), record.model_dump_json())
+    put(pipe, Keys.job(record.id), record.model_dump_json())
     hold(pipe, record, previous)
     if previous is not None and previous.state != record.state:
         for index in _indexes(previous):

@@ -255,15 +255,25 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     Remembered by its inputs (it is pure): a spec is sized when it is validated, again whenever a
     record holding it is read or built, and for its estimate at submit.
     """
-    # Each value's type is in the key: True, 1 and 1.0 are equal as keys but not as train args.
-    items = tuple(sorted((name, type(value).__name__, value) for name, value in (args or {}).items()))
-    return _size_run(depth, mode, gpu_type, world_size, items, vocab_size)
+    return _size_run(depth, mode, gpu_type, world_size, args_key(args), vocab_size)
+
+
+# Train args as a key for remembering a pure function of them (functools.lru_cache). Each value's
+# type is in it: True, 1 and 1.0 are equal keys but not the same train arg.
+ArgsKey = tuple[tuple[str, str, "int | float | bool | str"], ...]
+
+
+def args_key(args: TrainArgs | None) -> ArgsKey:
+    return tuple(sorted((name, type(value).__name__, value) for name, value in (args or {}).items()))
+
+
+def args_of(key: ArgsKey) -> TrainArgs:
+    return {name: value for name, _, value in key}
 
 
 @lru_cache(maxsize=1024)
-def _size_run(depth: int, mode: str, gpu_type: str, world_size: int,
-              items: tuple[tuple[str, str, int | float | bool | str], ...], vocab_size: int) -> Sizing:
-    args: TrainArgs = {name: value for name, _, value in items}
+def _size_run(depth: int, mode: str, gpu_type: str, world_size: int, key: ArgsKey, vocab_size: int) -> Sizing:
+    args = args_of(key)
     aspect, head = _int(args, "aspect-ratio"), _int(args, "head-dim")
     seq = _int(args, "max-seq-len")
     ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))
