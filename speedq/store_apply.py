@@ -76,8 +76,8 @@ class Script:
     (a new or restarted server, or SCRIPT FLUSH): then one more round trip, and EVAL caches it.
     A submit's write carries a hundred-odd arguments after the script, and redis-py's encoder
     copies everything packed so far at each one: the script's text, sent with every EVAL, was
-    half of the submit's packing time. Not redis-py's `Script`, which loads with a round trip of
-    its own and has no read-only form."""
+    over a third of the submit's packing time (~160 us against ~100 us by sha1). Not redis-py's
+    `Script`, which loads with a round trip of its own and has no read-only form."""
 
     def __init__(self, text: str) -> None:
         self.text = text
