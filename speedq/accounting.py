@@ -10,11 +10,17 @@ from speedq import settings
 from speedq.schemas import JobRecord, PriceTable, Progress, RunResults, TeamSettings, TeamStats, WaitTimes
 from speedq.store import Store
 
+# The last settings priced and their table.
+_priced: list[tuple[settings.Settings, PriceTable]] = []
+
 
 def prices() -> PriceTable:
     """The default price table with `SPEEDQ_PRICES` laid over it (validated: a bad value is a
-    one-line error, not a wrong bill)."""
-    return PriceTable.load(settings.get().prices)
+    one-line error, not a wrong bill). Built once per settings (every submit prices its job)."""
+    current = settings.get()
+    if not _priced or _priced[0][0] is not current:  # settings.reload() makes a new Settings
+        _priced[:] = [(current, PriceTable.load(current.prices))]
+    return _priced[0][1]
 
 
 def run_results(record: JobRecord, table: PriceTable) -> RunResults:

@@ -20,10 +20,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from functools import lru_cache
 
 from speedq import config
 from speedq.gpu import nanochat
-from speedq.schemas import Budget, Estimate, JobRecord, JobSpec, PriceTable, RunSample, TeamSettings
+from speedq.schemas import Budget, Estimate, JobRecord, JobSpec, PriceTable, RunSample, TeamSettings, depth_of
 
 
 def tokens_of(spec: JobSpec) -> int:
@@ -33,21 +34,29 @@ def tokens_of(spec: JobSpec) -> int:
 
 def table_estimate(spec: JobSpec, prices: PriceTable) -> Estimate:
     gpu = spec.gpu.type
-    args = spec.train_args
+    seconds, basis = _table_seconds(spec.model, spec.mode, gpu, spec.gpu.count, nanochat.args_key(spec.train_args),
+                                    tokens_of(spec))
+    return Estimate(gpu_seconds=seconds, cost_usd=_cost(seconds, gpu, prices), source="table", basis=basis)
+
+
+@lru_cache(maxsize=1024)
+def _table_seconds(model: str, mode: str, gpu: str, gpu_count: int, key: nanochat.ArgsKey,
+                   tokens: int) -> tuple[int, str]:
+    """The table estimate's GPU-seconds and its basis line: pure, so remembered (every submit of a
+    kind of run asks for the same)."""
+    args = nanochat.args_of(key)
     per_token = nanochat.flops_per_token(
-        spec.depth, int(args.get("aspect-ratio", 64)), int(args.get("head-dim", 128)),
+        depth_of(model), int(args.get("aspect-ratio", 64)), int(args.get("head-dim", 128)),
         int(args.get("max-seq-len", 2048)), str(args.get("window-pattern", "SSSL")),
     )
-    tokens = tokens_of(spec)
     train_s = tokens * per_token / (config.ESTIMATE_PEAK_FLOPS[gpu] * config.ESTIMATE_MFU)
-    overhead_s = config.ESTIMATE_OVERHEAD_S[spec.mode] * spec.gpu.count
-    seconds = math.ceil(train_s + overhead_s)
+    overhead_s = config.ESTIMATE_OVERHEAD_S[mode] * gpu_count
     basis = (
         f"{tokens * per_token:.3g} FLOPs at {config.ESTIMATE_MFU:.0%} MFU of {gpu}'s "
-        f"{config.ESTIMATE_PEAK_FLOPS[gpu] / 1e12:g} TFLOP/s, plus {config.ESTIMATE_OVERHEAD_S[spec.mode] // 60} min "
-        f"of overhead on each GPU (no past {spec.model} {spec.mode} runs on {gpu} for this team)"
+        f"{config.ESTIMATE_PEAK_FLOPS[gpu] / 1e12:g} TFLOP/s, plus {config.ESTIMATE_OVERHEAD_S[mode] // 60} min "
+        f"of overhead on each GPU (no past {model} {mode} runs on {gpu} for this team)"
     )
-    return Estimate(gpu_seconds=seconds, cost_usd=_cost(seconds, gpu, prices), source="table", basis=basis)
+    return math.ceil(train_s + overhead_s), basis
 
 
 def history_estimate(spec: JobSpec, samples: Sequence[RunSample], prices: PriceTable) -> Estimate | None:

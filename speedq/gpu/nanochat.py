@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 KNOWN_GOOD_COMMIT = "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd"  # master on 2026-03, tried on a CPU
@@ -181,6 +182,7 @@ def scaling_params(depth: int, aspect_ratio: int = 64, head_dim: int = 128, voca
     return depth * 12 * dim * dim + ve_layers * VE_GATE_CHANNELS * heads + padded_vocab * dim
 
 
+@lru_cache(maxsize=256)  # pure, and asked for at every submit's estimate
 def flops_per_token(depth: int, aspect_ratio: int = 64, head_dim: int = 128, max_seq_len: int = 2048,
                     window_pattern: str = "SSSL", vocab_size: int = VOCAB_SIZE) -> int:
     """GPT.estimate_flops: 6 x matmul params (+ the smear gate's 24) plus attention per layer window;
@@ -250,8 +252,28 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     """Batch, device batch and step count for a job; SizingError naming the rule when none works.
 
     The device batch is the one given, else the GPU type's default halved until the rule holds.
+    Remembered by its inputs (it is pure): a spec is sized when it is validated, again whenever a
+    record holding it is read or built, and for its estimate at submit.
     """
-    args = args or {}
+    return _size_run(depth, mode, gpu_type, world_size, args_key(args), vocab_size)
+
+
+# Train args as a key for remembering a pure function of them (functools.lru_cache). Each value's
+# type is in it: True, 1 and 1.0 are equal keys but not the same train arg.
+ArgsKey = tuple[tuple[str, str, "int | float | bool | str"], ...]
+
+
+def args_key(args: TrainArgs | None) -> ArgsKey:
+    return tuple(sorted((name, type(value).__name__, value) for name, value in (args or {}).items()))
+
+
+def args_of(key: ArgsKey) -> TrainArgs:
+    return {name: value for name, _, value in key}
+
+
+@lru_cache(maxsize=1024)
+def _size_run(depth: int, mode: str, gpu_type: str, world_size: int, key: ArgsKey, vocab_size: int) -> Sizing:
+    args = args_of(key)
     aspect, head = _int(args, "aspect-ratio"), _int(args, "head-dim")
     seq = _int(args, "max-seq-len")
     ratio = float(args.get("target-param-data-ratio", PARAM_DATA_RATIO))
