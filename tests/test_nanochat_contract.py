@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from speedq.gpu import nanochat, nanochat_log, runner
+from speedq.gpu import data_files, nanochat, nanochat_log, runner
 from speedq.schemas import RunRequest
 from speedq.sim import SIM_TREE
 
@@ -141,7 +141,7 @@ def test_a_failed_download_reads_the_same_and_exits_0_in_both(tmp_path: Path) ->
     assert real_code == done.returncode == 0
     assert outline(done.stdout.splitlines()) == outline(real_lines)
     assert outline(real_lines)["failed"] == ["shard_00004.parquet"]
-    assert nanochat.missing_shards(tmp_path, 5) == [4]  # what the runner checks instead of the exit code
+    assert data_files.missing_shards(tmp_path, 5) == [4]  # what the runner checks instead of the exit code
 
 
 def test_a_runs_results_are_read_from_what_base_train_printed() -> None:

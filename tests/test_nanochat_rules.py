@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from speedq import config
-from speedq.gpu import nanochat, runner
+from speedq.gpu import data_files, nanochat, runner
 from speedq.schemas import JobSpec, RunRequest, describe
 
 DATA = Path(__file__).parent / "data" / "nanochat"
@@ -118,12 +118,12 @@ def test_parquet_readability(tmp_path: Path) -> None:
 
     path = tmp_path / "shard_00000.parquet"
     pq.write_table(pyarrow.table({"text": ["a document"] * 100}), path)
-    assert nanochat.parquet_readable(path)
+    assert data_files.parquet_readable(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 5])  # a download cut short
-    assert not nanochat.parquet_readable(path)
+    assert not data_files.parquet_readable(path)
     path.write_bytes(b"<html>rate limited</html>")
-    assert not nanochat.parquet_readable(path)
+    assert not data_files.parquet_readable(path)
 
 
 def nanochat_source() -> str | None:

@@ -46,13 +46,13 @@ def steps_printed(out: str) -> list[int]:
 
 
 def test_dataset_writes_shards_and_the_val_shard_and_skips_existing(tmp_path: Path) -> None:
-    from speedq.gpu import nanochat
+    from speedq.gpu import data_files
 
     first = sim(tmp_path, "nanochat.dataset", "-n", "3")
     assert first.returncode == 0 and "Downloaded: 4/4" in first.stdout
     names = sorted(p.name for p in (tmp_path / "base_data_climbmix").iterdir())
     assert names == ["shard_00000.parquet", "shard_00001.parquet", "shard_00002.parquet", "shard_06542.parquet"]
-    assert nanochat.missing_shards(tmp_path, 3) == []  # readable parquet frames
+    assert data_files.missing_shards(tmp_path, 3) == []  # readable parquet frames
     again = sim(tmp_path, "nanochat.dataset", "-n", "4")
     assert "Downloaded: 5/5" in again.stdout and again.stdout.count("Successfully downloaded") == 1
 

@@ -12,7 +12,6 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 KNOWN_GOOD_COMMIT = "92d63d4e8bb4df75c3b71618f31ddde2378b2bcd"  # master on 2026-03, tried on a CPU
 # dev/LEADERBOARD.md: a run counts for time-to-GPT-2 when its CORE metric beats GPT-2's, trained
@@ -353,49 +352,6 @@ def shards_needed(sizing: Sizing | None, mode: str) -> int:
         return MIN_SHARDS
     train = math.ceil(sizing.train_tokens / TOKENS_PER_SHARD - 1e-9) + PAD_SHARDS
     return min(VAL_SHARD, max(MIN_SHARDS, train))
-
-
-def parquet_readable(path: Path) -> bool:
-    """A whole parquet file: `PAR1` at both ends and a footer length that fits (a cut download
-    fails this); the footer is what a reader opens first."""
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PAR1":
-                return False
-            size = fh.seek(0, 2)
-            if size < 12:
-                return False
-            fh.seek(size - 8)
-            tail = fh.read(8)
-    except OSError:
-        return False
-    footer = int.from_bytes(tail[:4], "little")
-    return tail[4:] == b"PAR1" and 0 < footer <= size - 12
-
-
-def missing_shards(data_dir: Path, count: int) -> list[int]:
-    """Shards 0..count-1 and the val shard that are absent or unreadable in `<data_dir>/base_data_climbmix`."""
-    shards = Path(data_dir) / SHARDS_DIR
-    return [i for i in [*range(count), VAL_SHARD] if not parquet_readable(shards / shard_name(i))]
-
-
-def tokenizer_vocab_size(data_dir: Path) -> int | None:
-    """The vocabulary of the tokenizer in `data_dir`, which base_train sizes the model with (a
-    tokenizer trained with --vocab-size changes the auto batch). None when it cannot be read here:
-    the file is a pickled tiktoken Encoding, which needs tiktoken (nanochat unpickles it too)."""
-    import pickle
-
-    try:
-        with open(Path(data_dir) / TOKENIZER_DIR / TOKENIZER_FILES[0], "rb") as fh:
-            enc = pickle.load(fh)
-    except Exception:  # noqa: BLE001 - absent, or tiktoken missing: the default vocabulary then
-        return None
-    size = enc.get("vocab_size") if isinstance(enc, dict) else getattr(enc, "n_vocab", None)
-    return size if isinstance(size, int) and size > 0 else None
-
-
-def tokenizer_ready(data_dir: Path) -> bool:
-    return all((Path(data_dir) / TOKENIZER_DIR / name).is_file() for name in TOKENIZER_FILES)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from speedq.gpu import layout, nanochat
+from speedq.gpu import data_files, layout, nanochat
 from speedq.gpu.proctree import ATTEMPT_ENV, MARK_ENV
 from speedq.schemas import RunRequest, depth_of
 
@@ -29,7 +29,7 @@ class Stage:
 def sizing(req: RunRequest, vocab_size: int | None = None) -> nanochat.Sizing:
     """Batch, device batch and step count, by nanochat's rules (the spec passed them at submit with
     nanochat's default vocabulary; here the data dir's tokenizer says the real one once it exists)."""
-    vocab = vocab_size or nanochat.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
+    vocab = vocab_size or data_files.tokenizer_vocab_size(Path(req.data_dir)) or nanochat.VOCAB_SIZE
     return nanochat.size_run(depth_of(req.model), req.mode, req.gpu_type, req.nproc, req.train_args, vocab)
 
 

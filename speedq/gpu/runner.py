@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from speedq.gpu import fence, layout, nanochat
+from speedq.gpu import data_files, fence, layout, nanochat
 
 # Moved out to modules of their own, still reachable here: modal_app, offload and the tests use them.
 from speedq.gpu.attempt import Attempt as Attempt
@@ -116,9 +116,9 @@ def shared_stage_done(req: RunRequest, stage: Stage) -> bool:
     stage exited 0 (nanochat.dataset does even when every download failed)."""
     data_dir = Path(req.data_dir)
     if stage.name == "data":
-        return not nanochat.missing_shards(data_dir, shards_needed(req))
+        return not data_files.missing_shards(data_dir, shards_needed(req))
     if stage.name == "tok_train":
-        return nanochat.tokenizer_ready(data_dir)
+        return data_files.tokenizer_ready(data_dir)
     return stage.name in read_ledger(data_dir / layout.DATA_LEDGER)
 
 
@@ -126,12 +126,12 @@ def stage_left_undone(req: RunRequest, stage: Stage) -> str | None:
     """After a stage exited 0: what it should have made but did not, in one line."""
     data_dir = Path(req.data_dir)
     if stage.name == "data":
-        missing = nanochat.missing_shards(data_dir, shards_needed(req))
+        missing = data_files.missing_shards(data_dir, shards_needed(req))
         if missing:
             names = ", ".join(nanochat.shard_name(i) for i in missing[:3]) + (" ..." if len(missing) > 3 else "")
             return (f"{len(missing)} of {shards_needed(req) + 1} shards missing or unreadable in "
                     f"{data_dir / nanochat.SHARDS_DIR} ({names})")
-    if stage.name == "tok_train" and not nanochat.tokenizer_ready(data_dir):
+    if stage.name == "tok_train" and not data_files.tokenizer_ready(data_dir):
         return f"no {' and '.join(nanochat.TOKENIZER_FILES)} in {data_dir / nanochat.TOKENIZER_DIR}"
     return None
 
