@@ -1,7 +1,10 @@
 """Jobs per second through `producer.submit` (validate-free: specs are built beforehand) against
-RQ's own `Queue.enqueue` of a no-op, on the same redis-server, in the same process.
+RQ's own `Queue.enqueue` of a no-op, on the same redis-server, in the same process. Beside
+them, the floor of any submit that keeps a record with its RQ job in one transaction: RQ's
+enqueue into a pipeline that also SETs a record as large as speedq's, one MULTI/EXEC (no
+claim, no indexes, no budget).
 
-The two take turns call by call (rq, speedq, rq, ...), each call timed, so a burst of other
+The three take turns call by call (rq, speedq, floor, rq, ...), each call timed, so a burst of other
 work on the machine lands on both sides alike; throughput is one over the median call time.
 
     python bench/submit_throughput.py [--jobs 2000]
@@ -27,19 +30,31 @@ def main() -> None:
         queue = Queue("bench-raw", connection=conn)
         # Distinct run names: the same run twice would be deduplicated, not enqueued.
         specs = [JobSpec(team="bench", run_name=f"r{i}", backend="sim") for i in range(args.jobs)]
-        raw, speedq = [], []
-        for spec in specs:
+        record = producer.submit(conn, JobSpec(team="bench", run_name="sample", backend="sim")).record
+        sample = record.model_dump_json().encode()
+        raw, speedq, floor = [], [], []
+        for i, spec in enumerate(specs):
             start = time.perf_counter()
             queue.enqueue("os.getpid", job_timeout=-1)
             middle = time.perf_counter()
             producer.submit(conn, spec)
+            end = time.perf_counter()
+            with conn.pipeline() as pipe:
+                queue.enqueue("os.getpid", job_timeout=-1, pipeline=pipe)
+                pipe.set(f"bench:record:{i}", sample)
+                pipe.execute()
             raw.append(middle - start)
-            speedq.append(time.perf_counter() - middle)
+            speedq.append(end - middle)
+            floor.append(time.perf_counter() - end)
 
-    raw_s, speedq_s = Samples(raw), Samples(speedq)
+    raw_s, speedq_s, floor_s = Samples(raw), Samples(speedq), Samples(floor)
     print(f"rq Queue.enqueue (no-op): {1 / raw_s.median:,.0f} jobs/s; call {raw_s.ms()}")
     print(f"speedq producer.submit:   {1 / speedq_s.median:,.0f} jobs/s; call {speedq_s.ms()}")
+    print(f"floor (enqueue + record): {1 / floor_s.median:,.0f} jobs/s; call {floor_s.ms()}")
     ratio("submit throughput", 1 / speedq_s.median, 1 / raw_s.median, "raw rq enqueue")
+    ratio("floor: rq enqueue + one record SET, one transaction", 1 / floor_s.median, 1 / raw_s.median,
+          "raw rq enqueue")
+    ratio("speedq submit against that floor", 1 / speedq_s.median, 1 / floor_s.median, "the floor")
 
 
 if __name__ == "__main__":
