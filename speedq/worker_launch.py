@@ -1,8 +1,10 @@
 """The launch path: from a job's claim to the backend's `launch`, each step before it guarded.
 
 A new attempt starts only once the previous one has surely ended (confirmed by a poll, or
-cancelled and confirmed, or fenced off), only while this worker holds the job's lease (every
-write before the launch checks it), and its call id is stored the moment the backend returns it.
+cancelled and confirmed, or fenced off), only while no other live worker holds the job's lease
+(every write before the launch checks it; a lapsed lease is taken back), only if no attempt was
+begun since the record it was decided from, and its call id is stored the moment the backend
+returns it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from speedq.keys import Keys
 from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq.worker_base import Done, SupervisorBase, log
+
+
+class _Overtaken(Exception):
+    """The stored record has an attempt this launch did not see: the loop decides again from it
+    (watch it, reconcile it, or end it before any new one)."""
 
 
 class Launching(SupervisorBase):
@@ -42,21 +49,18 @@ class Launching(SupervisorBase):
                 self._finish(JobState.failed, str(exc))
                 raise Done from None
 
+        seen_attempts = len(record.attempts)
+
         def starting(r: JobRecord) -> None:
             if r.state.terminal:
                 raise Done  # cancelled since it was read (a write may re-run on a newer record)
+            if len(r.attempts) != seen_attempts:
+                raise _Overtaken  # another worker began an attempt since `record` was read
             self._claim(r)
             r.state = JobState.starting
             r.nanochat_commit = r.nanochat_commit or commit
 
-        if record.current_attempt is not None or backend.prepares_data:
-            # Something to wait for before the attempt (a previous call to see ended, shared data
-            # to prepare): the job shows as starting meanwhile. Else the attempt's write claims it.
-            record = self._update(starting, seen=record, lease=True)
-            self._end_previous(backend, record)
-            if backend.prepares_data:
-                self._prepare(backend, record)
-        number = len(record.attempts) + 1
+        number = seen_attempts + 1
 
         def begin(r: JobRecord) -> None:
             starting(r)
@@ -69,7 +73,21 @@ class Launching(SupervisorBase):
                 r.preflight.log = r.log
             r.started_at = r.started_at or time.time()
 
-        record = self._update(begin, seen=record, lease=True)  # nothing launched if another worker took the job
+        try:
+            if record.current_attempt is not None or backend.prepares_data:
+                # Something to wait for before the attempt (a previous call to see ended, shared
+                # data to prepare): the job shows as starting meanwhile. Else the attempt's write
+                # claims it.
+                record = self._update(starting, seen=record, lease=True)
+                self._end_previous(backend, record)
+                if backend.prepares_data:
+                    self._prepare(backend, record)
+            # Nothing launched if another live worker holds the job, or began an attempt since
+            # (its lease may have lapsed by now: a lapsed lease is taken back, an attempt is not).
+            record = self._update(begin, seen=record, lease=True)
+        except _Overtaken:
+            log.warning("%s: attempt %d was begun by another worker; deciding again", self.job_id, number)
+            return self.store.get(self.job_id)
         try:
             call_id = backend.launch(record, number)
         except LaunchUnknown as exc:

@@ -63,12 +63,36 @@ def test_complete_checkpoints_and_run_files_reach_the_volume_torn_ones_do_not(di
     off.sync_once()
     assert offload.complete_steps(volume / CKPT, 2) == [5]
     assert not (volume / CKPT / "model_000010.pt").exists()
-    for name in (layout.LOG, layout.CLAIM, layout.announce_name(2)):
+    for name in (layout.LOG, layout.announce_name(2)):
         assert (volume / name).read_bytes() == (local / name).read_bytes()
+    assert not (volume / layout.CLAIM).exists()  # the Volume's claim is the containers' own (modal_body.claim)
     progress = json.loads((volume / layout.PROGRESS).read_text())
     assert progress["step"] == 10 and progress["offloaded_step"] == 5 and progress["commit_failures"] == 0
     assert (vol.reloads, vol.commits) == (1, 1)
     assert not list(volume.rglob("*.part"))
+
+
+def test_a_claim_made_while_a_sync_copies_is_not_written_over(dirs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calls of one attempt: the second claims the Volume after the first's sync checked the
+    claim and while it copies. The first's local claim must not land on top of it, or the newer
+    call would find itself overtaken by the older one (which the worker no longer watches)."""
+    local, volume = dirs
+    first = json.dumps({"attempt": 1, "call_id": "fc-first"})
+    (local / layout.CLAIM).write_text(first)
+    (volume / layout.CLAIM).write_text(first)
+    write_checkpoint(local, 5)
+    off = offloader(local, volume, Vol(), attempt=1, call_id="fc-first")
+    copy_checkpoints = off._copy_checkpoints
+
+    def second_call_claims_meanwhile() -> None:
+        (volume / layout.CLAIM).write_text(json.dumps({"attempt": 1, "call_id": "fc-second"}))
+        copy_checkpoints()
+
+    monkeypatch.setattr(off, "_copy_checkpoints", second_call_claims_meanwhile)
+    off.sync_once()
+    assert offload.claim_holder(volume) == (1, "fc-second")
+    off.sync_once()  # the next sync sees it and stops
+    assert off.superseded_by == 1
 
 
 def test_later_stage_outputs_reach_the_volume_but_not_the_shared_data_links(dirs, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import redis
 
 from speedq import producer, worker
 from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
-from speedq.schemas import JobRecord, JobSpec, ListQuery, LogPointer, Outcome
+from speedq.schemas import Attempt, JobRecord, JobSpec, JobState, ListQuery, LogPointer, Outcome
 from speedq.store import Keys, Store
 from tests.conftest import RedisServer, wait_for
 
@@ -422,3 +422,30 @@ def test_a_fault_in_speedq_with_an_attempt_in_flight_keeps_the_lease_to_expire(
     assert record.state.value == "running" and record.current_attempt is not None
     assert record.current_attempt.call_id == "call-1" and record.current_attempt.outcome is None
     assert store.supervised(record.id)  # held until it expires; the reaper takes it from there
+
+
+@pytest.mark.parametrize("prepares_data", [False, True])
+def test_an_attempt_begun_by_another_worker_meanwhile_is_watched_not_launched_over(
+    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
+) -> None:
+    """Worker w1 read the job with no attempt and was slow to resolve its commit; meanwhile its
+    lease lapsed, and w2 began attempt 1 and launched it, then died. w1's write, re-run on the
+    record as it is now, must not begin a second attempt 1 beside w2's running call: it watches
+    w2's call to its end instead, and launches nothing."""
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+
+    class OvertakenMeanwhile(Scripted):
+        def resolve_ref(self, ref: str, repo: str = "") -> str:
+            def other_worker_began(r: JobRecord) -> None:
+                r.attempts.append(Attempt(number=1, backend="sim", worker="w2", call_id="call-w2", gpu_count=8))
+                r.state, r.worker, r.nanochat_commit = JobState.running, "w2", "c" * 40
+
+            store.update(record.id, other_worker_began)  # w2 holds no lease now: it died
+            return super().resolve_ref(ref, repo)
+
+    backend = OvertakenMeanwhile(prepares_data=prepares_data)
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    assert worker.Supervisor(store, record.id, "w1").run() == "succeeded"
+    assert backend.count("launch") == 0 and ("poll", "call-w2") in backend.calls
+    done = store.get(record.id)
+    assert [(a.number, a.worker, a.call_id) for a in done.attempts] == [(1, "w2", "call-w2")]

@@ -300,9 +300,11 @@ class Offloader:
             st = src.stat()
             if not dest.exists() or dest.stat().st_size != st.st_size or dest.stat().st_mtime < st.st_mtime:
                 copy_file(src, dest)
-        # the ledger last: the Volume never says a stage is done before its outputs are there
+        # the ledger last: the Volume never says a stage is done before its outputs are there.
+        # Not the claim: the Volume's is the containers' own (modal_body.claim), and the local
+        # copy, written back, would erase a newer call's claim made since the check above.
         for src in run_files(self.local_run):
-            if src.name != layout.PROGRESS:
+            if src.name not in (layout.PROGRESS, layout.CLAIM):
                 copy_file(src, self.volume_run / src.name)
         self._write_progress()
         self.commits.run(self.commit)

@@ -110,10 +110,9 @@ def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
     latest claim wins; the other container copies nothing more and kills its stages."""
     import threading
 
-    # ~100 s of training: long enough that a loaded machine still sees a checkpoint on the Volume
-    # well before the end (the takeover comes at the first one, seconds in; at 50 s a full suite
-    # on 2 cores once saw the run end first)
-    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.3")
+    # ~50 s of training: long enough that a loaded machine still sees a checkpoint on the Volume
+    # well before the end (the takeover comes at the first one)
+    monkeypatch.setenv("SPEEDQ_SIM_STEP_S", "0.15")
     req = prepared(sim_request(vol, sim, mode="full"))
     run_dir = Path(req.run_dir)
     ckpt = run_dir / layout.checkpoint_dir("d4", "full")
@@ -122,13 +121,13 @@ def test_a_second_call_of_the_same_attempt_takes_over_and_the_first_stops(
     body.start()
     from speedq.gpu import offload
 
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while not (ckpt.is_dir() and offload.complete_steps(ckpt, req.nproc)):
         assert time.monotonic() < deadline and body.is_alive(), "no checkpoint reached the Volume"
         time.sleep(0.05)
     m.claim(run_dir, 1, "fc-second")  # the other container of attempt 1 starts
     taken_over_at = max(offload.complete_steps(ckpt, req.nproc))
-    body.join(120)
+    body.join(60)
     assert not body.is_alive()
     assert box["outcome"] in ("fenced", "cancelled") and "another call" in box["error"], box
     assert offload.claim_holder(run_dir) == (1, "fc-second")
