@@ -33,8 +33,8 @@ def connect(url: str | None = None) -> redis.Redis:
     No health check: redis-py PINGs a connection before using it if it was idle for the
     interval, and a new connection counts as idle, so every command and work horse paid a round
     trip for it. Their connections are new, or busy every few seconds (a worker's dequeue, a
-    supervisor's polls); one that went stale fails its command, which the retry sends again on a
-    new connection."""
+    supervisor's polls); the pool also checks a connection for a closed socket before it hands it
+    out, and reconnects."""
     return _retrying_client(url or redis_url(), retries=20, backoff_cap_s=5.0, socket_timeout=None, health_check_s=0)
 
 

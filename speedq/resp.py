@@ -66,21 +66,24 @@ class Reader:
 
 def open_reader(url: str) -> Reader | None:
     """A connected, authenticated reader on the URL's database; None where it cannot do that."""
-    parts = urlsplit(url)
-    query = dict(item.partition("=")[::2] for item in parts.query.split("&") if item)
-    if parts.scheme not in ("redis", "unix") or set(query) - {"db"}:
-        return None
     try:
-        if parts.scheme == "unix":
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(CONNECT_TIMEOUT_S)
-            sock.connect(unquote(parts.path))
-            db = query.get("db", "0")
-        else:
-            sock = socket.create_connection((parts.hostname or "localhost", parts.port or 6379), CONNECT_TIMEOUT_S)
-            db = parts.path.strip("/") or query.get("db", "0")
+        parts = urlsplit(url)
+        pairs = [item.partition("=") for item in parts.query.split("&") if item]
+        path_db = parts.path.strip("/") if parts.scheme == "redis" else ""
+        port = parts.port
+    except ValueError:
+        return None
+    # Only forms whose meaning is plain: one database named once, a password with any user name
+    # (a user alone is sent differently by redis-py), no other option.
+    if (parts.scheme not in ("redis", "unix") or any(key != "db" for key, _, _ in pairs)
+            or len(pairs) + bool(path_db) > 1 or (parts.username and parts.password is None)):
+        return None
+    db = path_db or (pairs[0][2] if pairs else "0")
+    try:
+        sock = _connect(unquote(parts.path)) if parts.scheme == "unix" else socket.create_connection(
+            (parts.hostname or "localhost", port or 6379), CONNECT_TIMEOUT_S)
         sock.settimeout(READ_TIMEOUT_S)
-    except (OSError, ValueError):
+    except OSError:
         return None
     reader = Reader(sock)
     try:
@@ -93,6 +96,17 @@ def open_reader(url: str) -> Reader | None:
         reader.close()
         return None
     return reader
+
+
+def _connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def get(url: str, key: str) -> tuple[bool, bytes | None]:

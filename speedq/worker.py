@@ -54,7 +54,7 @@ def _worker_name() -> str:
     job = get_current_job()
     if job is not None and job.worker_name:
         return job.worker_name
-    return worker_name.default_name()  # supervised outside an RQ worker (tests, a debugger)
+    return worker_name.process_name()  # supervised outside an RQ worker: the same name at every call
 
 
 def supervise(job_id: str) -> str:

@@ -26,10 +26,15 @@ class NameTaken(ProducerError):
     """Another live worker holds the name."""
 
 
+def process_name() -> str:
+    """`host.pid`: this process, the same at every call."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
 def default_name() -> str:
     """`host.pid.xxxx`: the random suffix keeps apart containers that all run as PID 1, and a
     restart from taking a dead worker's name."""
-    return f"{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(2)}"
+    return f"{process_name()}.{secrets.token_hex(2)}"
 
 
 def _alive(pid: int) -> bool:

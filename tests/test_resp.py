@@ -96,3 +96,14 @@ def test_replies_read_like_redis_py(redis_server: RedisServer) -> None:
         reader.close()
         conn.delete(key)
     assert resp.get(redis_server.url, key) == (True, None)
+
+
+@pytest.mark.parametrize("tail", ["/1?db=2", "/?db=1&db=2", "/0?ssl_cert_reqs=none"])
+def test_a_database_named_twice_or_an_option_is_left_to_redis_py(redis_server: RedisServer, tail: str) -> None:
+    """Where redis-py and this reader could read the URL differently, this one declines."""
+    assert resp.open_reader(f"redis://127.0.0.1:{redis_server.port}{tail}") is None
+
+
+def test_a_user_without_a_password_or_a_broken_url_is_left_to_redis_py(redis_server: RedisServer) -> None:
+    assert resp.open_reader(f"redis://someone@127.0.0.1:{redis_server.port}/0") is None
+    assert resp.open_reader("redis://[::1:6379") is None
