@@ -88,7 +88,7 @@ def embedded_dir() -> Path:
 
 
 def embedded_socket() -> Path:
-    return embedded_dir() / "redis.sock"
+    return settings.get().embedded_redis_socket()
 
 
 def redis_server_binary() -> str:

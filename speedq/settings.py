@@ -146,8 +146,11 @@ class Settings(BaseModel):
         """The embedded redis-server's directory (its socket, append-only file and log)."""
         return self.state_home() / "redis"
 
+    def embedded_redis_socket(self) -> Path:
+        return self.redis_dir() / "redis.sock"
+
     def embedded_redis_url(self) -> str:
-        return f"unix://{self.redis_dir() / 'redis.sock'}"
+        return f"unix://{self.embedded_redis_socket()}"
 
     def runs_root(self) -> Path:
         return self.runs_dir or self.state_home() / "runs"
