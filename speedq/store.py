@@ -24,7 +24,7 @@ from speedq.connection import text
 from speedq.errors import JobNotFound
 from speedq.keys import NOTIFY_QUEUE, Keys, job_id, queue_name
 from speedq.schemas import JobRecord, JobState, ListQuery
-from speedq.store_apply import APPLY, delete_if_equal, packed, writes
+from speedq.store_apply import APPLY, Script, delete_if_equal, packed, writes
 from speedq.store_board import BoardStore
 from speedq.store_claim import ClaimStore, Price
 from speedq.store_leases import LEASE, Lease, LeaseLost, LeaseStore, lease_ms
@@ -42,7 +42,7 @@ __all__ = ["NOTIFY_QUEUE", "Also", "Guard", "JobNotFound", "Keys", "Lease", "Lea
 # of the record the change was decided on, the worker whose lease to renew ('' for none) and
 # its ms, the job id, then the writes (store_apply.APPLY). Replies {'ok'}, {'missing'},
 # {'lease', holder} (nothing written) or {'changed', the record now stored}.
-_UPDATE = LEASE + APPLY + """
+_UPDATE = Script(LEASE + APPLY + """
 local raw = redis.call('get', KEYS[1])
 if not raw then return {'missing'} end
 if ARGV[2] ~= '' then
@@ -53,7 +53,7 @@ if redis.sha1hex(raw) ~= ARGV[1] then return {'changed', raw} end
 if ARGV[2] ~= '' then take_lease(KEYS[2], KEYS[3], ARGV[2], ARGV[3], ARGV[4]) end
 apply(5)
 return {'ok'}
-"""
+""")
 
 
 class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
@@ -118,8 +118,8 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
                 claim = Keys.run_claim(after.spec.team, after.spec.run_name or "")
                 delete_if_equal(pipe, claim, after.id)  # a later job may own the run by now
             held = (lease.worker, lease_ms(lease.ttl_s)) if lease is not None else ("", 0)
-            reply = self.conn.eval(
-                _UPDATE, 3, key, Keys.supervisor(job_id), Keys.held,
+            reply = _UPDATE.run(
+                self.conn, (key, Keys.supervisor(job_id), Keys.held),
                 hashlib.sha1(raw).hexdigest(), *held, job_id, *packed(pipe),
             )
             if reply[0] == b"ok":
