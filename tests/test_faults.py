@@ -71,10 +71,13 @@ def test_hung_run_is_ended_by_the_stall_detector_and_resumed(speedq: Speedq) -> 
 
 def test_attempt_timeout_ends_the_attempt_and_the_next_resumes(speedq: Speedq) -> None:
     speedq.env["SPEEDQ_SIM_STEP_S"] = "0.05"
+    # A loaded machine spends 2 s or more starting each attempt, so attempts make little
+    # progress each; the fixture's doubling backoff would reach 50 s by the ninth.
+    speedq.env["SPEEDQ_RETRY_BACKOFF"] = "0.01"
     speedq.start_worker()
-    # num-iterations=150: d4's own 352 steps would need more attempts
-    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "3",
-                        "--max-attempts", "10", "--train-arg", "num-iterations=150")
+    # 120 steps of 0.05 s outlast one 5 s attempt; d4's own 352 steps would need more attempts
+    job = speedq.submit("--team", "alpha", "--model", "d4", "--save-every", "5", "--timeout", "5",
+                        "--max-attempts", "10", "--train-arg", "num-iterations=120")
 
     record = speedq.wait_state(job, "succeeded", "failed", timeout=120)
 
