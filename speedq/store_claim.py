@@ -12,6 +12,7 @@ from typing import Any
 
 import redis
 
+from speedq import store_guess
 from speedq.connection import text
 from speedq.keys import Keys, job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, RunSample, TeamSettings
@@ -49,10 +50,11 @@ _READ_CLAIM = Script(_CLAIM_STATE + """
 local s, digest = claim_state()
 return {s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], digest}
 """)
-# ARGV[1]: the digest the read returned; then the writes (store_apply.APPLY). 1 if written.
+# ARGV[1]: the digest the decision was made on; then the writes (store_apply.APPLY). 1 if
+# written, else what _READ_CLAIM would return: the submit decides again with no read of its own.
 _APPLY_CLAIM = Script(_CLAIM_STATE + APPLY + """
-local _, digest = claim_state()
-if digest ~= ARGV[1] then return 0 end
+local s, digest = claim_state()
+if digest ~= ARGV[1] then return {s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], digest} end
 apply(2)
 return 1
 """)
@@ -128,22 +130,38 @@ class ClaimStore:
         self, spec: JobSpec, own: JobRecord | None, guard: Guard | None, also: Also | None, price: Price | None
     ) -> tuple[JobRecord, bool]:
         """(the active job holding the run, False) or (the job now holding it, True): `own`, or
-        a new record stored for `spec`. Two round trips: one script reads everything it decides
-        on, and another writes only if none of it changed (else it reads again), so two submits
-        racing for one run make one job."""
+        a new record stored for `spec`. One script reads everything it decides on, and another
+        writes only if none of it changed (else it returns what changed, and the decision is
+        made again), so two submits racing for one run make one job. A new job's submit starts
+        from this process's guess of that read where it has one (`store_guess`): one round trip."""
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
         keys = (claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq, Keys.team(team),
                 Keys.job(""), Keys.team(team, "reserved"), Keys.run_history(team, spec.model, spec.mode, spec.gpu.type))
+
+        def read() -> list[Any]:
+            return list(_READ_CLAIM.run(self.conn, keys, read_only=True))
+
+        guess = store_guess.take(self.conn, keys) if own is None else None
+        reply = guess if guess is not None else read()
         while True:
-            seen = _ClaimRead.of(_READ_CLAIM.run(self.conn, keys, read_only=True))
-            if seen.holder is not None and (own is None or seen.holder != own.id):
-                existing = active(seen.holder_raw)
-                if existing is not None:
-                    return existing, False
-            cost = price(seen.history) if price is not None and own is None else None
-            if guard is not None:
-                guard(seen.settings(team), seen.usage, cost.gpu_seconds if cost is not None else 0)
+            seen = _ClaimRead.of(reply)
+            held_by_another = seen.holder is not None and (own is None or seen.holder != own.id)
+            existing = active(seen.holder_raw) if held_by_another else None
+            cost = price(seen.history) if price is not None and own is None and existing is None else None
+            try:
+                if existing is None and guard is not None:
+                    guard(seen.settings(team), seen.usage, cost.gpu_seconds if cost is not None else 0)
+            except Exception:
+                if reply is not guess:
+                    raise
+                reply = read()  # a refusal is only ever made on what Redis holds
+                continue
+            if existing is not None:
+                if reply is guess:
+                    reply = read()
+                    continue
+                return existing, False
             record = own if own is not None else JobRecord(id=job_id(seen.seq + 1), spec=spec, estimate=cost)
             pipe = writes(self.conn)
             if own is None:
@@ -153,5 +171,10 @@ class ClaimStore:
                 record = also(pipe, record)
             if own is None:
                 write_record(pipe, record, previous=None)
-            if _APPLY_CLAIM.run(self.conn, keys, seen.digest, *packed(pipe)):
+            written = [words for words, _options in pipe.command_stack]
+            done = _APPLY_CLAIM.run(self.conn, keys, seen.digest, *packed(pipe))
+            if done == 1:
+                if own is None:
+                    store_guess.keep(self.conn, keys, reply, written)
                 return record, True
+            reply = list(done)

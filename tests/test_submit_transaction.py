@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
+import redis
 from rq import Queue
 
 from speedq.errors import QuotaExceeded
 from speedq.estimate import tokens_of
 from speedq.keys import Keys, queue_name
-from speedq.producer import admit, enqueue_in, pricing, submit
+from speedq.producer import admit, cancel, enqueue_in, pricing, submit
 from speedq.schemas import JobRecord, JobSpec, JobState, RunSample, TeamSettings
 from speedq.store import Store, TeamUsage
 from tests.conftest import RedisServer, wait_for
@@ -25,34 +30,46 @@ READS = {"GET", "ZCARD", "HVALS", "LRANGE"}
 ONCE = {"INFO"}
 
 
-def test_submit_writes_everything_in_one_script_after_one_read(redis_server: RedisServer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+@contextmanager
+def monitored(redis_server: RedisServer, tmp_path: Path, conn: redis.Redis) -> Iterator[list[tuple[bool, str]]]:
+    """The commands Redis runs meanwhile, as (run by a script, name), from Redis's own MONITOR;
+    ends with the PING it sends to know it has seen them all."""
     cli = shutil.which("redis-cli")
     if cli is None:
         pytest.skip("redis-cli is not installed")
-    conn = redis_server.client()
-    conn.flushall()
-    conn.script_flush()
-    # The first submit on a server that has not seen the scripts sends each one's text (EVALSHA
-    # is refused, then EVAL runs and caches it): two round trips more, once per server.
-    first = submit(conn, JobSpec(team="alpha", backend="sim", run_name="zero")).record
-    assert first.id == "sq-1"
-    out = tmp_path / "monitor.txt"
+    out = tmp_path / f"monitor-{time.monotonic_ns()}.txt"
+    sent: list[tuple[bool, str]] = []
     monitor = subprocess.Popen([cli, "-p", str(redis_server.port), "monitor"], stdout=open(out, "w"))
     try:
         wait_for(lambda: out.read_text().startswith("OK"), timeout=10, what="MONITOR to start")
-        done = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one"))
+        yield sent
         conn.ping()
         wait_for(lambda: '"PING"' in out.read_text(), timeout=10, what="the submit's commands")
     finally:
         monitor.kill()
         monitor.wait()
-
     lines = [line for line in out.read_text().splitlines()[1:] if '"' in line]
-    sent = [(" [0 lua] " in line, line.split('"')[1].upper()) for line in lines]
-    by_client = [name for lua, name in sent if not lua and name not in ONCE]
+    sent += [(" [0 lua] " in line, line.split('"')[1].upper()) for line in lines]
+
+
+def by_client(sent: list[tuple[bool, str]]) -> list[str]:
+    return [name for lua, name in sent if not lua and name not in ONCE]
+
+
+def test_submit_writes_everything_in_one_script_after_one_read(redis_server: RedisServer, tmp_path: Path) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    conn.script_flush()
+    # The first submit on a server that has not seen the scripts sends each one's text (EVALSHA
+    # is refused, then EVAL runs and caches it): two round trips more, once per server.
+    first = submit(redis_server.client(), JobSpec(team="alpha", backend="sim", run_name="zero")).record
+    assert first.id == "sq-1"
+    with monitored(redis_server, tmp_path, conn) as sent:
+        done = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one"))
+
     # The claim's read (the run history for the cost estimate included) and the write: two round
     # trips, then the test's PING
-    assert by_client == ["EVALSHA_RO", "EVALSHA", "PING"], sent
+    assert by_client(sent) == ["EVALSHA_RO", "EVALSHA", "PING"], sent
     apply_at = sent.index((False, "EVALSHA"))
     reads = [name for lua, name in sent[:apply_at] if lua]
     assert set(reads) <= READS and "LRANGE" in reads, sent  # the read-only script wrote nothing
@@ -64,6 +81,48 @@ def test_submit_writes_everything_in_one_script_after_one_read(redis_server: Red
     assert conn.get(Keys.seq) == b"2" and record.id == "sq-2"
     assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [first.id, record.rq_job_id]
     assert record.rq_job_id == "sq-2"  # the stored record names its RQ job: no second write
+
+
+def test_the_next_submit_of_a_process_writes_at_once_and_one_decided_on_a_stale_guess_is_decided_again(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    submit(conn, JobSpec(team="alpha", backend="sim", run_name="one"))
+    with monitored(redis_server, tmp_path, conn) as sent:
+        second = submit(conn, JobSpec(team="alpha", backend="sim", run_name="two")).record
+    assert by_client(sent) == ["EVALSHA", "PING"], sent  # its guess of the read was right: one round trip
+
+    # Another producer submits in between: this process's guess (sequence 2, two queued) is stale.
+    other = submit(redis_server.client(), JobSpec(team="alpha", backend="sim", run_name="three")).record
+    with monitored(redis_server, tmp_path, conn) as sent:
+        fourth = submit(conn, JobSpec(team="alpha", backend="sim", run_name="four")).record
+    # The write refused the stale guess and answered with what Redis holds; decided again on that
+    assert by_client(sent) == ["EVALSHA", "EVALSHA", "PING"], sent
+    assert [second.id, other.id, fourth.id] == ["sq-2", "sq-3", "sq-4"]
+    assert conn.get(Keys.seq) == b"4" and Store(conn).count("alpha", JobState.queued) == 4
+    assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == ["sq-1", "sq-2", "sq-3", "sq-4"]
+
+    # A guess says the run is free; it is held (by this process's own job): the holder comes back.
+    again = submit(conn, JobSpec(team="alpha", backend="sim", run_name="four"))
+    assert not again.created and again.record.id == "sq-4" and conn.get(Keys.seq) == b"4"
+
+
+def test_a_refusal_is_never_made_on_a_guess(redis_server: RedisServer, tmp_path: Path) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    store.add_team(TeamSettings(name="alpha", max_queued=1))
+    first = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    # The guess now counts one queued job, at the team's max; another client cancels it.
+    cancel(redis_server.client(), first.id, "alpha")
+    with monitored(redis_server, tmp_path, conn) as sent:
+        second = submit(conn, JobSpec(team="alpha", backend="sim", run_name="two"))
+    assert second.created and second.record.id == "sq-2"
+    assert by_client(sent) == ["EVALSHA_RO", "EVALSHA", "PING"], sent  # refused on the guess: read, then admitted
+    with pytest.raises(QuotaExceeded, match="max-queued of 1"):
+        submit(conn, JobSpec(team="alpha", backend="sim", run_name="three"))
+    assert conn.get(Keys.seq) == b"2"
 
 
 def test_a_run_claimed_between_a_submits_read_and_its_write_returns_the_holder(redis_server: RedisServer) -> None:
