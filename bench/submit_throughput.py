@@ -1,5 +1,6 @@
 """Jobs per second through `producer.submit` (validate-free: specs are built beforehand) against
-RQ's own `Queue.enqueue` of a no-op, on the same redis-server, in the same process. Beside
+RQ's own `Queue.enqueue` of a no-op on a plain redis-py client, on the same redis-server, in the
+same process. Beside
 them, the floor of any submit that keeps a record with its RQ job in one transaction: RQ's
 enqueue into a pipeline that also SETs a record as large as speedq's, one MULTI/EXEC (no
 claim, no indexes, no budget).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import time
 
+import redis
 from benchkit import Samples, bench, options, ratio
 from rq import Queue
 
@@ -27,7 +29,10 @@ def main() -> None:
 
     with bench() as b:
         conn = connect(b.redis.url)
-        queue = Queue("bench-raw", connection=conn)
+        # RQ as its users run it: on a plain redis-py client, not on speedq's (whose packer is
+        # speedq's work, see speedq.connection).
+        queue = Queue("bench-raw", connection=redis.Redis.from_url(b.redis.url))
+        floor_queue = Queue("bench-floor", connection=conn)
         # Distinct run names: the same run twice would be deduplicated, not enqueued.
         specs = [JobSpec(team="bench", run_name=f"r{i}", backend="sim") for i in range(args.jobs)]
         record = producer.submit(conn, JobSpec(team="bench", run_name="sample", backend="sim")).record
@@ -40,7 +45,7 @@ def main() -> None:
             producer.submit(conn, spec)
             end = time.perf_counter()
             with conn.pipeline() as pipe:
-                queue.enqueue("os.getpid", job_timeout=-1, pipeline=pipe)
+                floor_queue.enqueue("os.getpid", job_timeout=-1, pipeline=pipe)
                 pipe.set(f"bench:record:{i}", sample)
                 pipe.execute()
             raw.append(middle - start)

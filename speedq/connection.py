@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import shutil
 import subprocess
@@ -9,11 +10,14 @@ import time
 from pathlib import Path
 
 import redis
+from redis._parsers.encoders import Encoder
 from redis.backoff import ExponentialBackoff
+from redis.connection import PythonRespSerializer
 from redis.driver_info import DriverInfo
 from redis.retry import Retry
+from redis.typing import EncodableT
 
-from speedq import settings
+from speedq import resp, settings
 from speedq.errors import RedisUnavailable
 
 
@@ -59,7 +63,27 @@ def _retrying_client(
         # and each CLI command opens one) for a label in CLIENT LIST; and redis-py no longer looks
         # its own version up in the installed distributions' metadata (milliseconds each time).
         driver_info=DriverInfo(name=None, lib_version=None),
+        command_packer=_PACKER,
     )
+
+
+class _Packer(PythonRespSerializer):
+    """redis-py's packer, with the common command packed in one join (`resp.command`): redis-py
+    encodes word by word and copies what it has packed so far at each, and a submit's write is a
+    hundred-odd words (about 65 us against 25 us). Anything else is redis-py's: a command name
+    holding its own arguments ('CONFIG GET'), and words of other types (its errors included)."""
+
+    def pack(self, *args: EncodableT) -> list[bytes]:
+        name = args[0]
+        spaced = " " in name if isinstance(name, str) else isinstance(name, bytes) and b" " in name
+        if not spaced:
+            with contextlib.suppress(TypeError):
+                return [resp.command(args)]
+        return super().pack(*args)  # type: ignore[no-untyped-call, no-any-return]
+
+
+# redis-py's defaults: UTF-8, strict, the same chunking cutoff for what it packs itself.
+_PACKER = _Packer(6000, Encoder("utf-8", "strict", False).encode)
 
 
 def connect_checked(url: str | None = None) -> redis.Redis:

@@ -6,7 +6,8 @@ opentelemetry), for one GET. This module speaks the few RESP2 commands such a re
 plain socket. It only ever takes the happy path: any URL form it does not know (TLS, options),
 any connection failure or error reply returns None, and the caller goes the ordinary way,
 through redis-py, whose retries and error lines stay the one account of what went wrong.
-Everything that writes goes through redis-py.
+Everything that writes goes through redis-py, which packs its commands with `command` here
+(speedq.connection): one place that writes RESP.
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 10.0
 
 
+def command(args: tuple[object, ...]) -> bytes:
+    """A command in RESP, its words as redis-py's encoder writes them (text as UTF-8, numbers by
+    repr); TypeError for any other word (bool, bytearray, ...), which redis-py's packer serves."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()  # a str enum's value, as redis-py's encoder writes it too
+        elif isinstance(arg, (int, float)) and not isinstance(arg, bool):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"a {type(arg).__name__} word")
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 class Unusable(Exception):
     """This reader cannot serve the call; the caller takes the ordinary path."""
 
@@ -30,11 +48,7 @@ class Reader:
         self.file = sock.makefile("rb")
 
     def call(self, *args: str) -> Reply:
-        parts = [f"*{len(args)}\r\n".encode()]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self.sock.sendall(b"".join(parts))
+        self.sock.sendall(command(args))
         return self._reply()
 
     def _reply(self) -> Reply:

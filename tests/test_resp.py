@@ -6,13 +6,20 @@ ordinary path answers, with its own one line."""
 
 from __future__ import annotations
 
+import enum
 import subprocess
 import sys
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from redis._parsers.encoders import Encoder
+from redis.connection import PythonRespSerializer
+from redis.exceptions import DataError
 
 from speedq import resp
+from speedq.connection import connect
 from tests.conftest import RedisServer, Speedq
 
 # Prints which Redis client the command loaded, after the command's own output.
@@ -107,3 +114,29 @@ def test_a_database_named_twice_or_an_option_is_left_to_redis_py(redis_server: R
 def test_a_user_without_a_password_or_a_broken_url_is_left_to_redis_py(redis_server: RedisServer) -> None:
     assert resp.open_reader(f"redis://someone@127.0.0.1:{redis_server.port}/0") is None
     assert resp.open_reader("redis://[::1:6379") is None
+
+
+class Colour(str, enum.Enum):  # as RQ's JobStatus: a str enum, written as its value
+    red = "red"
+
+
+WORDS = st.one_of(st.binary(max_size=50), st.text(max_size=50), st.integers(), st.floats(allow_nan=True),
+                  st.sampled_from([Colour.red]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(["SET", b"GET", "HSET"]), words=st.lists(WORDS, max_size=30))
+def test_commands_are_packed_byte_for_byte_as_redis_py_packs_them(name: str | bytes, words: list[object]) -> None:
+    """speedq's clients pack with resp.command (one join), redis-py's packer word by word: the
+    bytes on the wire must be the same, text, numbers (of any size, floats' repr) and enums."""
+    redis_py = PythonRespSerializer(6000, Encoder("utf-8", "strict", False).encode)
+    args = (name, *words)
+    assert resp.command(args) == b"".join(redis_py.pack(*args))
+
+
+def test_speedq_clients_leave_other_words_and_spaced_names_to_redis_py(redis_server: RedisServer) -> None:
+    conn = connect(redis_server.url)
+    with pytest.raises(DataError, match="bool"):
+        conn.set("k", True)  # type: ignore[arg-type]
+    assert conn.set("k", bytearray(b"v")) and conn.get("k") == b"v"
+    assert conn.execute_command("CONFIG GET", "appendonly")  # a name holding its own argument
