@@ -1,6 +1,7 @@
 """The run-claim half of the Redis layout: a submit claims its run (`Keys.run_claim`, the dedupe)
 and writes its record, the sequence and the RQ enqueue in one script, after one read-only
-script has read everything it decides on. `Store` inherits `ClaimStore`; callers use `Store`.
+script has read everything it decides on (or, in a process that has just submitted a job like
+it, on its guess of that read: `store_guess`). `Store` inherits `ClaimStore`; callers use `Store`.
 """
 
 from __future__ import annotations
