@@ -22,7 +22,7 @@ from rq.job import Job
 from rq.utils import as_text
 from rq.worker import WorkerStatus
 
-from speedq import config, settings
+from speedq import config, handoff, settings
 from speedq.keys import NOTIFY_QUEUE, Keys, queue_name
 from speedq.store import Store, TeamLoad
 
@@ -163,10 +163,14 @@ class FairDequeue(Worker):
             # The slot, the turn and the lease in one round trip. The lease is held from the pop
             # on: if this worker dies before its work horse starts, it expires and the reaper
             # re-queues the job.
-            if team is None or speedq_id is None or store.take_popped(
-                team, str(speedq_id), self.name, self.speedq_lease_s, turn=not turn_given
-            ):
+            reading = None
+            if team is not None and speedq_id is not None:
+                reading = store.take_popped(team, str(speedq_id), self.name, self.speedq_lease_s,
+                                            turn=not turn_given)
+            if team is None or speedq_id is None or reading is not None:
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
+                if reading is not None:
+                    handoff.give(str(speedq_id), reading)  # the work horse's first read, done
                 return job, queue
             queue.push_job_id(job.id, at_front=True)
             skipped.add(team)

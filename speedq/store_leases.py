@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -29,31 +30,39 @@ local function take_lease(lease, held, worker, ms, job)
 end
 """
 _ACQUIRE = LEASE + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
-# The same, and then the job's record (KEYS[3]) and what a round's start checks the budget against:
-# its team's settings, GPU-seconds and reserved GPU-seconds. Only the record names the team, so
-# those keys are put together here: ARGV[4..9] are each key's text before and after the name.
+# Lua: take the job's lease as take_lease does, and then read the job's record (`job_key`) and
+# what a round's start checks the budget against: its team's settings, GPU-seconds and reserved
+# GPU-seconds. Only the record names the team, so those keys are put together here: ARGV[cut] to
+# ARGV[cut + 5] are each key's text before and after the name.
 # {holder}, {false, false} (no record) or {false, record, settings or false, GPU-seconds, reserved}.
-_ACQUIRE_READ = LEASE + """
-local h = take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-if h then return {h} end
-local raw = redis.call('get', KEYS[3])
-if not raw then return {false, false} end
-local team = cjson.decode(raw).spec.team
-local function key(i) return ARGV[i] .. team .. ARGV[i + 1] end
-return {false, raw, redis.call('get', key(4)), redis.call('hvals', key(6)), redis.call('get', key(8))}
+READING = LEASE + """
+local function lease_and_read(lease, held, worker, ms, job, job_key, cut)
+  local h = take_lease(lease, held, worker, ms, job)
+  if h then return {h} end
+  local raw = redis.call('get', job_key)
+  if not raw then return {false, false} end
+  local team = cjson.decode(raw).spec.team
+  local function key(i) return ARGV[i] .. team .. ARGV[i + 1] end
+  return {false, raw, redis.call('get', key(cut)), redis.call('hvals', key(cut + 2)), redis.call('get', key(cut + 4))}
+end
 """
-# A team's keys with the name cut out, for _ACQUIRE_READ (the name never holds this character).
+_ACQUIRE_READ = READING + "return lease_and_read(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3], 4)"
+# A team's keys with the name cut out, for READING (the name never holds this character).
 _CUT = "\x00"
 _TEAM_KEYS = [half for part in (None, "gpu-seconds", "reserved") for half in Keys.team(_CUT, part).split(_CUT)]
 
 # At the pop, in one round trip: a running slot for the job (0, nothing written, if its team is
-# full), the team's turn if ARGV[4] is '1', and the job's lease.
-_TAKE = SLOT + TURN + LEASE + """
+# full), the team's turn if ARGV[4] is '1', and the job's lease with READING's read, which the
+# worker hands to the work horse (speedq.handoff).
+_TAKE = SLOT + TURN + READING + """
 if take_slot(KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
 if ARGV[4] == '1' then note_turn(KEYS[5], KEYS[6], ARGV[5]) end
-take_lease(KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[1])
-return 1
+return lease_and_read(KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[1], KEYS[7], 6)
 """
+
+# (the other live worker holding the job, None, None), or (None, its record, its team's spend),
+# or (None, None, None): the job is gone.
+Reading = tuple[str | None, JobRecord | None, TeamSpend | None]
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -90,34 +99,23 @@ class LeaseStore:
         holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id)
         return None if holder is None else text(holder)
 
-    def acquire_reading(
-        self, job_id: str, worker: str, ttl_s: float
-    ) -> tuple[str | None, JobRecord | None, TeamSpend | None]:
-        """Take the job for `worker` and read its record and its team's spend, in one round
-        trip: (the other live worker holding it, None, None), or (None, the record, its team's
-        spend; None, None if the job is gone)."""
-        reply = self.conn.eval(
+    def acquire_reading(self, job_id: str, worker: str, ttl_s: float) -> Reading:
+        """Take the job for `worker` and read its record and its team's spend, in one round trip."""
+        return _reading(self.conn.eval(
             _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id,
             *_TEAM_KEYS,
-        )
-        if reply[0] is not None:
-            return text(reply[0]), None, None
-        if reply[1] is None:
-            return None, None, None
-        record = JobRecord.model_validate_json(reply[1])
-        _, _, settings, seconds, reserved = reply
-        spend = TeamSpend(settings=team_settings(record.spec.team, settings),
-                          gpu_seconds=sum(float(v) for v in seconds), reserved_s=int(reserved or 0))
-        return None, record, spend
+        ))
 
-    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> bool:
+    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> Reading | None:
         """A job just popped from `team`'s queue: its running slot under the team's max_running,
         the team's turn (if the pop did not give it one already) and the job's lease for
-        `worker`, in one round trip. False, and nothing written, if the team is full."""
+        `worker`, with acquire_reading's read, in one round trip. None, and nothing written, if
+        the team is full."""
         keys = (Keys.team(team, "running"), Keys.team(team), Keys.supervisor(job_id), Keys.held, Keys.turns,
-                Keys.turn_counter)
+                Keys.turn_counter, Keys.job(job_id))
         turn_arg = "1" if turn else "0"
-        return bool(self.conn.eval(_TAKE, len(keys), *keys, job_id, worker, lease_ms(ttl_s), turn_arg, team))
+        reply = self.conn.eval(_TAKE, len(keys), *keys, job_id, worker, lease_ms(ttl_s), turn_arg, team, *_TEAM_KEYS)
+        return None if reply == 0 else _reading(reply)
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
@@ -137,3 +135,15 @@ class LeaseStore:
     def expired_holds(self, now: float, limit: int) -> builtins.list[str]:
         """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
         return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+
+
+def _reading(reply: list[Any]) -> Reading:
+    if reply[0] is not None:
+        return text(reply[0]), None, None
+    if reply[1] is None:
+        return None, None, None
+    record = JobRecord.model_validate_json(reply[1])
+    _, _, settings, seconds, reserved = reply
+    spend = TeamSpend(settings=team_settings(record.spec.team, settings),
+                      gpu_seconds=sum(float(v) for v in seconds), reserved_s=int(reserved or 0))
+    return None, record, spend

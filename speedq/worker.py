@@ -15,7 +15,7 @@ from functools import cache
 from redis.exceptions import RedisError
 from rq import get_current_job
 
-from speedq import settings, supervision, worker_name
+from speedq import handoff, settings, supervision, worker_name
 from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
 from speedq.schemas import JobRecord, JobState, Outcome, Progress
@@ -74,7 +74,11 @@ class Supervisor(Launching):
     # -- the whole job ---------------------------------------------------------------------------
 
     def run(self) -> str:
-        holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
+        # The worker's pop read it all just before forking this work horse, if it popped it.
+        reading = handoff.take(self.job_id, max_age_s=self.ttl_s / 2)
+        if reading is None:
+            reading = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
+        holder, record, self.spend = reading
         if holder is not None:
             return f"supervised by {holder}"
         if record is None or record.state.terminal:

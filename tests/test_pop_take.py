@@ -1,11 +1,13 @@
 """What a worker writes for a job it popped, in the one script it takes it with: the running slot
-under the team's max_running, the team's turn and the job's lease; and nothing at all when the
-team is full (the job goes back to its queue and another team gets the turn)."""
+under the team's max_running, the team's turn and the job's lease, reading the job's record and
+its team's spend for the work horse; and nothing at all when the team is full (the job goes back
+to its queue and another team gets the turn)."""
 
 from __future__ import annotations
 
 from speedq.keys import Keys
-from speedq.schemas import TeamSettings
+from speedq.producer import submit
+from speedq.schemas import JobSpec, TeamSettings
 from speedq.store import Store
 from tests.conftest import RedisServer
 
@@ -30,3 +32,22 @@ def test_a_full_teams_pop_writes_nothing(redis_server: RedisServer) -> None:
     assert not store.take_popped("alpha", "sq-2", "w2", 30, turn=True)
     assert {key: conn.dump(key) for key in conn.keys("*")} == before
     assert store.take_popped("alpha", "sq-1", "w1", 30, turn=False)  # a re-delivered job keeps its slot
+
+
+def test_the_take_reads_what_the_work_horse_starts_from(redis_server: RedisServer) -> None:
+    """The record and the team's spend, read with the lease: the work horse forked for the job
+    starts from them (speedq.handoff) instead of a round trip of its own."""
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    store.add_team(TeamSettings(name="alpha", gpu_hours_budget=50))
+    record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    conn.hset(Keys.team("alpha", "gpu-seconds"), mapping={"H100": 3600.0, "A100": 1800.0})
+
+    holder, read, spend = store.take_popped("alpha", record.id, "w1", 30, turn=True) or (None, None, None)
+    assert holder is None and read == record
+    assert spend is not None and spend.settings.gpu_hours_budget == 50 and spend.gpu_seconds == 5400
+    assert spend.reserved_s == int(record.estimate.gpu_seconds)  # what its own submit reserved
+
+    # Another live worker holds a re-delivered job: the take says who, and reads nothing.
+    assert store.take_popped("alpha", record.id, "w2", 30, turn=False) == ("w1", None, None)

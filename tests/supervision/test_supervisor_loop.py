@@ -5,88 +5,16 @@ the tests check the order a GPU bill depends on (a cancel confirmed before the n
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-import redis
 
-from speedq import producer, worker
+from speedq import worker
 from speedq.backends.base import BackendError, CallStatus, LaunchUnknown
-from speedq.schemas import Attempt, JobRecord, JobSpec, JobState, ListQuery, LogPointer, Outcome
+from speedq.schemas import JobRecord, JobSpec, ListQuery, Outcome
 from speedq.store import Keys, Store
-from tests.conftest import RedisServer, wait_for
-
-
-@dataclass
-class Scripted:
-    """A backend whose calls follow the test's script; `calls` records what the loop did."""
-
-    name: str = "sim"
-    prepares_data: bool = True  # as Modal's: `prepare` runs under the data lock
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-    launch_script: list[Callable[[int], str]] = field(default_factory=list)
-    poll_script: Callable[[str, int], CallStatus] = lambda call_id, n: CallStatus(Outcome.succeeded)
-    announce_script: Callable[[int, int], str | None] = lambda attempt, n: None
-    ended: set[str] = field(default_factory=set)
-
-    def count(self, kind: str) -> int:
-        return sum(1 for c in self.calls if c[0] == kind)
-
-    def resolve_ref(self, ref: str, repo: str = "") -> str:
-        return "c" * 40
-
-    def run_dir(self, record: JobRecord) -> str:
-        return "/nowhere/run"
-
-    def log_pointer(self, record: JobRecord) -> LogPointer:
-        return LogPointer(location="local", path="/nowhere/log.txt", command="true")
-
-    def prepare(self, record: JobRecord) -> None:
-        self.calls.append(("prepare",))
-
-    def launch(self, record: JobRecord, attempt: int) -> str:
-        self.calls.append(("launch", str(attempt)))
-        return self.launch_script.pop(0)(attempt) if self.launch_script else f"call-{attempt}"
-
-    def announced(self, record: JobRecord, attempt: int) -> str | None:
-        self.calls.append(("announced", str(attempt)))
-        return self.announce_script(attempt, self.count("announced"))
-
-    def poll(self, record: JobRecord, call_id: str) -> CallStatus:
-        self.calls.append(("poll", call_id))
-        if call_id in self.ended:
-            return CallStatus(Outcome.cancelled, "ended by cancel")
-        return self.poll_script(call_id, self.count("poll"))
-
-    def cancel(self, call_id: str) -> None:
-        self.calls.append(("cancel", call_id))
-        self.ended.add(call_id)
-
-    def read_progress(self, record: JobRecord):
-        return None
-
-
-@pytest.fixture
-def store(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> Store:
-    redis_server.client().flushall()
-    for name, value in {"SPEEDQ_POLL_INTERVAL": "0.02", "SPEEDQ_RETRY_BACKOFF": "0.05", "SPEEDQ_HEARTBEAT_TTL": "5",
-                        "SPEEDQ_POLL_FAILURE_BOUND": "0.3", "SPEEDQ_STOP_CONFIRM_TIMEOUT": "0.3",
-                        "SPEEDQ_ANNOUNCE_TIMEOUT": "0.3"}.items():
-        monkeypatch.setenv(name, value)
-    return Store(redis_server.client())
-
-
-def supervise(store: Store, backend: Scripted, monkeypatch: pytest.MonkeyPatch, **spec: object) -> JobRecord:
-    spec.setdefault("preflight", False)  # these scripts are of the full run's calls; preflights below
-    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", **spec))
-    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
-    worker.Supervisor(store, record.id, "w1").run()
-    return store.get(record.id)
+from tests.conftest import wait_for
+from tests.supervision.scripted import Scripted, supervise
 
 
 def test_poll_errors_keep_watching_and_only_the_result_ends_it(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,104 +141,6 @@ def test_a_lease_taken_while_preparing_stops_before_the_attempt_is_written(
     assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
 
 
-@pytest.mark.parametrize(("prepares_data", "round_trips"), [(False, 2), (True, 5)])
-def test_from_the_work_horse_to_the_launch_is_two_round_trips_or_five_with_data_to_prepare(
-    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool, round_trips: int
-) -> None:
-    """Take the lease and read the record and its team's budget (checked at a round's start);
-    claim the job and write the attempt, with the lease checked and renewed. A backend with data
-    to prepare (Modal) marks the job starting first, then takes and frees the data lock around
-    the prepare. Each round trip costs a loaded machine milliseconds."""
-    sent: list[bytes] = []
-    at_launch: list[int] = []
-
-    class Counting(Scripted):
-        def launch(self, record: JobRecord, attempt: int) -> str:
-            at_launch.append(len(sent))
-            return super().launch(record, attempt)
-
-    backend = Counting(prepares_data=prepares_data)
-    supervise(store, backend, monkeypatch)  # loads redis-py's lock scripts into the server once
-    second, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim", run_name="second"))
-    at_launch.clear()
-    send = redis.connection.Connection.send_packed_command
-
-    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        sent.append(command)
-        return send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
-    worker.Supervisor(store, second.id, "w1").run()
-    assert store.get(second.id).state.value == "succeeded"
-    before_launch = [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
-    assert at_launch[0] == round_trips, before_launch
-
-
-@pytest.mark.parametrize("prepares_data", [False, True])
-def test_a_job_cancelled_while_its_launch_was_readied_never_launches(
-    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
-) -> None:
-    """The worker read the job queued; it was cancelled before the worker's first write: that
-    write, re-run on the record as it is now, stops rather than turn it back to starting."""
-    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
-
-    class CancelledMeanwhile(Scripted):
-        def resolve_ref(self, ref: str, repo: str = "") -> str:
-            producer.cancel(store.conn, record.id, "alpha")
-            return super().resolve_ref(ref, repo)
-
-    backend = CancelledMeanwhile(prepares_data=prepares_data)
-    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
-    assert worker.Supervisor(store, record.id, "w1").run() == "cancelled"
-    assert backend.count("launch") == 0 and backend.count("prepare") == 0
-    assert store.get(record.id).state.value == "cancelled"
-    assert not store.supervised(record.id)
-
-
-_BUILT_IN_THE_HORSE = """
-import sys
-from speedq import producer, worker
-from speedq.connection import connect
-from speedq.schemas import JobSpec
-from speedq.schemas.rules import Schema
-from speedq.store import Store
-from tests.test_supervisor_loop import Scripted
-
-def built():
-    found, todo = set(), [Schema]
-    while todo:
-        for sub in todo.pop().__subclasses__():
-            todo.append(sub)
-            if sub.__pydantic_complete__:
-                found.add(sub.__name__)
-    return found
-
-store = Store(connect(sys.argv[1]))
-job = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", run_name="horse")).record
-worker.build_job_models()  # what the worker does before it forks
-before = built()
-worker.backend_named = lambda name: Scripted(prepares_data=False)
-assert worker.Supervisor(store, job.id, "w1").run() == "succeeded"
-print(" ".join(sorted(built() - before)))
-"""
-
-
-def test_a_work_horse_builds_no_model_its_worker_could_have_built_once(
-    store: Store, redis_server: RedisServer
-) -> None:
-    """Models are built on first use, and each work horse is a fork that dies with its job: a model
-    first used there is built again for every job (about 20 ms before each launch). The worker
-    builds every model a job's supervision uses before it forks (worker.build_job_models)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _BUILT_IN_THE_HORSE, redis_server.url],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == []
-
-
-# -- the preflight (issue 12): its attempts go through the same loop, on one GPU ---------------
-
 
 def test_a_crashed_preflight_fails_the_job_and_the_full_run_never_launches(
     store: Store, monkeypatch: pytest.MonkeyPatch
@@ -422,30 +252,3 @@ def test_a_fault_in_speedq_with_an_attempt_in_flight_keeps_the_lease_to_expire(
     assert record.state.value == "running" and record.current_attempt is not None
     assert record.current_attempt.call_id == "call-1" and record.current_attempt.outcome is None
     assert store.supervised(record.id)  # held until it expires; the reaper takes it from there
-
-
-@pytest.mark.parametrize("prepares_data", [False, True])
-def test_an_attempt_begun_by_another_worker_meanwhile_is_watched_not_launched_over(
-    store: Store, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
-) -> None:
-    """Worker w1 read the job with no attempt and was slow to resolve its commit; meanwhile its
-    lease lapsed, and w2 began attempt 1 and launched it, then died. w1's write, re-run on the
-    record as it is now, must not begin a second attempt 1 beside w2's running call: it watches
-    w2's call to its end instead, and launches nothing."""
-    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
-
-    class OvertakenMeanwhile(Scripted):
-        def resolve_ref(self, ref: str, repo: str = "") -> str:
-            def other_worker_began(r: JobRecord) -> None:
-                r.attempts.append(Attempt(number=1, backend="sim", worker="w2", call_id="call-w2", gpu_count=8))
-                r.state, r.worker, r.nanochat_commit = JobState.running, "w2", "c" * 40
-
-            store.update(record.id, other_worker_began)  # w2 holds no lease now: it died
-            return super().resolve_ref(ref, repo)
-
-    backend = OvertakenMeanwhile(prepares_data=prepares_data)
-    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
-    assert worker.Supervisor(store, record.id, "w1").run() == "succeeded"
-    assert backend.count("launch") == 0 and ("poll", "call-w2") in backend.calls
-    done = store.get(record.id)
-    assert [(a.number, a.worker, a.call_id) for a in done.attempts] == [(1, "w2", "call-w2")]
