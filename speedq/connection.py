@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis._parsers.encoders import Encoder
@@ -52,6 +53,9 @@ def connect_for_requests(url: str | None = None) -> redis.Redis:
 def _retrying_client(
     url: str, retries: int, backoff_cap_s: float, socket_timeout: float | None, health_check_s: int
 ) -> redis.Redis:
+    # A URL may name its own text encoding (?encoding=, ?encoding_errors=): redis-py's packer,
+    # which follows it, packs for that client then.
+    own_encoding = any(name.startswith("encoding") for name in parse_qs(urlsplit(url).query))
     return redis.Redis.from_url(
         url,
         retry=Retry(ExponentialBackoff(cap=backoff_cap_s, base=0.1), retries=retries),
@@ -63,7 +67,7 @@ def _retrying_client(
         # and each CLI command opens one) for a label in CLIENT LIST; and redis-py no longer looks
         # its own version up in the installed distributions' metadata (milliseconds each time).
         driver_info=DriverInfo(name=None, lib_version=None),
-        command_packer=_PACKER,
+        command_packer=None if own_encoding else _PACKER,
     )
 
 

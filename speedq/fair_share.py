@@ -170,7 +170,7 @@ class FairDequeue(Worker):
             if team is None or speedq_id is None or reading is not None:
                 self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
                 if reading is not None:
-                    handoff.give(str(speedq_id), reading)  # the work horse's first read, done
+                    handoff.give(str(speedq_id), reading, self.speedq_lease_s)  # the work horse's first read
                 return job, queue
             queue.push_job_id(job.id, at_front=True)
             skipped.add(team)

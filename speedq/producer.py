@@ -34,7 +34,8 @@ class Submitted:
 def submit(conn: redis.Redis, spec: JobSpec) -> Submitted:
     """Store and enqueue the job with its cost estimate, which the same write reserves against
     the team's budget (refused, with nothing stored, if it does not fit). The team's run history
-    the estimate is made from is read by the claim's own read: two round trips in all."""
+    the estimate is made from is read by the claim's own read: two round trips in all, one where
+    this process has just submitted a job like it (speedq.store_guess)."""
     record, created = Store(conn).create_claiming_run(spec, guard=admit, also=enqueue_in(conn),
                                                       price=pricing(spec))
     return Submitted(record, created=created)

@@ -101,21 +101,22 @@ class LeaseStore:
 
     def acquire_reading(self, job_id: str, worker: str, ttl_s: float) -> Reading:
         """Take the job for `worker` and read its record and its team's spend, in one round trip."""
-        return _reading(self.conn.eval(
+        return reading(self.conn.eval(
             _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id,
             *_TEAM_KEYS,
         ))
 
-    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> Reading | None:
+    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> list[Any] | None:
         """A job just popped from `team`'s queue: its running slot under the team's max_running,
         the team's turn (if the pop did not give it one already) and the job's lease for
-        `worker`, with acquire_reading's read, in one round trip. None, and nothing written, if
-        the team is full."""
+        `worker`, with acquire_reading's read, in one round trip: that read's reply, unparsed
+        (`reading` parses it; the work horse does, see speedq.handoff). None, and nothing
+        written, if the team is full."""
         keys = (Keys.team(team, "running"), Keys.team(team), Keys.supervisor(job_id), Keys.held, Keys.turns,
                 Keys.turn_counter, Keys.job(job_id))
         turn_arg = "1" if turn else "0"
         reply = self.conn.eval(_TAKE, len(keys), *keys, job_id, worker, lease_ms(ttl_s), turn_arg, team, *_TEAM_KEYS)
-        return None if reply == 0 else _reading(reply)
+        return None if reply == 0 else list(reply)
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
@@ -137,7 +138,8 @@ class LeaseStore:
         return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
 
 
-def _reading(reply: list[Any]) -> Reading:
+def reading(reply: list[Any]) -> Reading:
+    """acquire_reading's reply (or take_popped's), parsed."""
     if reply[0] is not None:
         return text(reply[0]), None, None
     if reply[1] is None:

@@ -20,6 +20,7 @@ from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
 from speedq.schemas import JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Store
+from speedq.store_leases import reading
 from speedq.supervision import Adopt, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 from speedq.worker_base import Done
 from speedq.worker_launch import Launching
@@ -75,10 +76,11 @@ class Supervisor(Launching):
 
     def run(self) -> str:
         # The worker's pop read it all just before forking this work horse, if it popped it.
-        reading = handoff.take(self.job_id, max_age_s=self.ttl_s / 2)
-        if reading is None:
-            reading = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
-        holder, record, self.spend = reading
+        popped = handoff.take(self.job_id)
+        if popped is not None:
+            holder, record, self.spend = reading(popped)
+        else:
+            holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
             return f"supervised by {holder}"
         if record is None or record.state.terminal:

@@ -5,11 +5,16 @@ to its queue and another team gets the turn)."""
 
 from __future__ import annotations
 
-from speedq.keys import Keys
+import json
+
+import redis
+
+from speedq.keys import Keys, queue_name
 from speedq.producer import submit
 from speedq.schemas import JobSpec, TeamSettings
 from speedq.store import Store
-from tests.conftest import RedisServer
+from speedq.store_leases import reading
+from tests.conftest import RedisServer, Speedq, wait_for
 
 
 def test_a_popped_job_gets_its_slot_turn_and_lease_in_one_step(redis_server: RedisServer) -> None:
@@ -44,10 +49,27 @@ def test_the_take_reads_what_the_work_horse_starts_from(redis_server: RedisServe
     record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
     conn.hset(Keys.team("alpha", "gpu-seconds"), mapping={"H100": 3600.0, "A100": 1800.0})
 
-    holder, read, spend = store.take_popped("alpha", record.id, "w1", 30, turn=True) or (None, None, None)
+    holder, read, spend = reading(store.take_popped("alpha", record.id, "w1", 30, turn=True) or [])
     assert holder is None and read == record
     assert spend is not None and spend.settings.gpu_hours_budget == 50 and spend.gpu_seconds == 5400
     assert spend.reserved_s == int(record.estimate.gpu_seconds)  # what its own submit reserved
 
     # Another live worker holds a re-delivered job: the take says who, and reads nothing.
-    assert store.take_popped("alpha", record.id, "w2", 30, turn=False) == ("w1", None, None)
+    assert reading(store.take_popped("alpha", record.id, "w2", 30, turn=False) or []) == ("w1", None, None)
+
+
+def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(speedq: Speedq) -> None:
+    """A record written by a newer speedq (a spec field this one does not know) is parsed by the
+    work horse, not at the pop: that job's horse fails, and the worker goes on to the next job."""
+    conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
+    newer = speedq.submit("--team", "alpha", "--smoke", "--run-name", "newer")
+    raw = json.loads(conn.get(Keys.job(newer)) or b"")
+    raw["spec"]["field_from_a_newer_version"] = 1
+    conn.set(Keys.job(newer), json.dumps(raw))
+    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
+
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
+    assert worker.returncode == 0  # the worker ran to the end of its burst
+    assert speedq.status(healthy)["state"] == "succeeded"
+    assert conn.zcard(b"rq:failed:" + queue_name("sim", "alpha", "normal").encode()) == 1  # the horse's failure

@@ -140,3 +140,9 @@ def test_speedq_clients_leave_other_words_and_spaced_names_to_redis_py(redis_ser
         conn.set("k", True)  # type: ignore[arg-type]
     assert conn.set("k", bytearray(b"v")) and conn.get("k") == b"v"
     assert conn.execute_command("CONFIG GET", "appendonly")  # a name holding its own argument
+
+
+def test_a_url_naming_its_own_encoding_is_packed_by_redis_py(redis_server: RedisServer) -> None:
+    conn = connect(redis_server.url + "?encoding=latin-1")
+    conn.set("k", "é")
+    assert redis_server.client().get("k") == b"\xe9"  # latin-1, as redis-py writes it
