@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 
 import redis
+from pydantic import ValidationError
 
 from speedq.producer import enqueue_in
+from speedq.schemas import describe
 from speedq.store import Store
 
 log = logging.getLogger("speedq.reaper")
@@ -31,7 +33,13 @@ def reap(conn: redis.Redis, batch: int = BATCH) -> list[str]:
     now = store.now()
     rehomed = []
     for job_id in store.expired_holds(now, batch):
-        record = store.take_over_expired(job_id, now, also=enqueue_in(conn))
+        try:
+            record = store.take_over_expired(job_id, now, also=enqueue_in(conn))
+        except ValidationError as exc:
+            # Written by a newer speedq (a rolling upgrade): left for a worker that can read it.
+            log.warning("job %s: its record is not readable by this speedq, left alone: %s", job_id,
+                        describe(exc))
+            continue
         if record is not None:
             rehomed.append(job_id)
             log.warning("job %s lost its worker; re-queued as %s to reattach", job_id, record.rq_job_id)
