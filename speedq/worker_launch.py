@@ -61,11 +61,19 @@ class Launching(SupervisorBase):
             r.nanochat_commit = r.nanochat_commit or commit
 
         number = seen_attempts + 1
+        mine: list[Attempt] = []
 
         def begin(r: JobRecord) -> None:
+            if mine and r.attempts[-1:] == mine:
+                # This write was applied and its answer lost; redis-py sent it again and met the
+                # record it wrote itself. The attempt is this worker's own: nothing to add.
+                if r.state.terminal:
+                    raise Done
+                return
             starting(r)
-            r.attempts.append(Attempt(number=number, backend=r.spec.backend, worker=self.worker,
-                                      gpu_count=1 if preflight else r.spec.gpu.count, preflight=preflight))
+            mine[:] = [Attempt(number=number, backend=r.spec.backend, worker=self.worker,
+                               gpu_count=1 if preflight else r.spec.gpu.count, preflight=preflight)]
+            r.attempts.append(mine[0])
             r.run_dir = backend.run_dir(r)
             r.log = backend.log_pointer(r)  # the new attempt's: a preflight logs in its own directory
             if preflight:

@@ -12,10 +12,12 @@ import pytest
 import redis
 
 from speedq import producer, worker
+from speedq.connection import connect
 from speedq.fair_share import FairDequeue
-from speedq.schemas import Attempt, JobRecord, JobSpec, JobState
+from speedq.schemas import Attempt, JobRecord, JobSpec, JobState, Outcome
 from speedq.store import Store
 from tests.conftest import RedisServer
+from tests.reply_loss import ReplyLoss
 from tests.supervision.scripted import Scripted, supervise
 
 
@@ -149,3 +151,27 @@ def test_an_attempt_begun_by_another_worker_meanwhile_is_watched_not_launched_ov
     assert backend.count("launch") == 0 and ("poll", "call-w2") in backend.calls
     done = store.get(record.id)
     assert [(a.number, a.worker, a.call_id) for a in done.attempts] == [(1, "w2", "call-w2")]
+
+
+@pytest.mark.parametrize("prepares_data", [False, True])
+def test_an_attempt_whose_write_lost_its_reply_is_launched_once_without_waiting(
+    store: Store, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
+) -> None:
+    """Redis runs the write that begins attempt 1, and its answer is lost; redis-py sends it
+    again, to a record that already holds that attempt. The worker knows its own attempt: it
+    launches it, once, rather than take it for another worker's and wait out its announcement
+    (SPEEDQ_ANNOUNCE_TIMEOUT, 15 minutes by default) before fencing it off and launching a second."""
+    proxy = ReplyLoss(redis_server.port)
+    proxied = Store(connect(proxy.url))
+    record = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", preflight=False)).record
+    proxied.update(record.id, lambda r: None)  # the server knows the update script: the reply lost is a write's
+    proxy.lose_reply_to(b'"attempts":[{"number":1,')
+    backend = Scripted(prepares_data=prepares_data)
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+
+    assert worker.Supervisor(proxied, record.id, "w1").run() == "succeeded"
+    assert proxy.lost == 1, backend.calls
+    done = store.get(record.id)
+    assert [(a.number, a.call_id, a.outcome) for a in done.attempts] == [(1, "call-1", Outcome.succeeded)]
+    assert backend.count("launch") == 1 and backend.count("announced") == 0, backend.calls
+    proxy.close()
