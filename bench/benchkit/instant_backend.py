@@ -61,7 +61,7 @@ def launched_at(call_id: str) -> float:
 def run_speedq_worker() -> None:
     """`speedq worker --backend sim` with this backend in the sim's place (worker and work horse)."""
     import speedq.worker
-    from speedq.cli import main
+    from speedq.entry import main
 
     speedq.worker.backend_named = lambda name: InstantBackend()
     main(["worker", "--backend", "sim", *sys.argv[1:]])
