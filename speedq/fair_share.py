@@ -25,6 +25,7 @@ from rq.worker import WorkerStatus
 from speedq import config, handoff, settings
 from speedq.keys import NOTIFY_QUEUE, Keys, queue_name
 from speedq.store import Store, TeamLoad
+from speedq.store_apply import Script
 
 log = logging.getLogger("speedq.fair_share")
 
@@ -61,7 +62,7 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
 # KEYS[i + 2] ('' for the notify queue, which always goes first and takes no turn). Tries the
 # teams in order of their last turn (never served first; ties in plan order), pops the first
 # queued job, and gives its team the newest turn.
-_POP_IN_TURN = """
+_POP_IN_TURN = Script("""
 local order = {}
 for i = 3, #KEYS do
   local team = ARGV[i - 2]
@@ -79,7 +80,7 @@ for _, entry in ipairs(order) do
   end
 end
 return false
-"""
+""")
 
 
 def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[bytes, bytes] | None:
@@ -87,7 +88,7 @@ def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[byte
     team whose turn is oldest across all workers goes first. None if every queue is empty."""
     keys = list(team_of)
     teams = (team_of[k] or "" for k in keys)
-    popped = conn.eval(_POP_IN_TURN, 2 + len(keys), Keys.turns, Keys.turn_counter, *keys, *teams)
+    popped = _POP_IN_TURN.run(conn, (Keys.turns, Keys.turn_counter, *keys), *teams)
     return (popped[0], popped[1]) if popped else None
 
 

@@ -15,6 +15,7 @@ import redis
 from speedq.connection import text
 from speedq.keys import Keys
 from speedq.schemas import JobRecord
+from speedq.store_apply import Script
 from speedq.store_teams import SLOT, TURN, TeamSpend, team_settings
 
 # Lua: take or renew job `job`'s lease for `worker` (`ms` long) and index its expiry; returns the
@@ -29,7 +30,7 @@ local function take_lease(lease, held, worker, ms, job)
   return false
 end
 """
-_ACQUIRE = LEASE + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])"
+_ACQUIRE = Script(LEASE + "return take_lease(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])")
 # Lua: take the job's lease as take_lease does, and then read the job's record (`job_key`) and
 # what a round's start checks the budget against: its team's settings, GPU-seconds and reserved
 # GPU-seconds. Only the record names the team, so those keys are put together here: ARGV[cut] to
@@ -46,7 +47,7 @@ local function lease_and_read(lease, held, worker, ms, job, job_key, cut)
   return {false, raw, redis.call('get', key(cut)), redis.call('hvals', key(cut + 2)), redis.call('get', key(cut + 4))}
 end
 """
-_ACQUIRE_READ = READING + "return lease_and_read(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3], 4)"
+_ACQUIRE_READ = Script(READING + "return lease_and_read(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3], 4)")
 # A team's keys with the name cut out, for READING (the name never holds this character).
 _CUT = "\x00"
 _TEAM_KEYS = [half for part in (None, "gpu-seconds", "reserved") for half in Keys.team(_CUT, part).split(_CUT)]
@@ -54,23 +55,23 @@ _TEAM_KEYS = [half for part in (None, "gpu-seconds", "reserved") for half in Key
 # At the pop, in one round trip: a running slot for the job (0, nothing written, if its team is
 # full), the team's turn if ARGV[4] is '1', and the job's lease with READING's read, which the
 # worker hands to the work horse (speedq.handoff).
-_TAKE = SLOT + TURN + READING + """
+_TAKE = Script(SLOT + TURN + READING + """
 if take_slot(KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
 if ARGV[4] == '1' then note_turn(KEYS[5], KEYS[6], ARGV[5]) end
 return lease_and_read(KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[1], KEYS[7], 6)
-"""
+""")
 
 # (the other live worker holding the job, None, None), or (None, its record, its team's spend),
 # or (None, None, None): the job is gone.
 Reading = tuple[str | None, JobRecord | None, TeamSpend | None]
 
-_RELEASE = """
+_RELEASE = Script("""
 if redis.call('get', KEYS[1]) == ARGV[1] then
   redis.call('del', KEYS[1])
   redis.call('zrem', KEYS[2], ARGV[2])
 end
 return 0
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -96,13 +97,13 @@ class LeaseStore:
 
     def acquire_supervision(self, job_id: str, worker: str, ttl_s: float) -> str | None:
         """Take the job for `worker`; returns the holder's name if another live worker has it."""
-        holder = self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id)
+        holder = _ACQUIRE.run(self.conn, (Keys.supervisor(job_id), Keys.held), worker, lease_ms(ttl_s), job_id)
         return None if holder is None else text(holder)
 
     def acquire_reading(self, job_id: str, worker: str, ttl_s: float) -> Reading:
         """Take the job for `worker` and read its record and its team's spend, in one round trip."""
-        return reading(self.conn.eval(
-            _ACQUIRE_READ, 3, Keys.supervisor(job_id), Keys.held, Keys.job(job_id), worker, lease_ms(ttl_s), job_id,
+        return reading(_ACQUIRE_READ.run(
+            self.conn, (Keys.supervisor(job_id), Keys.held, Keys.job(job_id)), worker, lease_ms(ttl_s), job_id,
             *_TEAM_KEYS,
         ))
 
@@ -115,15 +116,15 @@ class LeaseStore:
         keys = (Keys.team(team, "running"), Keys.team(team), Keys.supervisor(job_id), Keys.held, Keys.turns,
                 Keys.turn_counter, Keys.job(job_id))
         turn_arg = "1" if turn else "0"
-        reply = self.conn.eval(_TAKE, len(keys), *keys, job_id, worker, lease_ms(ttl_s), turn_arg, team, *_TEAM_KEYS)
+        reply = _TAKE.run(self.conn, keys, job_id, worker, lease_ms(ttl_s), turn_arg, team, *_TEAM_KEYS)
         return None if reply == 0 else list(reply)
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
-        return self.conn.eval(_ACQUIRE, 2, Keys.supervisor(job_id), Keys.held, worker, lease_ms(ttl_s), job_id) is None
+        return _ACQUIRE.run(self.conn, (Keys.supervisor(job_id), Keys.held), worker, lease_ms(ttl_s), job_id) is None
 
     def release_supervision(self, job_id: str, worker: str) -> None:
-        self.conn.eval(_RELEASE, 2, Keys.supervisor(job_id), Keys.held, worker, job_id)
+        _RELEASE.run(self.conn, (Keys.supervisor(job_id), Keys.held), worker, job_id)
 
     def supervised(self, job_id: str) -> bool:
         return bool(self.conn.exists(Keys.supervisor(job_id)))

@@ -13,12 +13,13 @@ from speedq import config
 from speedq.connection import text
 from speedq.keys import Keys
 from speedq.schemas import LossPoint, Progress
+from speedq.store_apply import Script
 
 # Append a loss point "step:loss:time" if it is at least ARGV[3] steps past the last one kept
 # (the final step, ARGV[5], needs only to be past it), then cap the list at ARGV[4]. A resumed
 # attempt replays steps the curve already has: those are skipped, so each step appears once, the
 # first time the run reached it.
-_APPEND_LOSS = """
+_APPEND_LOSS = Script("""
 local last = redis.call('lindex', KEYS[1], -1)
 if last then
   local step = tonumber(string.match(last, '^(-?%d+):'))
@@ -28,7 +29,7 @@ end
 redis.call('rpush', KEYS[1], ARGV[1] .. ':' .. ARGV[2] .. ':' .. ARGV[6])
 redis.call('ltrim', KEYS[1], -tonumber(ARGV[4]), -1)
 return 1
-"""
+""")
 
 
 class LossStore:
@@ -43,8 +44,8 @@ class LossStore:
         if progress.step is None or progress.loss is None or not math.isfinite(progress.loss):
             return False  # a diverged run's nan has no place on a plot; its log says what happened
         gap = max(1, (progress.total or 0) // config.LOSS_POINTS)
-        return bool(self.conn.eval(
-            _APPEND_LOSS, 1, Keys.loss_history(job_id),
+        return bool(_APPEND_LOSS.run(
+            self.conn, (Keys.loss_history(job_id),),
             progress.step, repr(progress.loss), gap, 2 * config.LOSS_POINTS, progress.total or -1,
             repr(progress.updated_at),
         ))

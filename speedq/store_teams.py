@@ -13,6 +13,7 @@ import redis
 from speedq.connection import text
 from speedq.keys import Keys
 from speedq.schemas import JobSpec, JobState, RunSample, TeamSettings
+from speedq.store_apply import Script
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ local function take_slot(running, team_key, job)
   return 1
 end
 """
-_TAKE_SLOT = SLOT + "return take_slot(KEYS[1], KEYS[2], ARGV[1])"
+_TAKE_SLOT = Script(SLOT + "return take_slot(KEYS[1], KEYS[2], ARGV[1])")
 
 # Lua: give `team` the newest turn number (see fair_share).
 TURN = """
@@ -146,7 +147,7 @@ class TeamStore:
 
     def take_slot(self, team: str, job_id: str) -> bool:
         """A running slot for the job, under the team's max_running as stored right now."""
-        return bool(self.conn.eval(_TAKE_SLOT, 2, Keys.team(team, "running"), Keys.team(team), job_id))
+        return bool(_TAKE_SLOT.run(self.conn, (Keys.team(team, "running"), Keys.team(team)), job_id))
 
     def release_slot(self, team: str, job_id: str) -> None:
         self.conn.srem(Keys.team(team, "running"), job_id)
