@@ -28,19 +28,27 @@ BATCH = 100
 
 
 def reap(conn: redis.Redis, batch: int = BATCH) -> list[str]:
-    """One pass; returns the ids of the jobs re-queued."""
+    """One pass over up to `batch` expired holds; returns the ids of the jobs re-queued."""
     store = Store(conn)
     now = store.now()
-    rehomed = []
-    for job_id in store.expired_holds(now, batch):
-        try:
-            record = store.take_over_expired(job_id, now, also=enqueue_in(conn))
-        except ValidationError as exc:
-            # Written by a newer speedq (a rolling upgrade): left for a worker that can read it.
-            log.warning("job %s: its record is not readable by this speedq, left alone: %s", job_id,
-                        describe(exc))
-            continue
-        if record is not None:
-            rehomed.append(job_id)
-            log.warning("job %s lost its worker; re-queued as %s to reattach", job_id, record.rq_job_id)
+    rehomed: list[str] = []
+    handled = unreadable = 0
+    while handled < batch:
+        # Past the ones left alone: they keep their place at the front of the expired holds.
+        found = store.expired_holds(now, batch - handled, skip=unreadable)
+        if not found:
+            break
+        for job_id in found:
+            try:
+                record = store.take_over_expired(job_id, now, also=enqueue_in(conn))
+            except ValidationError as exc:
+                # Written by a newer speedq (a rolling upgrade): left for a worker that can read it.
+                log.warning("job %s: its record is not readable by this speedq, left alone: %s", job_id,
+                            describe(exc))
+                unreadable += 1
+                continue
+            handled += 1
+            if record is not None:
+                rehomed.append(job_id)
+                log.warning("job %s lost its worker; re-queued as %s to reattach", job_id, record.rq_job_id)
     return rehomed

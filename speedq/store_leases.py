@@ -134,9 +134,10 @@ class LeaseStore:
         seconds, micros = self.conn.time()
         return seconds + micros / 1e6
 
-    def expired_holds(self, now: float, limit: int) -> builtins.list[str]:
-        """Jobs whose supervising worker stopped renewing before `now`, oldest first."""
-        return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=0, num=limit)]
+    def expired_holds(self, now: float, limit: int, skip: int = 0) -> builtins.list[str]:
+        """Jobs whose supervising worker stopped renewing before `now`, oldest first, after the
+        first `skip` of them."""
+        return [text(i) for i in self.conn.zrangebyscore(Keys.held, "-inf", now * 1000, start=skip, num=limit)]
 
 
 def reading(reply: list[Any]) -> Reading:

@@ -19,6 +19,7 @@ class ReplyLoss:
     lost: int = 0  # replies lost so far
     port: int = 0
     _server: socket.socket = field(init=False)
+    _ends: list[socket.socket] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._server = socket.create_server(("127.0.0.1", 0))
@@ -33,7 +34,12 @@ class ReplyLoss:
         self.marker = marker
 
     def close(self) -> None:
+        """Stop accepting, and cut every connection it carries."""
         self._server.close()
+        for end in self._ends:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
 
     def _accept(self) -> None:
         while True:
@@ -42,16 +48,19 @@ class ReplyLoss:
             except OSError:
                 return
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._ends += [client, upstream]
             doomed = threading.Event()
             threading.Thread(target=self._requests, args=(client, upstream, doomed), daemon=True).start()
             threading.Thread(target=self._replies, args=(upstream, client, doomed), daemon=True).start()
 
     def _requests(self, client: socket.socket, upstream: socket.socket, doomed: threading.Event) -> None:
+        tail = b""  # a command's bytes may come in more than one read
         with contextlib.suppress(OSError):
             while data := client.recv(65536):
-                if self.marker and self.marker in data:
+                if self.marker and self.marker in tail + data:
                     self.marker = b""
                     doomed.set()  # before Redis can answer
+                tail = data[-len(self.marker):] if self.marker else b""
                 upstream.sendall(data)
 
     def _replies(self, upstream: socket.socket, client: socket.socket, doomed: threading.Event) -> None:

@@ -155,7 +155,8 @@ def test_an_attempt_begun_by_another_worker_meanwhile_is_watched_not_launched_ov
 
 @pytest.mark.parametrize("prepares_data", [False, True])
 def test_an_attempt_whose_write_lost_its_reply_is_launched_once_without_waiting(
-    store: Store, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, prepares_data: bool
+    store: Store, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+    prepares_data: bool,
 ) -> None:
     """Redis runs the write that begins attempt 1, and its answer is lost; redis-py sends it
     again, to a record that already holds that attempt. The worker knows its own attempt: it
@@ -163,6 +164,8 @@ def test_an_attempt_whose_write_lost_its_reply_is_launched_once_without_waiting(
     (SPEEDQ_ANNOUNCE_TIMEOUT, 15 minutes by default) before fencing it off and launching a second."""
     proxy = ReplyLoss(redis_server.port)
     proxied = Store(connect(proxy.url))
+    request.addfinalizer(proxied.conn.close)
+    request.addfinalizer(proxy.close)
     record = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", preflight=False)).record
     proxied.update(record.id, lambda r: None)  # the server knows the update script: the reply lost is a write's
     proxy.lose_reply_to(b'"attempts":[{"number":1,')
@@ -174,4 +177,3 @@ def test_an_attempt_whose_write_lost_its_reply_is_launched_once_without_waiting(
     done = store.get(record.id)
     assert [(a.number, a.call_id, a.outcome) for a in done.attempts] == [(1, "call-1", Outcome.succeeded)]
     assert backend.count("launch") == 1 and backend.count("announced") == 0, backend.calls
-    proxy.close()
