@@ -85,6 +85,8 @@ PREVIEW_RESOLVE_TIMEOUT_S = 10.0
 
 # How many recent queue waits per team `stats` takes its median and p95 from.
 WAIT_SAMPLES_KEPT = 1000
+# Doorbell rings kept while no worker waits on them (fair_share): enough to wake every idle worker.
+DOORBELL_KEPT = 1000
 
 # About how many points of a run's loss curve the store keeps (the dashboard plots them).
 LOSS_POINTS = 1000

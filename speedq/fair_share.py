@@ -7,6 +7,12 @@ worker: N idle workers would all start with the same team. So the rotation lives
 (`Keys.turns`: each team's last turn, shared by every worker), and one script both picks the team
 whose turn is oldest and pops its job, so two workers popping at once take two teams in turn:
 one turn per team per job started, whatever the priorities and however long each queue is.
+
+The same script takes the job: its running slot (a full team's job is not popped at all), and
+its lease and hold, so a job never leaves its queue without a worker's hold that the reaper
+would find lapsed. An idle worker does not block on the queues (RQ's BLPOP pops, and a popped
+job whose answer is lost would be in no queue and held by no one): it waits on a doorbell every
+enqueue rings (`Keys.doorbell`), then pops by script.
 """
 
 from __future__ import annotations
@@ -14,18 +20,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from rq import Queue, Worker
-from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.utils import as_text
 from rq.worker import WorkerStatus
 
 from speedq import config, handoff, settings
-from speedq.keys import NOTIFY_QUEUE, Keys, queue_name
+from speedq.keys import JOB_OF_RQ_JOB_LUA, NOTIFY_QUEUE, Keys, halves, queue_name
 from speedq.store import Store, TeamLoad
 from speedq.store_apply import Script
+from speedq.store_leases import READING, TEAM_KEY_HALVES, lease_ms
+from speedq.store_teams import SLOT, TURN
 
 log = logging.getLogger("speedq.fair_share")
 
@@ -58,38 +67,66 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
     return result
 
 
-# KEYS: the turns zset, the turn counter, then queue keys in plan order; ARGV[i]: the team of
-# KEYS[i + 2] ('' for the notify queue, which always goes first and takes no turn). Tries the
-# teams in order of their last turn (never served first; ties in plan order), pops the first
-# queued job, and gives its team the newest turn.
-_POP_IN_TURN = Script("""
+# KEYS: the turns zset, the turn counter, the held zset, then queue keys in plan order. ARGV: the
+# worker, its lease in ms, JOB_OF_RQ_JOB_LUA, the halves of the lease, record, running-set and
+# team keys (4 to 11), READING's team halves (12 to 17), then the team of each queue key ('' for
+# the notify queue, which always goes first and takes no turn).
+# Tries the teams in order of their last turn (never served first; ties in plan order). A team's
+# first job is taken only if its team has a running slot for it, and then in the same step as
+# the pop: the slot, the team's newest turn and the job's lease and hold (READING's, with its
+# read). So a job leaves its queue only held by a worker: if the answer is lost, or the worker
+# dies before its work horse starts, the hold expires and the reaper puts the job back.
+# Returns {queue key, RQ job id, READING's reply or false}, or false if nothing could be taken.
+_POP_IN_TURN = Script(SLOT + TURN + READING + """
+local function k(i, name) return ARGV[i] .. name .. ARGV[i + 1] end
 local order = {}
-for i = 3, #KEYS do
-  local team = ARGV[i - 2]
+for i = 4, #KEYS do
+  local team = ARGV[i + 14]
   local turn = -2
   if team ~= '' then turn = tonumber(redis.call('zscore', KEYS[1], team) or '-1') end
-  order[#order + 1] = {turn, i}
+  order[#order + 1] = {turn, i, team}
 end
 table.sort(order, function(a, b) if a[1] ~= b[1] then return a[1] < b[1] end return a[2] < b[2] end)
 for _, entry in ipairs(order) do
-  local id = redis.call('lpop', KEYS[entry[2]])
+  local queue, team = KEYS[entry[2]], entry[3]
+  local id = redis.call('lindex', queue, 0)
   if id then
-    local team = ARGV[entry[2] - 2]
-    if team ~= '' then redis.call('zadd', KEYS[1], redis.call('incr', KEYS[2]), team) end
-    return {KEYS[entry[2]], id}
+    local job = team ~= '' and string.match(id, ARGV[3])
+    if not job then
+      redis.call('lpop', queue)  -- a webhook delivery: nobody holds those
+      return {queue, id, false}
+    end
+    if take_slot(k(8, team), k(10, team), job) == 1 then
+      redis.call('lpop', queue)
+      note_turn(KEYS[1], KEYS[2], team)
+      return {queue, id, lease_and_read(k(4, job), KEYS[3], ARGV[1], ARGV[2], job, k(6, job), 12)}
+    end
   end
 end
 return false
 """)
+_KEY_HALVES = [*halves(Keys.supervisor), *halves(Keys.job), *halves(lambda team: Keys.team(team, "running")),
+               *halves(Keys.team), *TEAM_KEY_HALVES]
 
 
-def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None]) -> tuple[bytes, bytes] | None:
-    """Pop the next job from the queue keys `team_of` maps to their teams (in plan order): the
-    team whose turn is oldest across all workers goes first. None if every queue is empty."""
+@dataclass(frozen=True)
+class Popped:
+    queue_key: str
+    rq_job_id: str
+    reading: list[Any] | None  # the job's lease and read (store_leases.reading); None: a webhook's
+
+
+def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None], worker: str, lease_s: float) -> Popped | None:
+    """Take the next job from the queue keys `team_of` maps to their teams (in plan order), for
+    `worker` (see _POP_IN_TURN): the team whose turn is oldest across all workers goes first.
+    None if no queue has a job its team has room for."""
     keys = list(team_of)
     teams = (team_of[k] or "" for k in keys)
-    popped = _POP_IN_TURN.run(conn, (Keys.turns, Keys.turn_counter, *keys), *teams)
-    return (popped[0], popped[1]) if popped else None
+    popped = _POP_IN_TURN.run(conn, (Keys.turns, Keys.turn_counter, Keys.held, *keys), worker, lease_ms(lease_s),
+                              JOB_OF_RQ_JOB_LUA, *_KEY_HALVES, *teams)
+    if not popped:
+        return None
+    return Popped(as_text(popped[0]), as_text(popped[1]), list(popped[2]) if popped[2] else None)
 
 
 class FairDequeue(Worker):
@@ -133,49 +170,30 @@ class FairDequeue(Worker):
                 wait_s = min(wait_s * 2, 60.0)
 
     def _take(self, store: Store, current: Plan, block: int | None) -> tuple[Job, Queue] | None:
-        """Pop the first job in plan order whose team has a slot for it. A team that filled up
-        since the plan was made loses the race: its job goes back to the front of its queue and
-        the pop goes on without that team."""
-        skipped: set[str] = set()
+        """Take the first job in plan order whose team has a slot for it (pop_in_turn). With
+        nothing to take, wait up to `block` seconds for the doorbell an enqueue rings, and look
+        once more: a wait never pops a job, so no job leaves its queue without a hold."""
+        team_of = {Queue(name, connection=self.connection).key: team for team, name in current.open}
+        if not team_of:
+            return None
         while True:
-            candidates = [(team, name) for team, name in current.open if team not in skipped]
-            if not candidates:
-                return None
-            team_of = {Queue(name, connection=self.connection).key: team for team, name in candidates}
-            popped = pop_in_turn(self.connection, team_of)
-            turn_given = True
+            popped = pop_in_turn(self.connection, team_of, self.name, self.speedq_lease_s)
             if popped is None and block:
-                # Nothing queued: wait on every key (RQ's BLPOP) for the next job, whoever's.
-                try:
-                    popped = Queue.lpop(list(team_of), block, connection=self.connection)
-                except DequeueTimeout:
+                if self.connection.blpop([Keys.doorbell], block) is None:
                     return None
-                turn_given = False  # BLPOP gave no team a turn: the take below does
+                block = None  # rung: one more look, then back to the caller's round
+                continue
             if popped is None:
                 return None
-            queue_key, job_id = map(as_text, popped)
-            queue = Queue.from_queue_key(queue_key, connection=self.connection)
+            queue = Queue.from_queue_key(popped.queue_key, connection=self.connection)
             try:
-                job = Job.fetch(job_id, connection=self.connection)
+                job = Job.fetch(popped.rq_job_id, connection=self.connection)
             except NoSuchJobError:
-                continue  # RQ's own dequeue skips a job whose hash is gone
-            team = team_of[queue_key]
-            speedq_id = job.args[0] if job.args else None
-            # The slot, the turn and the lease in one round trip. The lease is held from the pop
-            # on: if this worker dies before its work horse starts, it expires and the reaper
-            # re-queues the job.
-            reading = None
-            if team is not None and speedq_id is not None:
-                reading = store.take_popped(team, str(speedq_id), self.name, self.speedq_lease_s,
-                                            turn=not turn_given)
-            if team is None or speedq_id is None or reading is not None:
-                self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team)
-                if reading is not None:
-                    handoff.give(str(speedq_id), reading, self.speedq_lease_s)  # the work horse's first read
-                return job, queue
-            queue.push_job_id(job.id, at_front=True)
-            skipped.add(team)
-            block = None  # the race is lost, not the round: try the other teams at once
+                continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
+            self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])
+            if popped.reading is not None and job.args:
+                handoff.give(str(job.args[0]), popped.reading, self.speedq_lease_s)  # the work horse's first read
+            return job, queue
 
     def _waiting(self, names: list[str]) -> bool:
         return any(Queue(name, connection=self.connection).count for name in names)

@@ -7,6 +7,7 @@ and fair share take them from here. Imports nothing of speedq's, so any module c
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import Enum
 from typing import Literal, Protocol
 
@@ -27,6 +28,17 @@ JOB_ID_RE = re.compile(r"sq-[0-9]{1,18}")
 
 def job_id(number: int) -> str:
     return f"{JOB_ID_PREFIX}{number}"
+
+
+# A Lua pattern capturing the speedq job id an RQ job id starts with (see rq_job_id), for the
+# scripts that meet RQ's ids before anything else names the job.
+JOB_OF_RQ_JOB_LUA = "^(" + JOB_ID_PREFIX.replace("-", "%-") + "%d+)"
+
+
+def halves(key_of: Callable[[str], str]) -> list[str]:
+    """The text of `key_of`'s key before and after the name, for a script that builds the key
+    once it knows the name (a name never holds this character)."""
+    return key_of("\x00").split("\x00")
 
 
 def rq_job_id(job: str, previous: str | None) -> str:
@@ -99,6 +111,8 @@ class Keys:
     # Fair share shared by every worker: team -> the number of its last turn (a job started),
     # numbered by `turn_counter`.
     turns = f"{PREFIX}:turns"
+    # Rung by every enqueue; idle workers wait on it, then pop by script (fair_share).
+    doorbell = f"{PREFIX}:doorbell"
     turn_counter = f"{PREFIX}:turns:seq"
 
     # Every team with a queue: added ones and ones seen only through a submit. Workers read it

@@ -23,6 +23,7 @@ from rq.job import Job
 
 from speedq import config, settings, webhook_target
 from speedq.keys import NOTIFY_QUEUE
+from speedq.producer import ring
 from speedq.schemas import JobRecord, JobState
 from speedq.store import Store
 
@@ -67,7 +68,7 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
         if url is None:
             return None
         note = Notification(job_id=record.id, team=record.spec.team, event=name, text=describe(record, name))
-        return Queue(NOTIFY_QUEUE, connection=conn).enqueue(
+        job = Queue(NOTIFY_QUEUE, connection=conn).enqueue(
             DELIVER,
             url,
             note.payload(),
@@ -78,6 +79,8 @@ def notify(conn: redis.Redis, record: JobRecord, event: JobState | str) -> Job |
             # RQ logs the description; without one it would print the URL, which is a secret.
             description=f"notify team {note.team}: {note.job_id} {note.event}",
         )
+        ring(conn)  # an idle worker delivers it now, not at its next look
+        return job
     except Exception:
         log.exception("could not enqueue the %s notification for %s", event, record.id)
         return None

@@ -14,9 +14,9 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from speedq import estimate, settings
+from speedq import config, estimate, settings
 from speedq.errors import BudgetExceeded, NotYourJob, ProducerError, QuotaExceeded
-from speedq.keys import queue_name, rq_job_id
+from speedq.keys import Keys, queue_name, rq_job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, TeamSettings
 from speedq.store import Also, Price, Store, TeamSpend, TeamUsage
 
@@ -106,9 +106,17 @@ def enqueue_in(conn: redis.Redis) -> Also:
             description=f"speedrun {record.id} {record.spec.run_key}",
             pipeline=pipe,
         )
+        ring(pipe)
         return record
 
     return enqueue
+
+
+def ring(conn: redis.Redis | redis.client.Pipeline) -> None:
+    """Ring the doorbell idle workers wait on (fair_share): one ring per job enqueued, the last
+    DOORBELL_KEPT kept while no worker listens."""
+    conn.lpush(Keys.doorbell, 1)
+    conn.ltrim(Keys.doorbell, 0, config.DOORBELL_KEPT - 1)
 
 
 def enqueue_supervisor(

@@ -13,10 +13,10 @@ from typing import Any
 import redis
 
 from speedq.connection import text
-from speedq.keys import Keys
+from speedq.keys import Keys, halves
 from speedq.schemas import JobRecord
 from speedq.store_apply import Script
-from speedq.store_teams import SLOT, TURN, TeamSpend, team_settings
+from speedq.store_teams import TeamSpend, team_settings
 
 # Lua: take or renew job `job`'s lease for `worker` (`ms` long) and index its expiry; returns the
 # other live worker holding it, if one does.
@@ -48,18 +48,9 @@ local function lease_and_read(lease, held, worker, ms, job, job_key, cut)
 end
 """
 _ACQUIRE_READ = Script(READING + "return lease_and_read(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], KEYS[3], 4)")
-# A team's keys with the name cut out, for READING (the name never holds this character).
-_CUT = "\x00"
-_TEAM_KEYS = [half for part in (None, "gpu-seconds", "reserved") for half in Keys.team(_CUT, part).split(_CUT)]
-
-# At the pop, in one round trip: a running slot for the job (0, nothing written, if its team is
-# full), the team's turn if ARGV[4] is '1', and the job's lease with READING's read, which the
-# worker hands to the work horse (speedq.handoff).
-_TAKE = Script(SLOT + TURN + READING + """
-if take_slot(KEYS[1], KEYS[2], ARGV[1]) == 0 then return 0 end
-if ARGV[4] == '1' then note_turn(KEYS[5], KEYS[6], ARGV[5]) end
-return lease_and_read(KEYS[3], KEYS[4], ARGV[2], ARGV[3], ARGV[1], KEYS[7], 6)
-""")
+# A team's keys with the name cut out, for READING.
+TEAM_KEY_HALVES = [half for part in (None, "gpu-seconds", "reserved")
+                   for half in halves(lambda name, part=part: Keys.team(name, part))]  # type: ignore[misc]
 
 # (the other live worker holding the job, None, None), or (None, its record, its team's spend),
 # or (None, None, None): the job is gone.
@@ -104,20 +95,8 @@ class LeaseStore:
         """Take the job for `worker` and read its record and its team's spend, in one round trip."""
         return reading(_ACQUIRE_READ.run(
             self.conn, (Keys.supervisor(job_id), Keys.held, Keys.job(job_id)), worker, lease_ms(ttl_s), job_id,
-            *_TEAM_KEYS,
+            *TEAM_KEY_HALVES,
         ))
-
-    def take_popped(self, team: str, job_id: str, worker: str, ttl_s: float, turn: bool) -> list[Any] | None:
-        """A job just popped from `team`'s queue: its running slot under the team's max_running,
-        the team's turn (if the pop did not give it one already) and the job's lease for
-        `worker`, with acquire_reading's read, in one round trip: that read's reply, unparsed
-        (`reading` parses it; the work horse does, see speedq.handoff). None, and nothing
-        written, if the team is full."""
-        keys = (Keys.team(team, "running"), Keys.team(team), Keys.supervisor(job_id), Keys.held, Keys.turns,
-                Keys.turn_counter, Keys.job(job_id))
-        turn_arg = "1" if turn else "0"
-        reply = _TAKE.run(self.conn, keys, job_id, worker, lease_ms(ttl_s), turn_arg, team, *_TEAM_KEYS)
-        return None if reply == 0 else list(reply)
 
     def renew_supervision(self, job_id: str, worker: str, ttl_s: float) -> bool:
         """Extend our hold; False if it lapsed and someone else took the job."""
@@ -141,7 +120,7 @@ class LeaseStore:
 
 
 def reading(reply: list[Any]) -> Reading:
-    """acquire_reading's reply (or take_popped's), parsed."""
+    """acquire_reading's reply (or the pop's, fair_share.pop_in_turn), parsed."""
     if reply[0] is not None:
         return text(reply[0]), None, None
     if reply[1] is None:

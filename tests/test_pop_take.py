@@ -1,47 +1,35 @@
-"""What a worker writes for a job it popped, in the one script it takes it with: the running slot
-under the team's max_running, the team's turn and the job's lease, reading the job's record and
-its team's spend for the work horse; and nothing at all when the team is full (the job goes back
-to its queue and another team gets the turn)."""
+"""What a worker's pop writes, in the one script it takes a job with: the running slot under the
+team's max_running, the team's turn, and the job's lease and hold, reading the job's record and
+its team's spend for the work horse; and nothing at all when the team is full (its job stays at
+the front of its queue and another team gets the turn). A job leaves its queue only held: a pop
+whose answer is lost, or a worker dead before its work horse starts, leaves a hold that expires,
+and the reaper puts the job back."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import redis
+from rq import Queue
 
+from speedq.connection import connect
+from speedq.fair_share import pop_in_turn
 from speedq.keys import Keys, queue_name
 from speedq.producer import submit
-from speedq.schemas import JobSpec, TeamSettings
+from speedq.reaper import reap
+from speedq.schemas import JobSpec, JobState, TeamSettings
 from speedq.store import Store
 from speedq.store_leases import reading
 from tests.conftest import RedisServer, Speedq, wait_for
+from tests.reply_loss import ReplyLoss
+
+ALPHA = Queue(queue_name("sim", "alpha", "normal"), connection=redis.Redis()).key
 
 
-def test_a_popped_job_gets_its_slot_turn_and_lease_in_one_step(redis_server: RedisServer) -> None:
-    conn = redis_server.client()
-    conn.flushall()
-    store = Store(conn)
-    assert store.take_popped("alpha", "sq-1", "w1", 30, turn=True)
-    assert store.slot_holders("alpha") == ["sq-1"]
-    assert conn.get(Keys.supervisor("sq-1")) == b"w1" and conn.zscore(Keys.held, "sq-1") is not None
-    assert conn.zscore(Keys.turns, "alpha") == 1.0
-
-
-def test_a_full_teams_pop_writes_nothing(redis_server: RedisServer) -> None:
-    conn = redis_server.client()
-    conn.flushall()
-    store = Store(conn)
-    store.add_team(TeamSettings(name="alpha", max_running=1))
-    assert store.take_popped("alpha", "sq-1", "w1", 30, turn=True)
-    before = {key: conn.dump(key) for key in conn.keys("*")}
-    assert not store.take_popped("alpha", "sq-2", "w2", 30, turn=True)
-    assert {key: conn.dump(key) for key in conn.keys("*")} == before
-    assert store.take_popped("alpha", "sq-1", "w1", 30, turn=False)  # a re-delivered job keeps its slot
-
-
-def test_the_take_reads_what_the_work_horse_starts_from(redis_server: RedisServer) -> None:
-    """The record and the team's spend, read with the lease: the work horse forked for the job
-    starts from them (speedq.handoff) instead of a round trip of its own."""
+def test_a_popped_job_gets_its_slot_turn_lease_and_hold_in_one_step_with_its_read(
+    redis_server: RedisServer,
+) -> None:
     conn = redis_server.client()
     conn.flushall()
     store = Store(conn)
@@ -49,13 +37,68 @@ def test_the_take_reads_what_the_work_horse_starts_from(redis_server: RedisServe
     record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
     conn.hset(Keys.team("alpha", "gpu-seconds"), mapping={"H100": 3600.0, "A100": 1800.0})
 
-    holder, read, spend = reading(store.take_popped("alpha", record.id, "w1", 30, turn=True) or [])
+    popped = pop_in_turn(conn, {ALPHA: "alpha"}, "w1", 30)
+    assert popped is not None and (popped.queue_key, popped.rq_job_id) == (ALPHA, record.id)
+    assert store.slot_holders("alpha") == [record.id]
+    assert conn.get(Keys.supervisor(record.id)) == b"w1" and conn.zscore(Keys.held, record.id) is not None
+    assert conn.zscore(Keys.turns, "alpha") == 1.0
+    holder, read, spend = reading(popped.reading or [])
     assert holder is None and read == record
     assert spend is not None and spend.settings.gpu_hours_budget == 50 and spend.gpu_seconds == 5400
     assert spend.reserved_s == int(record.estimate.gpu_seconds)  # what its own submit reserved
 
-    # Another live worker holds a re-delivered job: the take says who, and reads nothing.
-    assert reading(store.take_popped("alpha", record.id, "w2", 30, turn=False) or []) == ("w1", None, None)
+
+def test_a_full_teams_job_stays_queued_and_nothing_is_written(redis_server: RedisServer) -> None:
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    store.add_team(TeamSettings(name="alpha", max_running=1))
+    first = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    second = submit(conn, JobSpec(team="alpha", backend="sim", run_name="two")).record
+    assert pop_in_turn(conn, {ALPHA: "alpha"}, "w1", 30) is not None
+    before = {key: conn.dump(key) for key in conn.keys("*")}
+    assert pop_in_turn(conn, {ALPHA: "alpha"}, "w2", 30) is None
+    assert {key: conn.dump(key) for key in conn.keys("*")} == before
+    assert Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids == [second.id]
+    assert store.slot_holders("alpha") == [first.id]
+
+
+def test_a_job_another_live_worker_holds_is_popped_with_its_holder_named(redis_server: RedisServer) -> None:
+    """A re-delivered job still supervised by a live worker: the pop says who, and reads nothing."""
+    conn = redis_server.client()
+    conn.flushall()
+    record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    Store(conn).acquire_supervision(record.id, "w1", 30)
+    popped = pop_in_turn(conn, {ALPHA: "alpha"}, "w2", 30)
+    assert popped is not None and reading(popped.reading or []) == ("w1", None, None)
+
+
+def test_a_pop_whose_answer_is_lost_leaves_its_job_held_and_the_reaper_puts_it_back(
+    redis_server: RedisServer,
+) -> None:
+    """Redis pops the job and the answer never comes back; redis-py asks again and gets the next
+    job. The first is not lost: its hold expires and the reaper re-queues it."""
+    conn = redis_server.client()
+    conn.flushall()
+    first = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    second = submit(conn, JobSpec(team="alpha", backend="sim", run_name="two")).record
+    proxy = ReplyLoss(redis_server.port)
+    client = connect(proxy.url)
+    try:
+        # An empty queue's pop loads the script, so the answer lost is a pop's
+        assert pop_in_turn(client, {ALPHA + ":empty": "alpha"}, "w1", 0.05) is None
+        proxy.lose_reply_to(b"EVALSHA")
+        popped = pop_in_turn(client, {ALPHA: "alpha"}, "w1", 0.05)
+        assert proxy.lost == 1 and popped is not None and popped.rq_job_id == second.id
+    finally:
+        client.close()
+        proxy.close()
+    assert first.id not in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
+    time.sleep(0.2)  # w1 never heard of it: its hold lapses
+    assert first.id in reap(conn)
+    record = Store(conn).get(first.id)
+    assert record.state == JobState.queued
+    assert record.rq_job_id in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
 
 
 def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(speedq: Speedq) -> None:
