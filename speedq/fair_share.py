@@ -9,10 +9,11 @@ whose turn is oldest and pops its job, so two workers popping at once take two t
 one turn per team per job started, whatever the priorities and however long each queue is.
 
 The same script takes the job: its running slot (a full team's job is not popped at all), and
-its lease and hold, so a job never leaves its queue without a worker's hold that the reaper
-would find lapsed. An idle worker does not block on the queues (RQ's BLPOP pops, and a popped
-job whose answer is lost would be in no queue and held by no one): it waits on a doorbell every
-enqueue rings (`Keys.doorbell`), then pops by script.
+its lease and hold, so a speedq job never leaves its queue without a worker's hold that the
+reaper would find lapsed (webhook deliveries are RQ's own jobs, popped as RQ pops them). An idle
+worker does not block on the queues (RQ's BLPOP pops, and a popped job whose answer is lost would
+be in no queue and held by no one): it waits on a doorbell every enqueue rings (`Keys.doorbell`),
+then pops by script, which takes a ring off with each job it pops.
 """
 
 from __future__ import annotations
@@ -67,10 +68,11 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
     return result
 
 
-# KEYS: the turns zset, the turn counter, the held zset, then queue keys in plan order. ARGV: the
-# worker, its lease in ms, JOB_OF_RQ_JOB_LUA, the halves of the lease, record, running-set and
-# team keys (4 to 11), READING's team halves (12 to 17), then the team of each queue key ('' for
-# the notify queue, which always goes first and takes no turn).
+# KEYS: the turns zset, the turn counter, the held zset, the doorbell, then queue keys in plan
+# order. ARGV: the worker, its lease in ms, '1' if the worker has just taken a ring off the
+# doorbell itself (else the pop takes one), JOB_OF_RQ_JOB_LUA's two patterns, the halves of the
+# lease, record, running-set and team keys (6 to 13), READING's team halves (14 to 19), then the
+# team of each queue key ('' for the notify queue, which always goes first and takes no turn).
 # Tries the teams in order of their last turn (never served first; ties in plan order). A team's
 # first job is taken only if its team has a running slot for it, and then in the same step as
 # the pop: the slot, the team's newest turn and the job's lease and hold (READING's, with its
@@ -80,8 +82,8 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
 _POP_IN_TURN = Script(SLOT + TURN + READING + """
 local function k(i, name) return ARGV[i] .. name .. ARGV[i + 1] end
 local order = {}
-for i = 4, #KEYS do
-  local team = ARGV[i + 14]
+for i = 5, #KEYS do
+  local team = ARGV[i + 15]
   local turn = -2
   if team ~= '' then turn = tonumber(redis.call('zscore', KEYS[1], team) or '-1') end
   order[#order + 1] = {turn, i, team}
@@ -91,15 +93,17 @@ for _, entry in ipairs(order) do
   local queue, team = KEYS[entry[2]], entry[3]
   local id = redis.call('lindex', queue, 0)
   if id then
-    local job = team ~= '' and string.match(id, ARGV[3])
+    local job = team ~= '' and (string.match(id, ARGV[4]) or string.match(id, ARGV[5]))
     if not job then
-      redis.call('lpop', queue)  -- a webhook delivery: nobody holds those
+      redis.call('lpop', queue)  -- not speedq's (a webhook delivery): RQ's job, as RQ would pop it
+      if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end  -- its ring: rings follow the queues
       return {queue, id, false}
     end
-    if take_slot(k(8, team), k(10, team), job) == 1 then
+    if take_slot(k(10, team), k(12, team), job) == 1 then
       redis.call('lpop', queue)
+      if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end
       note_turn(KEYS[1], KEYS[2], team)
-      return {queue, id, lease_and_read(k(4, job), KEYS[3], ARGV[1], ARGV[2], job, k(6, job), 12)}
+      return {queue, id, lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 14)}
     end
   end
 end
@@ -116,14 +120,17 @@ class Popped:
     reading: list[Any] | None  # the job's lease and read (store_leases.reading); None: a webhook's
 
 
-def pop_in_turn(conn: redis.Redis, team_of: dict[str, str | None], worker: str, lease_s: float) -> Popped | None:
+def pop_in_turn(
+    conn: redis.Redis, team_of: dict[str, str | None], worker: str, lease_s: float, rung: bool = False
+) -> Popped | None:
     """Take the next job from the queue keys `team_of` maps to their teams (in plan order), for
     `worker` (see _POP_IN_TURN): the team whose turn is oldest across all workers goes first.
-    None if no queue has a job its team has room for."""
+    None if no queue has a job its team has room for. `rung`: the worker took a ring off the
+    doorbell to get here, so the pop takes none."""
     keys = list(team_of)
     teams = (team_of[k] or "" for k in keys)
-    popped = _POP_IN_TURN.run(conn, (Keys.turns, Keys.turn_counter, Keys.held, *keys), worker, lease_ms(lease_s),
-                              JOB_OF_RQ_JOB_LUA, *_KEY_HALVES, *teams)
+    popped = _POP_IN_TURN.run(conn, (Keys.turns, Keys.turn_counter, Keys.held, Keys.doorbell, *keys), worker,
+                              lease_ms(lease_s), "1" if rung else "0", *JOB_OF_RQ_JOB_LUA, *_KEY_HALVES, *teams)
     if not popped:
         return None
     return Popped(as_text(popped[0]), as_text(popped[1]), list(popped[2]) if popped[2] else None)
@@ -176,12 +183,14 @@ class FairDequeue(Worker):
         team_of = {Queue(name, connection=self.connection).key: team for team, name in current.open}
         if not team_of:
             return None
+        rung = False
         while True:
-            popped = pop_in_turn(self.connection, team_of, self.name, self.speedq_lease_s)
+            taken_at = time.monotonic()  # the lease the pop takes runs from here
+            popped = pop_in_turn(self.connection, team_of, self.name, self.speedq_lease_s, rung)
             if popped is None and block:
                 if self.connection.blpop([Keys.doorbell], block) is None:
                     return None
-                block = None  # rung: one more look, then back to the caller's round
+                block, rung = None, True  # rung: one more look, then back to the caller's round
                 continue
             if popped is None:
                 return None
@@ -192,7 +201,7 @@ class FairDequeue(Worker):
                 continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
             self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])
             if popped.reading is not None and job.args:
-                handoff.give(str(job.args[0]), popped.reading, self.speedq_lease_s)  # the work horse's first read
+                handoff.give(str(job.args[0]), popped.reading, self.speedq_lease_s, taken_at)  # the horse's first read
             return job, queue
 
     def _waiting(self, names: list[str]) -> bool:

@@ -30,9 +30,10 @@ def job_id(number: int) -> str:
     return f"{JOB_ID_PREFIX}{number}"
 
 
-# A Lua pattern capturing the speedq job id an RQ job id starts with (see rq_job_id), for the
-# scripts that meet RQ's ids before anything else names the job.
-JOB_OF_RQ_JOB_LUA = "^(" + JOB_ID_PREFIX.replace("-", "%-") + "%d+)"
+# Lua patterns for the speedq job id an RQ job id names (see rq_job_id: the id itself, or
+# `<id>-<n>`), for the scripts that meet RQ's ids before anything else names the job.
+_JOB_ID_LUA = JOB_ID_PREFIX.replace("-", "%-") + "%d+"
+JOB_OF_RQ_JOB_LUA = ("^(" + _JOB_ID_LUA + ")$", "^(" + _JOB_ID_LUA + ")%-%d+$")
 
 
 def halves(key_of: Callable[[str], str]) -> list[str]:

@@ -77,7 +77,7 @@ class Settings(BaseModel):
     prices: Annotated[dict[str, float] | None, doc(
         "JSON object of USD per GPU-hour by GPU type, over the defaults in `config.py`")] = None
     dequeue_block: Annotated[int, Field(ge=1, le=3600), doc(
-        "seconds an idle worker waits on its queues before looking again for new teams and freed slots")] = 2
+        "seconds an idle worker waits for a new job's doorbell before looking again for new teams and freed slots")] = 2
     notify_timeout: Annotated[Seconds, doc("seconds a webhook has to answer one delivery")] = config.NOTIFY_TIMEOUT_S
     notify_retry_intervals: Annotated[list[Annotated[int, Field(ge=0)]], doc(
         "seconds before each retry of a refused delivery, comma-separated")] = list(config.NOTIFY_RETRY_INTERVALS_S)

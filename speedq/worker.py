@@ -82,6 +82,9 @@ class Supervisor(Launching):
         else:
             holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
         if holder is not None:
+            # The pop took the job's slot again if it had been freed (its lease had lapsed and the
+            # reaper re-queued it); the slot goes back if the holder has ended the job since.
+            self._free_running_slot()
             return f"supervised by {holder}"
         if record is None or record.state.terminal:
             self._free_running_slot()  # e.g. cancelled while this worker was taking it

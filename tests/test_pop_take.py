@@ -13,6 +13,7 @@ import time
 import redis
 from rq import Queue
 
+from speedq import handoff, worker
 from speedq.connection import connect
 from speedq.fair_share import pop_in_turn
 from speedq.keys import Keys, queue_name
@@ -116,3 +117,21 @@ def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(spe
     assert worker.returncode == 0  # the worker ran to the end of its burst
     assert speedq.status(healthy)["state"] == "succeeded"
     assert conn.zcard(b"rq:failed:" + queue_name("sim", "alpha", "normal").encode()) == 1  # the horse's failure
+
+
+def test_a_pop_of_a_job_its_holder_has_ended_gives_the_slot_back(redis_server: RedisServer) -> None:
+    """A job re-queued while its worker stalled, then ended by that worker, which still holds its
+    lease: the pop takes the slot again, the work horse finds the job held, and the slot goes back
+    (nothing else would free it: the job has ended and nobody's hold lapses)."""
+    conn = redis_server.client()
+    conn.flushall()
+    store = Store(conn)
+    record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    store.update(record.id, lambda r: setattr(r, "state", JobState.succeeded))
+    store.acquire_supervision(record.id, "w1", 30)
+
+    popped = pop_in_turn(conn, {ALPHA: "alpha"}, "w2", 30)
+    assert popped is not None and store.slot_holders("alpha") == [record.id]
+    handoff.give(record.id, popped.reading or [], 30, time.monotonic())
+    assert worker.Supervisor(store, record.id, "w2").run() == "supervised by w1"
+    assert store.slot_holders("alpha") == []
