@@ -71,8 +71,9 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
 # KEYS: the turns zset, the turn counter, the held zset, the doorbell, then queue keys in plan
 # order. ARGV: the worker, its lease in ms, '1' if the worker has just taken a ring off the
 # doorbell itself (else the pop takes one), JOB_OF_RQ_JOB_LUA's two patterns, the halves of the
-# lease, record, running-set and team keys (6 to 13), READING's team halves (14 to 19), then the
-# team of each queue key ('' for the notify queue, which always goes first and takes no turn).
+# lease, record and running-set keys (6 to 11), READING's team halves (12 to 17: the team's
+# settings key first, which take_slot reads too), then the team of each queue key ('' for the
+# notify queue, which always goes first and takes no turn).
 # Tries the teams in order of their last turn (never served first; ties in plan order). A team's
 # first job is taken only if its team has a running slot for it, and then in the same step as
 # the pop: the slot, the team's newest turn and the job's lease and hold (READING's, with its
@@ -83,7 +84,7 @@ _POP_IN_TURN = Script(SLOT + TURN + READING + """
 local function k(i, name) return ARGV[i] .. name .. ARGV[i + 1] end
 local order = {}
 for i = 5, #KEYS do
-  local team = ARGV[i + 15]
+  local team = ARGV[i + 13]
   local turn = -2
   if team ~= '' then turn = tonumber(redis.call('zscore', KEYS[1], team) or '-1') end
   order[#order + 1] = {turn, i, team}
@@ -103,14 +104,14 @@ for _, entry in ipairs(order) do
       redis.call('lpop', queue)
       if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end
       note_turn(KEYS[1], KEYS[2], team)
-      return {queue, id, lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 14)}
+      return {queue, id, lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 12)}
     end
   end
 end
 return false
 """)
 _KEY_HALVES = [*halves(Keys.supervisor), *halves(Keys.job), *halves(lambda team: Keys.team(team, "running")),
-               *halves(Keys.team), *TEAM_KEY_HALVES]
+               *TEAM_KEY_HALVES]
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ class FairDequeue(Worker):
                 # Burst pops without blocking; otherwise block briefly, then look again for new
                 # teams and freed slots.
                 block = None if timeout is None else min(timeout, settings.get().dequeue_block)
-                taken = self._take(store, current, block)
+                taken = self._take(current, block)
                 if taken is not None:
                     return taken  # the heartbeat above covers the pop: it blocks for less than worker_ttl
                 if timeout is None and not self._waiting(current.capped):
@@ -176,7 +177,7 @@ class FairDequeue(Worker):
                 time.sleep(wait_s)
                 wait_s = min(wait_s * 2, 60.0)
 
-    def _take(self, store: Store, current: Plan, block: int | None) -> tuple[Job, Queue] | None:
+    def _take(self, current: Plan, block: int | None) -> tuple[Job, Queue] | None:
         """Take the first job in plan order whose team has a slot for it (pop_in_turn). With
         nothing to take, wait up to `block` seconds for the doorbell an enqueue rings, and look
         once more: a wait never pops a job, so no job leaves its queue without a hold."""
