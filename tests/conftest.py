@@ -20,6 +20,7 @@ import redis
 from speedq import settings
 from speedq.connection import redis_server_binary
 from speedq.gpu import proctree
+from speedq.keys import Keys
 
 REDIS_SERVER = redis_server_binary()  # from PATH, or the one the `embedded` extra compiled
 # Set by .ci/run, which installs a CPU torch and has nanochat beside the clone: there a skipped
@@ -70,6 +71,14 @@ def wait_for(
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def as_written_by_a_newer_speedq(conn: redis.Redis, job_id: str) -> None:
+    """Give the stored record a spec field this speedq does not know, as a newer version writing
+    it during a rolling upgrade would: this version cannot parse it."""
+    raw = json.loads(conn.get(Keys.job(job_id)) or b"")
+    raw["spec"]["field_from_a_newer_version"] = 1
+    conn.set(Keys.job(job_id), json.dumps(raw))
 
 
 @dataclass

@@ -7,7 +7,6 @@ and the reaper puts the job back."""
 
 from __future__ import annotations
 
-import json
 import time
 
 import redis
@@ -22,7 +21,7 @@ from speedq.reaper import reap
 from speedq.schemas import JobSpec, JobState, TeamSettings
 from speedq.store import Store
 from speedq.store_leases import reading
-from tests.conftest import RedisServer, Speedq, wait_for
+from tests.conftest import RedisServer, Speedq, as_written_by_a_newer_speedq, wait_for
 from tests.reply_loss import ReplyLoss
 
 ALPHA = Queue(queue_name("sim", "alpha", "normal"), connection=redis.Redis()).key
@@ -107,9 +106,7 @@ def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(spe
     work horse, not at the pop: that job's horse fails, and the worker goes on to the next job."""
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     newer = speedq.submit("--team", "alpha", "--smoke", "--run-name", "newer")
-    raw = json.loads(conn.get(Keys.job(newer)) or b"")
-    raw["spec"]["field_from_a_newer_version"] = 1
-    conn.set(Keys.job(newer), json.dumps(raw))
+    as_written_by_a_newer_speedq(conn, newer)
     healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
 
     worker = speedq.start_worker("--burst")

@@ -3,7 +3,6 @@ re-queues a dead worker's job once, and each pass costs the same however many jo
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from speedq.producer import enqueue_in
 from speedq.reaper import reap
 from speedq.schemas import JobSpec, JobState
 from speedq.store import Store
-from tests.conftest import RedisServer, Speedq, wait_for
+from tests.conftest import RedisServer, Speedq, as_written_by_a_newer_speedq, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,9 +141,7 @@ def test_a_record_this_speedq_cannot_read_does_not_stop_the_pass(speedq: Speedq,
     conn = redis_server.client()
     store = Store(conn)
     newer, older = submit_many(conn, 2)
-    raw = json.loads(conn.get(Keys.job(newer)) or b"")
-    raw["spec"]["field_from_a_newer_version"] = 1
-    conn.set(Keys.job(newer), json.dumps(raw))
+    as_written_by_a_newer_speedq(conn, newer)
     for job in (newer, older):
         store.acquire_supervision(job, "dead-worker", 0.05)
     time.sleep(0.2)
