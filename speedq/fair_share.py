@@ -34,7 +34,7 @@ from speedq import config, handoff, settings
 from speedq.keys import JOB_OF_RQ_JOB_LUA, NOTIFY_QUEUE, Keys, halves, queue_name
 from speedq.store import Store, TeamLoad
 from speedq.store_apply import Script
-from speedq.store_leases import READING, TEAM_KEY_HALVES, lease_ms
+from speedq.store_leases import READING, TEAM_KEY_HALVES, lease_ms, reading
 from speedq.store_teams import SLOT, TURN
 
 log = logging.getLogger("speedq.fair_share")
@@ -202,7 +202,12 @@ class FairDequeue(Worker):
                 continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
             self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])
             if popped.reading is not None and job.args:
-                handoff.give(str(job.args[0]), popped.reading, self.speedq_lease_s, taken_at)  # the horse's first read
+                try:
+                    read = reading(popped.reading)
+                except ValueError:  # pydantic's ValidationError: the horse reads it again, and fails the job
+                    self.log.warning("Worker %s: %s: record unreadable here", self.name, job.args[0])
+                else:
+                    handoff.give(str(job.args[0]), read, self.speedq_lease_s, taken_at)  # the horse's first read
             return job, queue
 
     def _waiting(self, names: list[str]) -> bool:

@@ -99,13 +99,15 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
         """
         key = Keys.job(job_id)
         raw = seen.model_dump_json().encode() if seen is not None else None
+        before = seen  # read only here: `change` gets a copy
         while True:
             if raw is None:
                 stored = self.conn.get(key)
                 if stored is None:
                     raise JobNotFound(f"no job {job_id}")
                 raw = stored if isinstance(stored, bytes) else stored.encode()
-            before = JobRecord.model_validate_json(raw)
+            if before is None:
+                before = JobRecord.model_validate_json(raw)
             after = before.model_copy(deep=True)
             change(after)
             after.updated_at = time.time()
@@ -128,7 +130,7 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
                 raise JobNotFound(f"no job {job_id}")
             if reply[0] == b"lease":
                 raise LeaseLost(f"job {job_id} is supervised by {text(reply[1])}")
-            raw = reply[1]  # changed since: decide again on what is stored now
+            raw, before = reply[1], None  # changed since: decide again on what is stored now
 
     # -- supervision (the lease methods are LeaseStore's) ---------------------------------------
 

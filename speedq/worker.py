@@ -20,7 +20,6 @@ from speedq.backends import Backend, BackendError, CallStatus, get_backend
 from speedq.notify import notify
 from speedq.schemas import JobRecord, JobState, Outcome, Progress
 from speedq.store import JobNotFound, Store
-from speedq.store_leases import reading
 from speedq.supervision import Adopt, FenceOff, Finish, Kind, Launch, Reconcile, Retry, Watch
 from speedq.worker_base import Done
 from speedq.worker_launch import Launching
@@ -78,7 +77,7 @@ class Supervisor(Launching):
         # The worker's pop read it all just before forking this work horse, if it popped it.
         popped = handoff.take(self.job_id)
         if popped is not None:
-            holder, record, self.spend = reading(popped)
+            holder, record, self.spend = popped
         else:
             holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
         if holder is not None:

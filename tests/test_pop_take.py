@@ -129,6 +129,7 @@ def test_a_pop_of_a_job_its_holder_has_ended_gives_the_slot_back(redis_server: R
 
     popped = pop_in_turn(conn, {ALPHA: "alpha"}, "w2", 30)
     assert popped is not None and store.slot_holders("alpha") == [record.id]
-    handoff.give(record.id, popped.reading or [], 30, time.monotonic())
+    assert popped.reading is not None
+    handoff.give(record.id, reading(popped.reading), 30, time.monotonic())
     assert worker.Supervisor(store, record.id, "w2").run() == "supervised by w1"
     assert store.slot_holders("alpha") == []
