@@ -72,19 +72,21 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
 # order. ARGV: the worker, its lease in ms, '1' if the worker has just taken a ring off the
 # doorbell itself (else the pop takes one), JOB_OF_RQ_JOB_LUA's two patterns, the halves of the
 # lease, record and running-set keys (6 to 11), READING's team halves (12 to 17: the team's
-# settings key first, which take_slot reads too), then the team of each queue key ('' for the
-# notify queue, which always goes first and takes no turn).
+# settings key first, which take_slot reads too), the halves of RQ's job hash key (18 and 19),
+# then the team of each queue key ('' for the notify queue, which always goes first and takes no
+# turn).
 # Tries the teams in order of their last turn (never served first; ties in plan order). A team's
 # first job is taken only if its team has a running slot for it, and then in the same step as
 # the pop: the slot, the team's newest turn and the job's lease and hold (READING's, with its
 # read). So a job leaves its queue only held by a worker: if the answer is lost, or the worker
 # dies before its work horse starts, the hold expires and the reaper puts the job back.
-# Returns {queue key, RQ job id, READING's reply or false}, or false if nothing could be taken.
+# Returns {queue key, RQ job id, READING's reply or false, RQ's job hash}, or false if nothing
+# could be taken. The hash is the one RQ's Job.fetch would read next: one round trip less.
 _POP_IN_TURN = Script(SLOT + TURN + READING + """
 local function k(i, name) return ARGV[i] .. name .. ARGV[i + 1] end
 local order = {}
 for i = 5, #KEYS do
-  local team = ARGV[i + 13]
+  local team = ARGV[i + 15]
   local turn = -2
   if team ~= '' then turn = tonumber(redis.call('zscore', KEYS[1], team) or '-1') end
   order[#order + 1] = {turn, i, team}
@@ -98,20 +100,21 @@ for _, entry in ipairs(order) do
     if not job then
       redis.call('lpop', queue)  -- not speedq's (a webhook delivery): RQ's job, as RQ would pop it
       if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end  -- its ring: rings follow the queues
-      return {queue, id, false}
+      return {queue, id, false, redis.call('hgetall', ARGV[18] .. id .. ARGV[19])}
     end
     if take_slot(k(10, team), k(12, team), job) == 1 then
       redis.call('lpop', queue)
       if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end
       note_turn(KEYS[1], KEYS[2], team)
-      return {queue, id, lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 12)}
+      local read = lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 12)
+      return {queue, id, read, redis.call('hgetall', ARGV[18] .. id .. ARGV[19])}
     end
   end
 end
 return false
 """)
 _KEY_HALVES = [*halves(Keys.supervisor), *halves(Keys.job), *halves(lambda team: Keys.team(team, "running")),
-               *TEAM_KEY_HALVES]
+               *TEAM_KEY_HALVES, *halves(lambda rq_job: as_text(Job.key_for(rq_job)))]
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,7 @@ class Popped:
     queue_key: str
     rq_job_id: str
     reading: list[Any] | None  # the job's lease and read (store_leases.reading); None: a webhook's
+    rq_job: dict[bytes, bytes]  # RQ's hash of the job: empty if it is gone
 
 
 def pop_in_turn(
@@ -134,7 +138,9 @@ def pop_in_turn(
                               lease_ms(lease_s), "1" if rung else "0", *JOB_OF_RQ_JOB_LUA, *_KEY_HALVES, *teams)
     if not popped:
         return None
-    return Popped(as_text(popped[0]), as_text(popped[1]), list(popped[2]) if popped[2] else None)
+    fields = popped[3]
+    return Popped(as_text(popped[0]), as_text(popped[1]), list(popped[2]) if popped[2] else None,
+                  dict(zip(fields[::2], fields[1::2])))
 
 
 class FairDequeue(Worker):
@@ -196,8 +202,9 @@ class FairDequeue(Worker):
             if popped is None:
                 return None
             queue = Queue.from_queue_key(popped.queue_key, connection=self.connection)
+            job = Job(popped.rq_job_id, connection=self.connection)
             try:
-                job = Job.fetch(popped.rq_job_id, connection=self.connection)
+                job.restore(popped.rq_job)  # as Job.fetch would, from the hash the pop read
             except NoSuchJobError:
                 continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
             self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import redis
+from rq.job import Job
 from rq import Queue
 
 from speedq import handoff, worker
@@ -42,6 +43,7 @@ def test_a_popped_job_gets_its_slot_turn_lease_and_hold_in_one_step_with_its_rea
     assert store.slot_holders("alpha") == [record.id]
     assert conn.get(Keys.supervisor(record.id)) == b"w1" and conn.zscore(Keys.held, record.id) is not None
     assert conn.zscore(Keys.turns, "alpha") == 1.0
+    assert popped.rq_job == conn.hgetall(Job.key_for(record.id))  # what RQ's Job.fetch would read next
     holder, read, spend = reading(popped.reading or [])
     assert holder is None and read == record
     assert spend is not None and spend.settings.gpu_hours_budget == 50 and spend.gpu_seconds == 5400
@@ -102,8 +104,9 @@ def test_a_pop_whose_answer_is_lost_leaves_its_job_held_and_the_reaper_puts_it_b
 
 
 def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(speedq: Speedq) -> None:
-    """A record written by a newer speedq (a spec field this one does not know) is parsed by the
-    work horse, not at the pop: that job's horse fails, and the worker goes on to the next job."""
+    """A record written by a newer speedq (a spec field this one does not know): the worker cannot
+    parse the pop's read, so it hands none to the work horse, which reads the record itself and
+    fails that job; the worker goes on to the next job."""
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     newer = speedq.submit("--team", "alpha", "--smoke", "--run-name", "newer")
     as_written_by_a_newer_speedq(conn, newer)
@@ -133,3 +136,18 @@ def test_a_pop_of_a_job_its_holder_has_ended_gives_the_slot_back(redis_server: R
     handoff.give(record.id, reading(popped.reading), 30, time.monotonic())
     assert worker.Supervisor(store, record.id, "w2").run() == "supervised by w1"
     assert store.slot_holders("alpha") == []
+
+
+def test_a_job_whose_rq_hash_is_gone_is_skipped_and_the_worker_goes_on(speedq: Speedq) -> None:
+    """The pop reads RQ's job hash with the job; a job whose hash is gone is skipped, as RQ's own
+    dequeue skips it, and the next job runs."""
+    conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
+    gone = speedq.submit("--team", "alpha", "--smoke", "--run-name", "gone")
+    conn.delete(Job.key_for(gone))
+    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
+
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
+    assert worker.returncode == 0
+    assert speedq.status(healthy)["state"] == "succeeded"
+    assert speedq.status(gone)["state"] == "queued"  # held until its hold lapses, then re-queued by the reaper
