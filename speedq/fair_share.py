@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, parse_job_id
 from rq.utils import as_text
 from rq.worker import WorkerStatus
 
@@ -140,7 +140,7 @@ def pop_in_turn(
         return None
     fields = popped[3]
     return Popped(as_text(popped[0]), as_text(popped[1]), list(popped[2]) if popped[2] else None,
-                  dict(zip(fields[::2], fields[1::2])))
+                  dict(zip(fields[::2], fields[1::2], strict=True)))
 
 
 class FairDequeue(Worker):
@@ -202,19 +202,19 @@ class FairDequeue(Worker):
             if popped is None:
                 return None
             queue = Queue.from_queue_key(popped.queue_key, connection=self.connection)
-            job = Job(popped.rq_job_id, connection=self.connection)
             try:
+                job = Job(parse_job_id(popped.rq_job_id), connection=self.connection)
                 job.restore(popped.rq_job)  # as Job.fetch would, from the hash the pop read
-            except NoSuchJobError:
+            except (NoSuchJobError, ValueError):
                 continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
             self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])
+            read = None
             if popped.reading is not None and job.args:
                 try:
                     read = reading(popped.reading)
-                except ValueError:  # pydantic's ValidationError: the horse reads it again, and fails the job
-                    self.log.warning("Worker %s: %s: record unreadable here", self.name, job.args[0])
-                else:
-                    handoff.give(str(job.args[0]), read, self.speedq_lease_s, taken_at)  # the horse's first read
+                except Exception:  # whatever the parse raises, the horse reads for itself and fails the job
+                    self.log.warning("Worker %s: %s: record unreadable here", self.name, job.args[0], exc_info=True)
+            handoff.give(str(job.args[0]) if job.args else "", read, self.speedq_lease_s, taken_at)
             return job, queue
 
     def _waiting(self, names: list[str]) -> bool:

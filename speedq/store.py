@@ -94,7 +94,8 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
         Keeps the listing indexes and the run claim in step with the state. `also` adds its own
         writes to the same script and may change the record once more (the RQ job id). `seen`:
         the record as the caller last read or wrote it, which saves the read if it is still
-        stored (one round trip, else two). `lease`: renewed in the same step, and nothing is
+        stored (one round trip, else two); it is what the change is decided from, so neither
+        the caller nor `change` may alter it. `lease`: renewed in the same step, and nothing is
         written if another worker holds it (LeaseLost).
         """
         key = Keys.job(job_id)

@@ -42,7 +42,11 @@ local function lease_and_read(lease, held, worker, ms, job, job_key, cut)
   if h then return {h} end
   local raw = redis.call('get', job_key)
   if not raw then return {false, false} end
-  local team = cjson.decode(raw).spec.team
+  -- A record that is not speedq's JSON is returned as it is, for the reader to refuse in Python:
+  -- an error here would end the pop's script after its pop, and the worker with it.
+  local ok, record = pcall(cjson.decode, raw)
+  local team = ok and type(record) == 'table' and type(record.spec) == 'table' and record.spec.team
+  if type(team) ~= 'string' then return {false, raw, false, {}, false} end
   local function key(i) return ARGV[i] .. team .. ARGV[i + 1] end
   return {false, raw, redis.call('get', key(cut)), redis.call('hvals', key(cut + 2)), redis.call('get', key(cut + 4))}
 end

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import redis
-from rq.job import Job
 from rq import Queue
+from rq.job import Job
 
 from speedq import handoff, worker
 from speedq.connection import connect
@@ -150,4 +150,36 @@ def test_a_job_whose_rq_hash_is_gone_is_skipped_and_the_worker_goes_on(speedq: S
     wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
     assert worker.returncode == 0
     assert speedq.status(healthy)["state"] == "succeeded"
-    assert speedq.status(gone)["state"] == "queued"  # held until its hold lapses, then re-queued by the reaper
+    # Popped and held (its hold lapses, and the reaper re-queues it), never run
+    assert gone not in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
+    assert conn.zscore(Keys.held, gone) is not None
+    assert speedq.status(gone)["state"] == "queued"
+
+
+def test_a_record_that_is_not_json_fails_its_work_horse_not_the_pop(speedq: Speedq) -> None:
+    """The pop's script reads the record to find its team: a record it cannot decode is handed
+    back as it is (a script error would end the script after its pop, and the worker with it),
+    and the work horse refuses it."""
+    conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
+    garbled = speedq.submit("--team", "alpha", "--smoke", "--run-name", "garbled")
+    conn.set(Keys.job(garbled), b"\xff not json")
+    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
+
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
+    assert worker.returncode == 0
+    assert speedq.status(healthy)["state"] == "succeeded"
+    assert conn.zcard(b"rq:failed:" + queue_name("sim", "alpha", "normal").encode()) == 1  # the horse's failure
+
+
+def test_a_reading_is_only_ever_for_the_job_just_popped(redis_server: RedisServer) -> None:
+    """A pop the worker could not parse drops the reading an earlier pop left: a retry of the
+    same job (a new RQ job) popped within half a lease must not start from the old read."""
+    conn = redis_server.client()
+    conn.flushall()
+    record = submit(conn, JobSpec(team="alpha", backend="sim", run_name="one")).record
+    popped = pop_in_turn(conn, {ALPHA: "alpha"}, "w1", 30)
+    assert popped is not None and popped.reading is not None
+    handoff.give(record.id, reading(popped.reading), 30, time.monotonic())
+    handoff.give(record.id, None, 30, time.monotonic())
+    assert handoff.take(record.id) is None
