@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from speedq.api import create_app
 from speedq.cli import main
+from speedq.gpu.nanochat import BASE_TRAIN_OPTIONS, RESERVED_IN_SMOKE, RESERVED_TRAIN_ARGS
 from speedq.producer import submit
 from speedq.schemas import JobSpec, TeamLimits
 from speedq.store import Store
@@ -47,6 +48,12 @@ near_valid = st.sampled_from(
      "0", "-1", "none", "master", "http://127.0.0.1/", "http://0x7f000001/", "https://example.com/hook", ""]
 )
 value = st.one_of(text, number, near_valid)
+# base_train's options by name, numbers of any size above all: the sizing and the estimate do
+# arithmetic on them.
+TRAIN_ARG_NAMES = [*BASE_TRAIN_OPTIONS, "x"]
+EXTREMES = [10**400, -(10**400), 10**15, 2**63, 1e308, 1e300, 1e-300, 5e-324, -1e308]
+train_arg = st.tuples(st.sampled_from(TRAIN_ARG_NAMES),
+                      st.one_of(st.sampled_from(EXTREMES).map(str), number, value)).map("=".join)
 
 
 def snapshot(conn: redis.Redis) -> dict[bytes, bytes | None]:
@@ -89,6 +96,9 @@ SUBMIT = ["--team", "--model", "--repo-ref", "--gpu", "--run-name", "--priority"
 TEAM = ["--max-queued", "--max-running", "--gpu-hours-budget", "--webhook"]
 commands = st.one_of(
     options(SUBMIT, ["--smoke", "--force-restart", "--no-preflight", "--json"]).map(lambda o: ["submit", *o]),
+    # A submit valid but for its train args, so they are what gets checked
+    st.tuples(st.sampled_from([[], ["--smoke"]]), st.lists(train_arg, min_size=1, max_size=2))
+    .map(lambda t: ["submit", "--team", "alpha", *t[0], *[w for arg in t[1] for w in ("--train-arg", arg)]]),
     st.tuples(value, options([], ["--json"])).map(lambda t: ["status", t[0], *t[1]]),
     st.tuples(value, value).map(lambda t: ["cancel", t[0], "--team", t[1]]),
     st.tuples(value, value).map(lambda t: ["retry", t[0], "--team", t[1]]),
@@ -172,13 +182,19 @@ json_value = st.recursive(
     max_leaves=12,
 )
 FIELDS = ["team", "model", "repo_ref", "mode", "force_restart", "gpu", "run_name", "priority", "backend",
-          "max_attempts", "attempt_timeout_s", "save_every"]
+          "max_attempts", "attempt_timeout_s", "save_every", "train_args"]
 gpu_object = st.fixed_dictionaries({"type": st.one_of(text, near_valid, st.sampled_from(["H100", "h100", "A10G"]))},
                                    optional={"count": st.one_of(st.integers(), json_value)})
+big_number = st.one_of(st.sampled_from(EXTREMES), st.integers(min_value=-(10**400), max_value=10**400),
+                       st.floats(allow_nan=False, allow_infinity=False))
+train_args_object = st.dictionaries(st.sampled_from(TRAIN_ARG_NAMES), st.one_of(big_number, json_value), max_size=3)
 submit_body = st.dictionaries(st.one_of(st.sampled_from(FIELDS), text),
-                              st.one_of(json_value, gpu_object), max_size=6)
+                              st.one_of(json_value, gpu_object, train_args_object), max_size=6)
 raw_body = st.one_of(
     submit_body.map(lambda b: json.dumps(b).encode()),  # surrogates travel as \udcff escapes
+    # valid but for its train args, so they are what gets checked
+    st.tuples(st.sampled_from(["full", "smoke"]), train_args_object)
+    .map(lambda t: json.dumps({"team": "alpha", "mode": t[0], "train_args": t[1]}).encode()),
     json_value.map(lambda b: json.dumps(b).encode()),
     st.binary(max_size=40),
     st.sampled_from([b'{"repo_ref": "ma\xffster"}', b'{"gpu":' + b"[" * 3000 + b"]" * 3000 + b"}",
@@ -260,3 +276,38 @@ def test_gpu_objects_take_the_text_rule_in_the_api(seeded: tuple[redis.Redis, st
     body = {"gpu": {"type": "h100", "count": 2}, "backend": "sim", "run_name": "g"}
     ok = client.post("/v1/jobs", json=body, headers=headers)
     assert ok.status_code == 201 and ok.json()["job"]["spec"]["gpu"] == {"type": "H100", "count": 2}
+
+
+NUMERIC_TRAIN_ARGS = [name for name, option in BASE_TRAIN_OPTIONS.items()
+                      if option.kind in ("int", "float") and name not in RESERVED_TRAIN_ARGS]
+
+
+def test_every_numeric_train_arg_at_any_size_is_taken_or_refused_in_one_line(seeded: tuple[redis.Redis, str]) -> None:
+    """base_train's numbers drive the sizing and the cost estimate's arithmetic: at any size, in
+    the CLI and the API, a submit either goes in or is refused in one line, writing nothing."""
+    conn, token = seeded
+    client = TestClient(create_app(conn), raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {token}"}
+    refused = 0
+    for name in NUMERIC_TRAIN_ARGS:
+        for number in EXTREMES:
+            for mode in ("full", "smoke"):
+                if mode == "smoke" and name in RESERVED_IN_SMOKE:
+                    continue
+                before = snapshot(conn)
+                smoke = ["--smoke"] if mode == "smoke" else []
+                code, _, err = run_cli(["submit", "--team", "alpha", *smoke, "--run-name",
+                                        f"cli-{name}-{mode}-{refused}", "--train-arg", f"{name}={number}"])
+                if code != 0:
+                    refused += 1
+                    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error:"), (name, err)
+                    assert snapshot(conn) == before, (name, number, mode)
+                body = {"team": "alpha", "mode": mode, "run_name": f"api-{name}-{mode}-{refused}",
+                        "train_args": {name: number}}
+                before = snapshot(conn)
+                response = client.post("/v1/jobs", content=json.dumps(body), headers=headers)
+                assert response.status_code in (201, 422), (name, number, mode, response.text)
+                if response.status_code == 422:
+                    assert "\n" not in response.json()["detail"]
+                    assert snapshot(conn) == before, (name, number, mode)
+    assert refused > 0  # 10**400 is refused everywhere: the loop reached the rules

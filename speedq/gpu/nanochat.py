@@ -84,6 +84,12 @@ RESERVED_TRAIN_ARGS = ("depth", "resume-from-step", "save-every", "run", "model-
 RESERVED_IN_SMOKE = ("num-iterations",)  # a smoke test is its fixed few steps
 
 TrainArgs = dict[str, "int | float | bool | str"]
+INT_DIGITS = 15  # a whole-number option's most digits, typed or sent as a JSON number alike
+# The most a job may train on: 10^27 FLOPs is some 8,000 years of one 8xH100 node at the
+# estimate's MFU, 10^15 tokens 100,000 GPT-2 speedruns. Past them is a typo, not a speedrun; within
+# them the sizing and the estimate stay in numbers a reservation can hold (Redis's 64-bit ints).
+MAX_TRAIN_FLOPS = 10**27
+MAX_TRAIN_TOKENS = 10**15
 
 
 def train_arg(name: str, value: object, mode: str) -> int | float | bool | str:
@@ -112,13 +118,20 @@ def _typed(option: Option, value: object) -> int | float | bool | str:
         raise ValueError("is a flag: give it bare, or true/false")
     if option.kind == INT:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if text is not None and re.fullmatch(r"[-+]?\d{1,15}", text):
-            return int(text)
-        raise ValueError("must be a whole number")
+            whole = value
+        elif text is not None and re.fullmatch(r"[-+]?\d+", text):
+            whole = int(text) if len(text.lstrip("+-")) <= INT_DIGITS else 10**INT_DIGITS
+        else:
+            raise ValueError("must be a whole number")
+        if abs(whole) >= 10**INT_DIGITS:
+            raise ValueError(f"must be a whole number of at most {INT_DIGITS} digits")
+        return whole
     if option.kind == FLOAT:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:  # an int past any float
+                number = math.inf
         elif text is not None and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
             number = float(text)
         else:
@@ -254,7 +267,12 @@ def size_run(depth: int, mode: str, gpu_type: str, world_size: int, args: TrainA
     Remembered by its inputs (it is pure): a spec is sized when it is validated, again whenever a
     record holding it is read or built, and for its estimate at submit.
     """
-    return _size_run(depth, mode, gpu_type, world_size, args_key(args), vocab_size)
+    try:
+        return _size_run(depth, mode, gpu_type, world_size, args_key(args), vocab_size)
+    except SizingError:
+        raise
+    except (ArithmeticError, ValueError) as exc:  # base_train's arithmetic on extreme values (log2(0), overflow)
+        raise SizingError(f"base_train cannot size a run from these train args ({exc})") from None
 
 
 # Train args as a key for remembering a pure function of them (functools.lru_cache). Each value's
@@ -300,7 +318,15 @@ def _size_run(depth: int, mode: str, gpu_type: str, world_size: int, key: ArgsKe
             f"({seq}) x GPU count ({world_size}), and {tried} fails that; use a power-of-two GPU count or set "
             f"train args total-batch-size, device-batch-size or max-seq-len to fit"
         )
-    return Sizing(total, device, seq, world_size, _iterations(depth, mode, args, total, ratio, vocab_size))
+    iterations = _iterations(depth, mode, args, total, ratio, vocab_size)
+    if iterations is not None:
+        tokens = iterations * total
+        flops = tokens * flops_per_token(depth, aspect, head, seq, _str(args, "window-pattern"), vocab_size)
+        if tokens > MAX_TRAIN_TOKENS or flops > MAX_TRAIN_FLOPS:
+            raise SizingError(
+                f"these train args ask for more than speedq runs: at most {MAX_TRAIN_TOKENS:.0e} training tokens "
+                f"and {MAX_TRAIN_FLOPS:.0e} FLOPs (thousands of years of one 8xH100 node)")
+    return Sizing(total, device, seq, world_size, iterations)
 
 
 def short_run_args(steps: int) -> TrainArgs:
