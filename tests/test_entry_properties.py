@@ -290,7 +290,7 @@ def test_every_numeric_train_arg_at_any_size_is_taken_or_refused_in_one_line(see
     headers = {"Authorization": f"Bearer {token}"}
     refused = 0
     for name in NUMERIC_TRAIN_ARGS:
-        for number in EXTREMES:
+        for number in (10**400, 10**15, 1e308, 1e-300, 5e-324):  # past a float, an int's limit, a float's ends
             for mode in ("full", "smoke"):
                 if mode == "smoke" and name in RESERVED_IN_SMOKE:
                     continue
