@@ -99,7 +99,7 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
         written if another worker holds it (LeaseLost).
         """
         key = Keys.job(job_id)
-        raw = seen.model_dump_json().encode() if seen is not None else None
+        raw = seen.as_stored().encode() if seen is not None else None
         before = seen  # read only here: `change` gets a copy
         while True:
             if raw is None:

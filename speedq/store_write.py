@@ -29,7 +29,7 @@ def _indexes(record: JobRecord) -> list[str]:
 
 def write_record(pipe: redis.client.Pipeline, record: JobRecord, previous: JobRecord | None) -> None:
     """Queue the record and the index entries that move from `previous` (None: a new record)."""
-    put(pipe, Keys.job(record.id), record.model_dump_json())
+    put(pipe, Keys.job(record.id), record.as_stored())
     hold(pipe, record, previous)
     if previous is not None and previous.state != record.state:
         for index in _indexes(previous):

@@ -136,6 +136,12 @@ class JobRecord(Schema):
             raise JobNotFound(f"no job {job_id}")
         return cls.model_validate_json(raw)
 
+    def as_stored(self) -> str:
+        """The record as its key holds it: without the computed fields, which every reader computes
+        again. One of them, gpu_seconds, moves with the clock while an attempt runs; stored, it
+        made every write decided from the record last written find the key changed, and go twice."""
+        return self.model_dump_json(exclude_computed_fields=True)
+
     @computed_field  # type: ignore[prop-decorator]
     @property
     def gpu_seconds(self) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,26 @@ def test_an_attempt_whose_write_lost_its_reply_is_launched_once_without_waiting(
     done = store.get(record.id)
     assert [(a.number, a.call_id, a.outcome) for a in done.attempts] == [(1, "call-1", Outcome.succeeded)]
     assert backend.count("launch") == 1 and backend.count("announced") == 0, backend.calls
+
+
+def test_a_write_from_the_record_last_written_is_one_round_trip_while_an_attempt_runs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A running attempt's GPU-seconds move with the clock. The key must not hold them, or every
+    write decided from the record last written (a progress note, the call's id) finds the key
+    changed and goes twice."""
+    record = producer.submit(store.conn, JobSpec(team="alpha", model="d4", backend="sim", run_name="running")).record
+    running = store.update(record.id, lambda r: r.attempts.append(Attempt(number=1, backend="sim", gpu_count=8)))
+    time.sleep(0.05)
+    assert running.gpu_seconds > 0.3  # 8 GPUs, for 0.05 s at least
+    sent: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    noted = store.update(record.id, lambda r: setattr(r, "error", "a note"), seen=running)
+    assert len(sent) == 1
+    assert store.get(record.id) == noted and noted.error == "a note" and noted.attempts == running.attempts
