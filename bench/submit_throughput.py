@@ -36,7 +36,7 @@ def main() -> None:
         # Distinct run names: the same run twice would be deduplicated, not enqueued.
         specs = [JobSpec(team="bench", run_name=f"r{i}", backend="sim") for i in range(args.jobs)]
         record = producer.submit(conn, JobSpec(team="bench", run_name="sample", backend="sim")).record
-        sample = record.model_dump_json().encode()
+        sample = record.as_stored().encode()
         raw, speedq, floor = [], [], []
         for i, spec in enumerate(specs):
             start = time.perf_counter()

@@ -79,6 +79,11 @@ ESTIMATE_MFU = 0.5
 # tokenizer stages; a full run also base_eval (CORE), chat_sft and chat_eval. Wall seconds.
 ESTIMATE_OVERHEAD_S = {"smoke": 10 * 60, "full": 45 * 60}
 ESTIMATE_HISTORY_KEPT = 20  # succeeded runs per (team, model, mode, GPU type)
+# The most GPU-seconds one job may be estimated at, whatever its team's budget: some 30,000
+# GPU-years. Reservations are Redis integers (64-bit), and a team's sums many jobs'; an estimate
+# from a team's history scales the past runs' rate by this run's tokens, so no train-arg limit
+# bounds it alone.
+MAX_JOB_GPU_SECONDS = 10**12
 # A dry run resolves the ref the way a worker will; without an answer in this long (no network),
 # it says so instead of waiting on git.
 PREVIEW_RESOLVE_TIMEOUT_S = 10.0

@@ -102,6 +102,9 @@ def budget(team: TeamSettings, spent_s: float, reserved_s: float) -> Budget:
 
 def refusal(team: TeamSettings, spent_s: float, reserved_s: float, needed_s: float) -> str | None:
     """Why a run needing `needed_s` more GPU-seconds may not go in, or None if it fits."""
+    if needed_s > config.MAX_JOB_GPU_SECONDS:
+        return (f"this run's estimated {needed_s / 3600:.3g} GPU-hours are more than speedq takes as one job "
+                f"({config.MAX_JOB_GPU_SECONDS / 3600:.3g}); check its train args")
     if team.gpu_hours_budget is None:
         return None
     limit_s = team.gpu_hours_budget * 3600

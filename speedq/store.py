@@ -74,7 +74,7 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
         if not ids:
             return []
         raws = self.conn.mget([Keys.job(i) for i in ids])
-        return [JobRecord.model_validate_json(r) for r in raws if r is not None]
+        return [JobRecord.from_key(r) for r in raws if r is not None]
 
     def put_many(self, records: Iterable[JobRecord]) -> None:
         """Write new records and their index entries in one round trip, claiming no runs: for
@@ -108,7 +108,7 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
                     raise JobNotFound(f"no job {job_id}")
                 raw = stored if isinstance(stored, bytes) else stored.encode()
             if before is None:
-                before = JobRecord.model_validate_json(raw)
+                before = JobRecord.from_key(raw)
             after = before.model_copy(deep=True)
             change(after)
             after.updated_at = time.time()
@@ -150,7 +150,7 @@ class Store(ClaimStore, TeamStore, BoardStore, LeaseStore, LossStore):
                         pipe.unwatch()
                         return None
                     raw = pipe.get(key)
-                    before = JobRecord.model_validate_json(raw) if raw is not None else None
+                    before = JobRecord.from_key(raw) if raw is not None else None
                     pipe.multi()
                     pipe.zrem(Keys.held, job_id)
                     if before is None:

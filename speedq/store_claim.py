@@ -93,7 +93,7 @@ def active(raw: bytes | str | None) -> JobRecord | None:
     """The record if it is stored and has not ended."""
     if raw is None:
         return None
-    record = JobRecord.model_validate_json(raw)
+    record = JobRecord.from_key(raw)
     return None if record.state.terminal else record
 
 

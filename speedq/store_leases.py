@@ -129,7 +129,7 @@ def reading(reply: list[Any]) -> Reading:
         return text(reply[0]), None, None
     if reply[1] is None:
         return None, None, None
-    record = JobRecord.model_validate_json(reply[1])
+    record = JobRecord.from_key(reply[1])
     _, _, settings, seconds, reserved = reply
     spend = TeamSpend(settings=team_settings(record.spec.team, settings),
                       gpu_seconds=sum(float(v) for v in seconds), reserved_s=int(reserved or 0))

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from speedq.api import create_app
 from speedq.cli import main
 from speedq.gpu.nanochat import BASE_TRAIN_OPTIONS, RESERVED_IN_SMOKE, RESERVED_TRAIN_ARGS
+from speedq.keys import Keys
 from speedq.producer import submit
-from speedq.schemas import JobSpec, TeamLimits
+from speedq.schemas import JobSpec, RunSample, TeamLimits
 from speedq.store import Store
 from speedq.teams import add_team
 from tests.conftest import RedisServer
@@ -311,3 +312,37 @@ def test_every_numeric_train_arg_at_any_size_is_taken_or_refused_in_one_line(see
                     assert "\n" not in response.json()["detail"]
                     assert snapshot(conn) == before, (name, number, mode)
     assert refused > 0  # 10**400 is refused everywhere: the loop reached the rules
+
+
+def test_an_estimate_from_history_past_any_job_is_refused_in_one_line(seeded: tuple[redis.Redis, str]) -> None:
+    """A team's history estimate is its past runs' rate times this run's tokens, which no train-arg
+    limit bounds alone: one 1-token run of 6 GPU-hours makes a d12 run of 10^9 steps 10^19
+    GPU-seconds, past the 64-bit reservation the submit's script would write last."""
+    conn, token = seeded
+    past = RunSample(job="sq-0", gpu_seconds=21600.0, tokens=1)
+    conn.lpush(Keys.run_history("alpha", "d12", "full", "H100"), past.model_dump_json())
+    before = snapshot(conn)
+    code, _, err = run_cli(["submit", "--team", "alpha", "--model", "d12", "--train-arg", "num-iterations=1000000000"])
+    assert code == 3 and len(err.strip().splitlines()) == 1 and "more than speedq takes as one job" in err, err
+    response = TestClient(create_app(conn), raise_server_exceptions=False).post(
+        "/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+        json={"team": "alpha", "model": "d12", "train_args": {"num-iterations": 10**9}})
+    assert response.status_code in documented(create_app(conn), "/v1/jobs", "POST") and response.status_code < 500
+    assert "more than speedq takes as one job" in response.json()["detail"]
+    assert snapshot(conn) == before
+
+
+def test_a_record_stored_before_a_limit_was_added_stays_readable(seeded: tuple[redis.Redis, str]) -> None:
+    """A limit on new input (15-digit whole numbers, the training horizon) must not make a job
+    stored before it unreadable: status, ls and cancel still work on it."""
+    conn, _ = seeded
+    stored = json.loads(conn.get(Keys.job("sq-1")))
+    stored["spec"]["train_args"] = {"eval-every": 10**20, "num-iterations": 10**14}
+    conn.set(Keys.job("sq-1"), json.dumps(stored))
+    code, out, err = run_cli(["status", "sq-1", "--json"])
+    assert code == 0 and json.loads(out)["spec"]["train_args"]["eval-every"] == 10**20, err
+    code, out, err = run_cli(["ls", "--team", "alpha", "--json"])
+    assert code == 0 and "sq-1" in out, err
+    code, _, err = run_cli(["cancel", "sq-1", "--team", "alpha"])
+    assert code == 0, err
+    assert Store(conn).get("sq-1").state.value == "cancelled"

@@ -91,7 +91,7 @@ NANOCHAT_PACKAGES = [
     "wandb>=0.21.3",
 ]
 NANOCHAT_UNDECLARED = ["requests", "pyyaml", "jinja2"]
-SPEEDQ_PACKAGES = ["pydantic>=2.7,<3"]  # speedq.schemas and speedq.settings
+SPEEDQ_PACKAGES = ["pydantic>=2.12,<3"]  # speedq.schemas and speedq.settings, as pyproject.toml pins it
 
 image = (
     modal.Image.debian_slim(python_version="3.11")

@@ -85,22 +85,23 @@ RESERVED_IN_SMOKE = ("num-iterations",)  # a smoke test is its fixed few steps
 
 TrainArgs = dict[str, "int | float | bool | str"]
 INT_DIGITS = 15  # a whole-number option's most digits, typed or sent as a JSON number alike
-# The most a job may train on: 10^27 FLOPs is some 8,000 years of one 8xH100 node at the
-# estimate's MFU, 10^15 tokens 100,000 GPT-2 speedruns. Past them is a typo, not a speedrun; within
-# them the sizing and the estimate stay in numbers a reservation can hold (Redis's 64-bit ints).
+# The most a submitted job may train on: 10^27 FLOPs is some 8,000 years of one 8xH100 node at
+# the estimate's MFU, 10^15 tokens about 170,000 GPT-2 speedruns. Past them is a typo, not a
+# speedrun. Checked on new input only (check_horizon), never on a record read back.
 MAX_TRAIN_FLOPS = 10**27
 MAX_TRAIN_TOKENS = 10**15
 
 
-def train_arg(name: str, value: object, mode: str) -> int | float | bool | str:
-    """One base_train option, typed; ValueError with the rule in words."""
+def train_arg(name: str, value: object, mode: str, bounded: bool = True) -> int | float | bool | str:
+    """One base_train option, typed; ValueError with the rule in words. `bounded`: new input, held
+    to INT_DIGITS (a record read back is not, so one stored before that rule stays readable)."""
     option = BASE_TRAIN_OPTIONS.get(name)
     if option is None:
         raise ValueError(f"{name!r} is not a base_train option (known: {', '.join(sorted(BASE_TRAIN_OPTIONS))})")
     if name in RESERVED_TRAIN_ARGS or (mode == "smoke" and name in RESERVED_IN_SMOKE):
         where = " in a smoke job" if name in RESERVED_IN_SMOKE else ""
         raise ValueError(f"{name} is set by speedq and cannot be given{where}")
-    typed = _typed(option, value)
+    typed = _typed(option, value, bounded)
     if isinstance(typed, (int, float)) and not isinstance(typed, bool) and option.minimum is not None:
         if typed < option.minimum and not (option.off and typed == -1):
             least = f"{option.minimum:g}" + (" (or -1)" if option.off else "")
@@ -108,7 +109,7 @@ def train_arg(name: str, value: object, mode: str) -> int | float | bool | str:
     return typed
 
 
-def _typed(option: Option, value: object) -> int | float | bool | str:
+def _typed(option: Option, value: object, bounded: bool = True) -> int | float | bool | str:
     text = value.strip() if isinstance(value, str) else None
     if option.kind == FLAG:
         if isinstance(value, bool):
@@ -120,10 +121,11 @@ def _typed(option: Option, value: object) -> int | float | bool | str:
         if isinstance(value, int) and not isinstance(value, bool):
             whole = value
         elif text is not None and re.fullmatch(r"[-+]?\d+", text):
-            whole = int(text) if len(text.lstrip("+-")) <= INT_DIGITS else 10**INT_DIGITS
+            digits = text.lstrip("+-").lstrip("0") or "0"
+            whole = int(digits) * (-1 if text.startswith("-") else 1) if len(digits) <= INT_DIGITS else 10**INT_DIGITS
         else:
             raise ValueError("must be a whole number")
-        if abs(whole) >= 10**INT_DIGITS:
+        if bounded and abs(whole) >= 10**INT_DIGITS:
             raise ValueError(f"must be a whole number of at most {INT_DIGITS} digits")
         return whole
     if option.kind == FLOAT:
@@ -318,15 +320,18 @@ def _size_run(depth: int, mode: str, gpu_type: str, world_size: int, key: ArgsKe
             f"({seq}) x GPU count ({world_size}), and {tried} fails that; use a power-of-two GPU count or set "
             f"train args total-batch-size, device-batch-size or max-seq-len to fit"
         )
-    iterations = _iterations(depth, mode, args, total, ratio, vocab_size)
-    if iterations is not None:
-        tokens = iterations * total
-        flops = tokens * flops_per_token(depth, aspect, head, seq, _str(args, "window-pattern"), vocab_size)
-        if tokens > MAX_TRAIN_TOKENS or flops > MAX_TRAIN_FLOPS:
-            raise SizingError(
-                f"these train args ask for more than speedq runs: at most {MAX_TRAIN_TOKENS:.0e} training tokens "
-                f"and {MAX_TRAIN_FLOPS:.0e} FLOPs (thousands of years of one 8xH100 node)")
-    return Sizing(total, device, seq, world_size, iterations)
+    return Sizing(total, device, seq, world_size, _iterations(depth, mode, args, total, ratio, vocab_size))
+
+
+def check_horizon(depth: int, sizing: Sizing, args: TrainArgs, vocab_size: int = VOCAB_SIZE) -> None:
+    """SizingError if a submitted job trains past MAX_TRAIN_TOKENS or MAX_TRAIN_FLOPS."""
+    tokens = sizing.train_tokens
+    flops = tokens * flops_per_token(depth, _int(args, "aspect-ratio"), _int(args, "head-dim"), sizing.max_seq_len,
+                                     _str(args, "window-pattern"), vocab_size)
+    if tokens > MAX_TRAIN_TOKENS or flops > MAX_TRAIN_FLOPS:
+        raise SizingError(
+            f"these train args ask for more than speedq runs as one job: at most {MAX_TRAIN_TOKENS:.0e} training "
+            f"tokens and {MAX_TRAIN_FLOPS:.0e} FLOPs")
 
 
 def short_run_args(steps: int) -> TrainArgs:

@@ -16,7 +16,7 @@ from speedq.schemas import repo as repos
 from speedq.schemas.estimate import Estimate
 from speedq.schemas.protocol import Outcome, Progress
 from speedq.schemas.results import RunResults
-from speedq.schemas.rules import BackendName, Schema
+from speedq.schemas.rules import STORED, BackendName, Schema
 from speedq.schemas.spec import JobSpec
 
 
@@ -134,7 +134,12 @@ class JobRecord(Schema):
         """The record as read from its key (None: there is no such job)."""
         if raw is None:
             raise JobNotFound(f"no job {job_id}")
-        return cls.model_validate_json(raw)
+        return cls.from_key(raw)
+
+    @classmethod
+    def from_key(cls, raw: bytes | str) -> JobRecord:
+        """A record's key parsed: held to its types, not to limits added since it was stored."""
+        return cls.model_validate_json(raw, context=STORED)
 
     def as_stored(self) -> str:
         """The record as its key holds it: without the computed fields, which every reader computes

@@ -12,6 +12,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
@@ -82,6 +83,17 @@ def _has_surrogate(value: object) -> bool:
     if isinstance(value, (list, tuple, set, frozenset)):
         return any(_has_surrogate(v) for v in value)
     return False
+
+
+# The validation context of a record read back from Redis: a limit a submit must meet, added
+# after the record was stored, does not make it unreadable (its types and shape are checked as
+# ever). Without it, input is new and held to every limit.
+STORED = {"stored": True}
+
+
+def fresh(info: ValidationInfo) -> bool:
+    """Validating new input, not a record read back (STORED)."""
+    return not (isinstance(info.context, dict) and info.context.get("stored"))
 
 
 class Schema(BaseModel):

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pydantic import (
     ConfigDict,
     Field,
+    ValidationInfo,
     model_validator,
 )
 
@@ -27,6 +28,7 @@ from speedq.schemas.rules import (
     TrainArgs,
     UserInput,
     depth_of,
+    fresh,
     train_args_mapping,
 )
 
@@ -58,7 +60,7 @@ class JobOptions(UserInput):
 
     @model_validator(mode="before")
     @classmethod
-    def _typed_train_args(cls, data: object) -> object:
+    def _typed_train_args(cls, data: object, info: ValidationInfo) -> object:
         """Each train arg typed as base_train declares it (the mode decides what is reserved)."""
         if isinstance(data, dict) and isinstance(data.get("train_args"), (dict, list, tuple)):
             raw = train_args_mapping(data["train_args"])
@@ -66,14 +68,14 @@ class JobOptions(UserInput):
             typed = {}
             for key, val in raw.items():
                 try:
-                    typed[key] = nanochat.train_arg(str(key), val, str(mode))
+                    typed[key] = nanochat.train_arg(str(key), val, str(mode), bounded=fresh(info))
                 except ValueError as exc:
                     raise ValueError(f"train arg {key}: {exc}") from None
             data = {**data, "train_args": typed}
         return data
 
     @model_validator(mode="after")
-    def _runs_on_nanochat(self) -> JobOptions:
+    def _runs_on_nanochat(self, info: ValidationInfo) -> JobOptions:
         """Refuse at submit what nanochat would refuse on every attempt."""
         if self.gpu.type == config.CPU_GPU_TYPE:
             if self.backend not in config.CPU_BACKENDS:
@@ -83,7 +85,9 @@ class JobOptions(UserInput):
             if self.train_args.get("fp8"):
                 raise ValueError("fp8 needs an H100-class GPU, not CPU")
         try:
-            self.sizing()
+            sizing = self.sizing()
+            if fresh(info):
+                nanochat.check_horizon(self.depth, sizing, self.train_args)
         except nanochat.SizingError as exc:
             raise ValueError(str(exc)) from None
         return self
