@@ -12,6 +12,7 @@ speedq and RQ run against one Redis server, where a script may write keys it was
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import redis
@@ -20,6 +21,11 @@ from redis.typing import EncodableT, KeyT
 
 # Commands that cannot run inside a script (or would undo its atomicity).
 _NOT_IN_SCRIPTS = {"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "MULTI", "EXEC", "WATCH", "UNWATCH"}
+# Increments Redis refuses at run time if their argument is not a 64-bit integer (or a finite
+# float). Redis does not undo a script's earlier writes when a later command fails, so `packed`
+# refuses such an argument before anything is sent.
+_INT_INCREMENTS = {"INCRBY": 2, "DECRBY": 2, "HINCRBY": 3}
+_FLOAT_INCREMENTS = {"INCRBYFLOAT": 2, "HINCRBYFLOAT": 3}
 
 # Lua: `apply(from)` runs the commands packed into ARGV from index `from` on, each as its word
 # count and then its words. DELIFEQ is speedq's own (Redis has none): delete a key only if it
@@ -65,10 +71,30 @@ def packed(pipe: redis.client.Pipeline) -> list[EncodableT]:
         name = str(words[0]).upper()
         if name in _NOT_IN_SCRIPTS:
             raise ValueError(f"{name} cannot be applied by a script")
+        _check_increment(name, words)
         args.append(len(words))
         args.extend(words)
     pipe.reset()
     return args
+
+
+def _check_increment(name: str, words: tuple[Any, ...]) -> None:
+    if name in _INT_INCREMENTS:
+        by = words[_INT_INCREMENTS[name]] if len(words) > _INT_INCREMENTS[name] else None
+        try:
+            whole = int(by) if isinstance(by, (int, str, bytes)) and not isinstance(by, bool) else None
+        except ValueError:
+            whole = None
+        if whole is None or not -(2**63) <= whole < 2**63:
+            raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
+    elif name in _FLOAT_INCREMENTS:
+        by = words[_FLOAT_INCREMENTS[name]] if len(words) > _FLOAT_INCREMENTS[name] else None
+        try:
+            finite = by is not None and not isinstance(by, bool) and math.isfinite(float(by))
+        except (TypeError, ValueError, OverflowError):
+            finite = False
+        if not finite:
+            raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
 
 
 class Script:
