@@ -15,7 +15,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from speedq import config, estimate, settings
-from speedq.errors import BudgetExceeded, NotYourJob, ProducerError, QuotaExceeded
+from speedq.errors import BudgetExceeded, InvalidInput, NotYourJob, ProducerError, QuotaExceeded
 from speedq.keys import Keys, queue_name, rq_job_id
 from speedq.schemas import Estimate, JobRecord, JobSpec, JobState, TeamSettings
 from speedq.store import Also, Price, Store, TeamSpend, TeamUsage
@@ -64,6 +64,9 @@ def admit(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> None:
 def check_quota(team: TeamSettings, usage: TeamUsage, needed_s: float = 0) -> None:
     """Refuse a submit that would put the team over max-queued, or whose estimate does not fit
     in its budget beside what is spent and what its runs in flight reserve."""
+    if needed_s > config.MAX_JOB_GPU_SECONDS:  # whatever the budget: a typo, not a speedrun
+        raise InvalidInput(f"this run's estimated {needed_s / 3600:.3g} GPU-hours are more than speedq takes as "
+                           f"one job ({config.MAX_JOB_GPU_SECONDS / 3600:.3g}); check its train args")
     if team.max_queued is not None and usage.queued >= team.max_queued:
         raise QuotaExceeded(
             f"team {team.name!r} has {usage.queued} queued jobs, at its max-queued of {team.max_queued}; "

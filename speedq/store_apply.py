@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from typing import Any
 
 import redis
@@ -26,6 +27,8 @@ _NOT_IN_SCRIPTS = {"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "MULTI", "EXEC", 
 # refuses such an argument before anything is sent.
 _INT_INCREMENTS = {"INCRBY": 2, "DECRBY": 2, "HINCRBY": 3}
 _FLOAT_INCREMENTS = {"INCRBYFLOAT": 2, "HINCRBYFLOAT": 3}
+_REDIS_INT = re.compile(r"-?(0|[1-9][0-9]*)")
+_REDIS_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 # Lua: `apply(from)` runs the commands packed into ARGV from index `from` on, each as its word
 # count and then its words. DELIFEQ is speedq's own (Redis has none): delete a key only if it
@@ -81,18 +84,20 @@ def packed(pipe: redis.client.Pipeline) -> list[EncodableT]:
 def _check_increment(name: str, words: tuple[Any, ...]) -> None:
     if name in _INT_INCREMENTS:
         by = words[_INT_INCREMENTS[name]] if len(words) > _INT_INCREMENTS[name] else None
-        try:
-            whole = int(by) if isinstance(by, (int, str, bytes)) and not isinstance(by, bool) else None
-        except ValueError:
-            whole = None
+        if isinstance(by, (str, bytes)):  # as Redis reads it: ASCII digits, no sign but '-', no padding
+            text = by.decode("latin-1") if isinstance(by, bytes) else by
+            whole = int(text) if len(text) < 21 and _REDIS_INT.fullmatch(text) else None
+        else:
+            whole = by if isinstance(by, int) and not isinstance(by, bool) else None
         if whole is None or not -(2**63) <= whole < 2**63:
             raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
     elif name in _FLOAT_INCREMENTS:
         by = words[_FLOAT_INCREMENTS[name]] if len(words) > _FLOAT_INCREMENTS[name] else None
-        try:
-            finite = by is not None and not isinstance(by, bool) and math.isfinite(float(by))
-        except (TypeError, ValueError, OverflowError):
-            finite = False
+        if isinstance(by, (str, bytes)):
+            text = by.decode("latin-1") if isinstance(by, bytes) else by
+            finite = bool(_REDIS_FLOAT.fullmatch(text)) and math.isfinite(float(text))
+        else:
+            finite = not isinstance(by, bool) and (isinstance(by, int) or (isinstance(by, float) and math.isfinite(by)))
         if not finite:
             raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
 

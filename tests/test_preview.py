@@ -320,3 +320,16 @@ def test_the_job_page_shows_its_team_the_estimate_its_submit_reserved(speedq: Sp
 
     assert f"{estimate['gpu_hours']:.3f} GPU-hours" in str(shown)
     assert f"${estimate['cost_usd']:.2f}" in str(shown) and "from table" in str(shown)
+
+
+def test_a_job_stored_with_an_estimate_redis_could_not_reserve_holds_nothing() -> None:
+    """Before MAX_JOB_GPU_SECONDS a submit could store an estimate of 2^63 GPU-seconds or more, and
+    Redis refused its reservation; releasing it now would be refused too, and the job stuck."""
+    from speedq.estimate import reservation_s
+    from speedq.schemas import Estimate, JobRecord
+
+    spec = JobSpec(team="alpha", backend="sim")
+    huge = Estimate(gpu_seconds=2**63, cost_usd=0.0, source="history", basis="old")
+    assert reservation_s(JobRecord(id="sq-1", spec=spec, estimate=huge)) == 0
+    fine = Estimate(gpu_seconds=2**62, cost_usd=0.0, source="history", basis="new")
+    assert reservation_s(JobRecord(id="sq-1", spec=spec, estimate=fine)) == 2**62

@@ -14,7 +14,8 @@ _RUN = Script(APPLY + "apply(1) return 1")
 
 @pytest.mark.parametrize(("command", "by"), [
     ("incrby", 2**63), ("incrby", "1e3"), ("incrby", 2.5), ("hincrby", -(2**63) - 1),
-    ("hincrbyfloat", float("inf")), ("hincrbyfloat", float("nan")), ("hincrbyfloat", "x"),
+    ("incrby", " 5"), ("incrby", "+5"), ("incrby", "007"), ("incrby", "1_0"),
+    ("hincrbyfloat", float("inf")), ("hincrbyfloat", float("nan")), ("hincrbyfloat", "x"), ("hincrbyfloat", " 1.5"),
 ])
 def test_an_increment_redis_would_refuse_is_refused_before_any_write_is_sent(
     redis_server: RedisServer, command: str, by: object

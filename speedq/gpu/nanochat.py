@@ -122,7 +122,9 @@ def _typed(option: Option, value: object, bounded: bool = True) -> int | float |
             whole = value
         elif text is not None and re.fullmatch(r"[-+]?\d+", text):
             digits = text.lstrip("+-").lstrip("0") or "0"
-            whole = int(digits) * (-1 if text.startswith("-") else 1) if len(digits) <= INT_DIGITS else 10**INT_DIGITS
+            if bounded and len(digits) > INT_DIGITS:
+                raise ValueError(f"must be a whole number of at most {INT_DIGITS} digits")
+            whole = int(digits) * (-1 if text.startswith("-") else 1)
         else:
             raise ValueError("must be a whole number")
         if bounded and abs(whole) >= 10**INT_DIGITS:
