@@ -84,6 +84,12 @@ def plan(loads: list[TeamLoad], backends: tuple[str, ...]) -> Plan:
 # could be taken. The hash is the one RQ's Job.fetch would read next: one round trip less.
 _POP_IN_TURN = Script(SLOT + TURN + READING + """
 local function k(i, name) return ARGV[i] .. name .. ARGV[i + 1] end
+-- Pop the job, with its ring (rings follow the queues), once all else is taken and read.
+local function taken(queue, id, read)
+  redis.call('lpop', queue)
+  if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end
+  return {queue, id, read, redis.call('hgetall', ARGV[18] .. id .. ARGV[19])}
+end
 local order = {}
 for i = 5, #KEYS do
   local team = ARGV[i + 15]
@@ -98,16 +104,11 @@ for _, entry in ipairs(order) do
   if id then
     local job = team ~= '' and (string.match(id, ARGV[4]) or string.match(id, ARGV[5]))
     if not job then
-      redis.call('lpop', queue)  -- not speedq's (a webhook delivery): RQ's job, as RQ would pop it
-      if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end  -- its ring: rings follow the queues
-      return {queue, id, false, redis.call('hgetall', ARGV[18] .. id .. ARGV[19])}
+      return taken(queue, id, false)  -- not speedq's (a webhook delivery): RQ's job, as RQ would pop it
     end
     if take_slot(k(10, team), k(12, team), job) == 1 then
-      redis.call('lpop', queue)
-      if ARGV[3] == '0' then redis.call('lpop', KEYS[4]) end
       note_turn(KEYS[1], KEYS[2], team)
-      local read = lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 12)
-      return {queue, id, read, redis.call('hgetall', ARGV[18] .. id .. ARGV[19])}
+      return taken(queue, id, lease_and_read(k(6, job), KEYS[3], ARGV[1], ARGV[2], job, k(8, job), 12))
     end
   end
 end
@@ -208,13 +209,14 @@ class FairDequeue(Worker):
             except (NoSuchJobError, ValueError):
                 continue  # RQ's own dequeue skips a job whose hash is gone (its hold expires)
             self.log.info("Worker %s: %s: %s (team %s)", self.name, queue.name, job.id, team_of[popped.queue_key])
+            speedq_id = str(job.args[0]) if job.args else ""
             read = None
-            if popped.reading is not None and job.args:
+            if popped.reading is not None and speedq_id:
                 try:
                     read = reading(popped.reading)
                 except Exception:  # whatever the parse raises, the horse reads for itself and fails the job
-                    self.log.warning("Worker %s: %s: record unreadable here", self.name, job.args[0], exc_info=True)
-            handoff.give(str(job.args[0]) if job.args else "", read, self.speedq_lease_s, taken_at)
+                    self.log.warning("Worker %s: %s: record unreadable here", self.name, speedq_id, exc_info=True)
+            handoff.give(speedq_id, read, self.speedq_lease_s, taken_at)  # None drops an earlier pop's reading
             return job, queue
 
     def _waiting(self, names: list[str]) -> bool:
