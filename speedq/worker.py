@@ -75,11 +75,8 @@ class Supervisor(Launching):
 
     def run(self) -> str:
         # The worker's pop read it all just before forking this work horse, if it popped it.
-        popped = handoff.take(self.job_id)
-        if popped is not None:
-            holder, record, self.spend = popped
-        else:
-            holder, record, self.spend = self.store.acquire_reading(self.job_id, self.worker, self.ttl_s)
+        holder, record, self.spend = (handoff.take(self.job_id)
+                                      or self.store.acquire_reading(self.job_id, self.worker, self.ttl_s))
         if holder is not None:
             # The pop took the job's slot again if it had been freed (its lease had lapsed and the
             # reaper re-queued it); the slot goes back if the holder has ended the job since.
