@@ -25,8 +25,9 @@ _NOT_IN_SCRIPTS = {"EVAL", "EVALSHA", "EVAL_RO", "EVALSHA_RO", "MULTI", "EXEC", 
 # Increments Redis refuses at run time if their argument is not a 64-bit integer (or a finite
 # float). Redis does not undo a script's earlier writes when a later command fails, so `packed`
 # refuses such an argument before anything is sent.
-_INT_INCREMENTS = {"INCRBY": 2, "DECRBY": 2, "HINCRBY": 3}
-_FLOAT_INCREMENTS = {"INCRBYFLOAT": 2, "HINCRBYFLOAT": 3}
+# Each one's argument position, and whether Redis reads it as an integer (else as a float).
+_INCREMENTS = {"INCRBY": (2, True), "DECRBY": (2, True), "HINCRBY": (3, True),
+               "INCRBYFLOAT": (2, False), "HINCRBYFLOAT": (3, False)}
 _REDIS_INT = re.compile(r"-?(0|[1-9][0-9]*)")
 _REDIS_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
@@ -82,24 +83,30 @@ def packed(pipe: redis.client.Pipeline) -> list[EncodableT]:
 
 
 def _check_increment(name: str, words: tuple[Any, ...]) -> None:
-    if name in _INT_INCREMENTS:
-        by = words[_INT_INCREMENTS[name]] if len(words) > _INT_INCREMENTS[name] else None
-        if isinstance(by, (str, bytes)):  # as Redis reads it: ASCII digits, no sign but '-', no padding
-            text = by.decode("latin-1") if isinstance(by, bytes) else by
-            whole = int(text) if len(text) < 21 and _REDIS_INT.fullmatch(text) else None
-        else:
-            whole = by if isinstance(by, int) and not isinstance(by, bool) else None
-        if whole is None or not -(2**63) <= whole < 2**63:
-            raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
-    elif name in _FLOAT_INCREMENTS:
-        by = words[_FLOAT_INCREMENTS[name]] if len(words) > _FLOAT_INCREMENTS[name] else None
-        if isinstance(by, (str, bytes)):
-            text = by.decode("latin-1") if isinstance(by, bytes) else by
-            finite = bool(_REDIS_FLOAT.fullmatch(text)) and math.isfinite(float(text))
-        else:
-            finite = not isinstance(by, bool) and (isinstance(by, int) or (isinstance(by, float) and math.isfinite(by)))
-        if not finite:
-            raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
+    if name not in _INCREMENTS:
+        return
+    position, whole = _INCREMENTS[name]
+    by = words[position] if len(words) > position else None
+    if not (_redis_int(by) if whole else _redis_float(by)):
+        raise ValueError(f"{name} by {by!r}: Redis would refuse it after the script's earlier writes")
+
+
+def _redis_int(by: object) -> bool:
+    """A 64-bit integer, and written as Redis reads one: ASCII digits, no sign but '-', no padding."""
+    if isinstance(by, bytes):
+        by = by.decode("latin-1")
+    if isinstance(by, str):
+        by = int(by) if len(by) < 21 and _REDIS_INT.fullmatch(by) else None
+    return isinstance(by, int) and not isinstance(by, bool) and -(2**63) <= by < 2**63
+
+
+def _redis_float(by: object) -> bool:
+    """A finite number, and written as Redis reads one."""
+    if isinstance(by, bytes):
+        by = by.decode("latin-1")
+    if isinstance(by, str):
+        return bool(_REDIS_FLOAT.fullmatch(by)) and math.isfinite(float(by))
+    return (isinstance(by, int) and not isinstance(by, bool)) or (isinstance(by, float) and math.isfinite(by))
 
 
 class Script:
