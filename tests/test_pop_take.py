@@ -103,6 +103,16 @@ def test_a_pop_whose_answer_is_lost_leaves_its_job_held_and_the_reaper_puts_it_b
     assert record.rq_job_id in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
 
 
+def a_burst_worker_goes_on_to_a_healthy_job(speedq: Speedq) -> None:
+    """Behind a job the worker must pass over, another team's healthy job: a burst worker runs to
+    the end of its burst (it did not die on the first) and the healthy job succeeds."""
+    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
+    worker = speedq.start_worker("--burst")
+    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
+    assert worker.returncode == 0
+    assert speedq.status(healthy)["state"] == "succeeded"
+
+
 def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(speedq: Speedq) -> None:
     """A record written by a newer speedq (a spec field this one does not know): the worker cannot
     parse the pop's read, so it hands none to the work horse, which reads the record itself and
@@ -110,12 +120,7 @@ def test_a_record_the_worker_cannot_read_fails_its_work_horse_not_the_worker(spe
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     newer = speedq.submit("--team", "alpha", "--smoke", "--run-name", "newer")
     as_written_by_a_newer_speedq(conn, newer)
-    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
-
-    worker = speedq.start_worker("--burst")
-    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
-    assert worker.returncode == 0  # the worker ran to the end of its burst
-    assert speedq.status(healthy)["state"] == "succeeded"
+    a_burst_worker_goes_on_to_a_healthy_job(speedq)
     assert conn.zcard(b"rq:failed:" + queue_name("sim", "alpha", "normal").encode()) == 1  # the horse's failure
 
 
@@ -144,12 +149,7 @@ def test_a_job_whose_rq_hash_is_gone_is_skipped_and_the_worker_goes_on(speedq: S
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     gone = speedq.submit("--team", "alpha", "--smoke", "--run-name", "gone")
     conn.delete(Job.key_for(gone))
-    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
-
-    worker = speedq.start_worker("--burst")
-    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
-    assert worker.returncode == 0
-    assert speedq.status(healthy)["state"] == "succeeded"
+    a_burst_worker_goes_on_to_a_healthy_job(speedq)
     # Popped and held (its hold lapses, and the reaper re-queues it), never run
     assert gone not in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
     assert conn.zscore(Keys.held, gone) is not None
@@ -163,12 +163,7 @@ def test_a_record_that_is_not_json_fails_its_work_horse_not_the_pop(speedq: Spee
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     garbled = speedq.submit("--team", "alpha", "--smoke", "--run-name", "garbled")
     conn.set(Keys.job(garbled), b"\xff not json")
-    healthy = speedq.submit("--team", "beta", "--smoke", "--run-name", "healthy")
-
-    worker = speedq.start_worker("--burst")
-    wait_for(lambda: worker.poll() is not None, timeout=120, what="the burst worker to drain its queues")
-    assert worker.returncode == 0
-    assert speedq.status(healthy)["state"] == "succeeded"
+    a_burst_worker_goes_on_to_a_healthy_job(speedq)
     assert conn.zcard(b"rq:failed:" + queue_name("sim", "alpha", "normal").encode()) == 1  # the horse's failure
 
 
