@@ -22,6 +22,19 @@ from tests.reply_loss import ReplyLoss
 from tests.supervision.scripted import Scripted, supervise
 
 
+def commands_sent(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every command any redis-py connection sends from now on, in order: one per round trip."""
+    sent: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    return sent
+
+
 @pytest.mark.parametrize(("prepares_data", "popped", "round_trips"),
                          [(False, False, 2), (True, False, 5), (False, True, 1), (True, True, 4)])
 def test_from_the_work_horse_to_the_launch_is_one_round_trip_or_four_with_data_to_prepare(
@@ -32,7 +45,7 @@ def test_from_the_work_horse_to_the_launch_is_one_round_trip_or_four_with_data_t
     the lease checked and renewed. A backend with data to prepare (Modal) marks the job starting
     first, then takes and frees the data lock around the prepare. Each round trip costs a loaded
     machine milliseconds."""
-    sent: list[bytes] = []
+    sent: list[bytes] = []  # counted from the horse's start on (below); Counting reads it then
     at_launch: list[int] = []
 
     class Counting(Scripted):
@@ -49,13 +62,7 @@ def test_from_the_work_horse_to_the_launch_is_one_round_trip_or_four_with_data_t
         taken = pop.dequeue_job_and_maintain_ttl(timeout=None)
         assert taken is not None and taken[0].args == (second.id,)
     at_launch.clear()
-    send = redis.connection.Connection.send_packed_command
-
-    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        sent.append(command)
-        return send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    sent = commands_sent(monkeypatch)
     worker.Supervisor(store, second.id, "w1").run()
     assert store.get(second.id).state.value == "succeeded"
     before_launch = [bytes(c if isinstance(c, bytes) else b"".join(c))[:60] for c in sent[: at_launch[0]]]
@@ -190,14 +197,7 @@ def test_a_write_from_the_record_last_written_is_one_round_trip_while_an_attempt
     running = store.update(record.id, lambda r: r.attempts.append(Attempt(number=1, backend="sim", gpu_count=8)))
     time.sleep(0.05)
     assert running.gpu_seconds > 0.3  # 8 GPUs, for 0.05 s at least
-    sent: list[bytes] = []
-    send = redis.connection.Connection.send_packed_command
-
-    def counted(self, command, check_health=True):  # type: ignore[no-untyped-def]
-        sent.append(command)
-        return send(self, command, check_health)
-
-    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", counted)
+    sent = commands_sent(monkeypatch)
     noted = store.update(record.id, lambda r: setattr(r, "error", "a note"), seen=running)
     assert len(sent) == 1
     assert store.get(record.id) == noted and noted.error == "a note" and noted.attempts == running.attempts
