@@ -114,7 +114,8 @@ def test_success_notifies_the_team_with_a_webhook_only(
     # One worker runs jobs in order: beta's end was written before alpha's began.
     [text] = webhook.texts()
     assert text.startswith(f"speedq {job} alpha/d12-smoke ") and "succeeded after 1 attempt" in text
-    assert notify_queue(redis_server).finished_job_registry.count == 1
+    # RQ marks the delivery finished after its function returns, so after the webhook has answered
+    wait_for(lambda: notify_queue(redis_server).finished_job_registry.count == 1, what="the delivery marked finished")
 
 
 def test_failure_and_retry_are_notified(speedq: Speedq, redis_server: RedisServer, webhook: Webhook) -> None:
@@ -147,6 +148,7 @@ def test_a_failing_webhook_is_retried_until_it_takes_the_notification(
 
     assert len(set(webhook.texts())) == 1  # the same notification three times
     queue = notify_queue(redis_server)
+    wait_for(lambda: queue.finished_job_registry.count == 1, what="the delivery marked finished")
     [delivered] = queue.finished_job_registry.get_job_ids()
     assert queue.fetch_job(delivered).retries_left == 5 - 2
     assert queue.failed_job_registry.count == 0

@@ -149,6 +149,9 @@ def test_a_job_whose_rq_hash_is_gone_is_skipped_and_the_worker_goes_on(speedq: S
     conn = redis.Redis.from_url(speedq.env["SPEEDQ_REDIS_URL"])
     gone = speedq.submit("--team", "alpha", "--smoke", "--run-name", "gone")
     conn.delete(Job.key_for(gone))
+    # A hold that outlasts the burst: with the suite's 3 s one, a slow run of the healthy job let
+    # the worker's own reaper re-queue the skipped job before these checks
+    speedq.env["SPEEDQ_HEARTBEAT_TTL"] = "600"
     a_burst_worker_goes_on_to_a_healthy_job(speedq)
     # Popped and held (its hold lapses, and the reaper re-queues it), never run
     assert gone not in Queue(queue_name("sim", "alpha", "normal"), connection=conn).job_ids
