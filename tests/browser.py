@@ -60,6 +60,13 @@ def screenshot(url: str, name: str) -> Path:
     return path
 
 
+_NAVIGATED = "Inspected target navigated or closed"
+
+
+class Navigated(Exception):
+    """The page's document was replaced while Chromium evaluated in it (a navigation)."""
+
+
 @dataclass
 class Node:
     tag: str
@@ -174,6 +181,8 @@ class LivePage:
             raw, self._buffer = self._buffer.split(b"\0", 1)
             answer = json.loads(raw)
             if answer.get("id") == self._next_id:
+                if _NAVIGATED in answer.get("error", {}).get("message", ""):
+                    raise Navigated(f"{method}: {answer['error']}")
                 assert "error" not in answer, f"{method}: {answer['error']}"
                 return answer["result"]  # type: ignore[no-any-return]
 
@@ -184,10 +193,14 @@ class LivePage:
         return done["result"].get("value")
 
     def wait(self, expression: str, timeout: float = 20.0, what: str | None = None) -> object:
-        """Poll until the expression is truthy on the page; its value."""
+        """Poll until the expression is truthy on the page; its value. A page still navigating
+        (its document replaced under the evaluation) is not there yet."""
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except Navigated:
+                value = None
             if value:
                 return value
             assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what or expression}"
@@ -200,7 +213,7 @@ class LivePage:
         assert found, f"nothing on the page matches {selector}"
 
     def goto(self, url: str) -> None:
-        self.evaluate(f"location.href = {json.dumps(url)}")
+        self._call("Page.navigate", url=url)
         self.wait("document.readyState === 'complete' && location.href !== 'about:blank'", what=f"{url} to load")
 
     def dom(self) -> Node:

@@ -253,6 +253,12 @@ def speedq_own_redis(own_redis: RedisServer, tmp_path: Path) -> Iterator[Speedq]
     sq.stop_all()
 
 
+# For the tests of a hung run: the stall clock starts at the launch and is reset by each stage and
+# step, so it must outlast a loaded machine's start-up gaps (runner, torchrun, first step): about
+# 2 s in CI runs of test_faults, so a 2 s bound could end a healthy start-up as stalled.
+STALL_TIMEOUT_S = "8"
+
+
 def make_speedq(redis_server: RedisServer, tmp_path: Path) -> Speedq:
     home = tmp_path / "home"
     home.mkdir()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from tests.conftest import Speedq, wait_for
+from tests.conftest import STALL_TIMEOUT_S, Speedq, wait_for
 
 SAVE_EVERY = 5
 
@@ -61,7 +61,7 @@ def test_crash_with_attempts_left_resumes(speedq: Speedq) -> None:
 
 
 def test_hung_run_is_ended_by_the_stall_detector_and_resumed(speedq: Speedq) -> None:
-    speedq.env["SPEEDQ_STALL_TIMEOUT"] = "2"
+    speedq.env["SPEEDQ_STALL_TIMEOUT"] = STALL_TIMEOUT_S
     record = run_with_fault(speedq, "hang@17")
 
     assert record["state"] == "succeeded", record["error"]

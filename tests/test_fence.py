@@ -80,6 +80,15 @@ def test_a_claim_mid_training_stops_the_older_runner_without_writing(tmp_path: P
     assert json.loads((Path(req.run_dir) / layout.CLAIM).read_text())["attempt"] == 2
 
 
+def lock_held(run_dir: Path) -> bool:
+    """Whether a training process holds the run dir: taking the lock gives up at once."""
+    try:
+        fence.take_training_lock(run_dir, wait_s=0)
+    except TimeoutError:
+        return True
+    return False
+
+
 def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> None:
     """An older attempt's training process (its runner gone) holds the run dir's training lock;
     the newer attempt gets it only after claiming, when the older one sees the claim and stops."""
@@ -89,10 +98,7 @@ def test_a_new_attempt_cannot_train_beside_an_older_training(tmp_path: Path) -> 
     command = [sys.executable, "-m", "speedq.gpu.rank", "timeit", "-n", "1", "import time; time.sleep(60)"]
     old = subprocess.Popen(command, env=env, start_new_session=True)
     try:
-        wait_for(lambda: proctree.marked(run_dir), timeout=10, what="the older training")
-        time.sleep(0.5)  # it has taken the lock by now
-        with pytest.raises(TimeoutError):
-            fence.take_training_lock(run_dir, wait_s=0.5)
+        wait_for(lambda: lock_held(run_dir), timeout=30, what="the older training to take the lock")
         fence.claim(run_dir, 2)
         fence.take_training_lock(run_dir, wait_s=10)
         assert old.wait(timeout=5) == fence.FENCED_EXIT

@@ -14,7 +14,7 @@ import pytest
 
 from speedq.gpu import fence, proctree
 from speedq.settings import env_name
-from tests.conftest import Speedq, wait_for
+from tests.conftest import STALL_TIMEOUT_S, Speedq, wait_for
 from tests.proctable import ProcessWatch
 
 KILL_AFTER_LAUNCH_ENV = env_name("test_kill_after_launch")
@@ -99,16 +99,19 @@ def test_runner_killed_leaves_its_training_which_ends_before_the_next_attempt(sp
 
 def test_timeout_relaunch(speedq: Speedq) -> None:
     with ProcessWatch() as watch:
+        # As in test_faults: a loaded machine spends 2 s or more starting each attempt, and the
+        # fixture's doubling backoff would reach 50 s by the ninth.
+        speedq.env["SPEEDQ_RETRY_BACKOFF"] = "0.01"
         speedq.start_worker()
-        # 80 steps of 0.05 s: past one 3 s attempt on any machine, and a few attempts under load.
-        job = submit(speedq, "--timeout", "3", "--max-attempts", "10", "--train-arg", "num-iterations=80")
+        # 120 steps of 0.05 s: past one 5 s attempt on any machine, and a few attempts under load.
+        job = submit(speedq, "--timeout", "5", "--max-attempts", "10", "--train-arg", "num-iterations=120")
         record = finish(speedq, watch, job, "attempt timeout and relaunch")
     assert record["state"] == "succeeded", record["error"]
     assert record["attempts"][0]["outcome"] == "timed_out"
 
 
 def test_stall_relaunch(speedq: Speedq) -> None:
-    speedq.env["SPEEDQ_STALL_TIMEOUT"] = "2"
+    speedq.env["SPEEDQ_STALL_TIMEOUT"] = STALL_TIMEOUT_S
     with ProcessWatch() as watch:
         speedq.start_worker(env={"SPEEDQ_SIM_FAULTS": "hang@17"})
         job = submit(speedq)

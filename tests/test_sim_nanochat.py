@@ -16,6 +16,7 @@ import pytest
 
 from speedq.sim import SIM_TREE
 from speedq.sim import repo as sim_repo
+from tests.conftest import wait_for
 
 # scripts/base_train.py's print at 92d63d4; `| eta:` only after step 10.
 PROGRESS_LINE = re.compile(
@@ -150,17 +151,21 @@ def test_torn_leaves_a_half_written_checkpoint(base: Path) -> None:
     assert zipfile.ZipFile(ckpt / "model_000004.pt").testzip() is None
 
 
-def test_hang_stops_printing_and_never_exits(base: Path) -> None:
+def test_hang_stops_printing_and_never_exits(base: Path, tmp_path: Path) -> None:
     env = {**os.environ, "NANOCHAT_BASE_DIR": str(base), "SPEEDQ_SIM_STEP_S": "0.001", "SPEEDQ_SIM_FAULTS": "hang@3"}
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.base_train", "--depth=4", "--num-iterations=8"],
-                            cwd=SIM_TREE, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "scripts.base_train", "--depth=4", "--num-iterations=8"],
+                                cwd=SIM_TREE, env=env, stdout=sink, text=True, start_new_session=True)
     try:
-        time.sleep(1.0)
+        # Timed from its third step, not its start: a loaded machine takes seconds to start Python
+        wait_for(lambda: 2 in steps_printed(out.read_text()), timeout=60, what="step 2")
+        time.sleep(1.0)  # a hundred steps' time
         assert proc.poll() is None
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-    out, _ = proc.communicate()
-    assert steps_printed(out) == [0, 1, 2]
+        proc.wait()
+    assert steps_printed(out.read_text()) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("text", ["preempt", "explode@3", "crash@x", "crash@0"])

@@ -22,7 +22,7 @@ def test_stats_equal_the_sums_over_attempt_records(speedq: Speedq) -> None:
     speedq.run("cancel", queued, "--team", "alpha", check=True)  # cancelled before the worker starts
     speedq.start_worker("--burst")
     for job in jobs:
-        speedq.wait_state(job, "succeeded", timeout=60)
+        speedq.wait_state(job, "succeeded", timeout=180)  # 8 sim ranks took over 60 s in a CI run
 
     figures = {s["team"]: s for s in json.loads(speedq.run("stats", "--json", check=True).stdout)}
 

@@ -40,7 +40,7 @@ def two_teams(speedq: Speedq) -> Scene:
     smoke = speedq.submit("--team", "beta", "--smoke")
     base_url = start_api(speedq)
     for job in (preempted, smoke):
-        speedq.wait_state(job, "succeeded", timeout=60)
+        speedq.wait_state(job, "succeeded", timeout=180)  # a preempted d4 run: two attempts
     return Scene(speedq, base_url, tokens, preempted, smoke, waiting_high, waiting_low, cancelled)
 
 

@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -28,26 +29,34 @@ def _marker(shards: int, commit: str = COMMIT) -> str:
     return json.dumps({"commit": commit, "shards": shards})
 
 
-def _play_prepare(standin: StandIn, shards: int, blip: str | None = None) -> threading.Thread:
-    """The CPU container: writes the marker and succeeds once its call exists (optionally while
-    the API blips)."""
+def _on_prepare_call(standin: StandIn, act: Callable[[str], None]) -> threading.Thread:
+    """The CPU container: `act` on the preparation's call once it exists."""
 
     def body() -> None:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             calls = [c for c in standin.calls() if c["function"] == mb.PREPARE_FUNCTION]
             if calls:
-                if blip:
-                    standin.fault(outputs_status=blip, seconds=1.0)
-                standin.put(f"data/{layout.prepared_marker_name(COMMIT)}", _marker(shards))
-                time.sleep(0.5)
-                standin.finish(calls[0]["id"], "success", True)
+                act(calls[0]["id"])
                 return
             time.sleep(0.05)
 
     thread = threading.Thread(target=body, daemon=True)
     thread.start()
     return thread
+
+
+def _play_prepare(standin: StandIn, shards: int, blip: str | None = None) -> threading.Thread:
+    """The CPU container: writes the marker and succeeds (optionally while the API blips)."""
+
+    def succeed(call_id: str) -> None:
+        if blip:
+            standin.fault(outputs_status=blip, seconds=1.0)
+        standin.put(f"data/{layout.prepared_marker_name(COMMIT)}", _marker(shards))
+        time.sleep(0.5)
+        standin.finish(call_id, "success", True)
+
+    return _on_prepare_call(standin, succeed)
 
 
 def test_prepare_runs_the_cpu_function_to_completion_through_a_blip(standin, monkeypatch) -> None:
@@ -83,7 +92,7 @@ def test_a_full_run_after_a_smoke_run_prepares_the_missing_shards_on_the_cpu(sta
 def test_a_failed_preparation_is_a_backend_error(standin, monkeypatch) -> None:
     monkeypatch.setattr(mb, "PREPARE_POLL_EVERY_S", 0.1)
     backend = mb.ModalBackend(timeout_s=2.0)
-    threading.Timer(0.5, lambda: standin.finish(standin.calls()[0]["id"], "failure", "no route to HF")).start()
+    _on_prepare_call(standin, lambda call_id: standin.finish(call_id, "failure", "no route to HF"))
     with pytest.raises(BackendError, match="no route to HF"):
         backend.prepare(record())
 
