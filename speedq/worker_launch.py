@@ -13,6 +13,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from redis.exceptions import LockError
 from rq import get_current_job
@@ -23,6 +25,8 @@ from speedq.keys import Keys
 from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
 from speedq.worker_base import Done, SupervisorBase, log
+
+T = TypeVar("T")
 
 
 class _Overtaken(Exception):
@@ -44,7 +48,8 @@ class Launching(SupervisorBase):
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:
-                commit = backend.resolve_ref(record.spec.repo_ref, record.spec.repo)
+                # git ls-remote or a Modal function: its bound is the lease's own length
+                commit = self._beating(lambda: backend.resolve_ref(record.spec.repo_ref, record.spec.repo))
             except BackendError as exc:
                 self._finish(JobState.failed, str(exc))
                 raise Done from None
@@ -149,36 +154,47 @@ class Launching(SupervisorBase):
                 self._update(lambda r: setattr(r, "error", "waiting for another worker preparing the same data"))
                 waited_since = float("inf")
             time.sleep(self.poll_s)
-        failure: list[BaseException] = []
 
-        def prepare() -> None:
+        def keep_lock() -> None:
             try:
-                backend.prepare(record)
-            except BaseException as exc:  # noqa: BLE001 - reported below, in this thread
-                failure.append(exc)
+                lock.reacquire()
+            except LockError:
+                log.warning("%s: the data lock expired while preparing", self.job_id)
 
         try:
-            worker = threading.Thread(target=prepare, daemon=True, name=f"prepare-{self.job_id}")
-            worker.start()
-            worker.join(self.poll_s)
-            while worker.is_alive():  # a prepare done within a poll (data already there) costs no renewal
-                self._keep_lease()
-                try:
-                    lock.reacquire()
-                except LockError:
-                    log.warning("%s: the data lock expired while preparing", self.job_id)
-                worker.join(self.poll_s)
+            self._beating(lambda: backend.prepare(record), also=keep_lock)
+        except BackendError as exc:
+            self._finish(JobState.failed, f"data preparation failed: {exc}")
+            raise Done from None
         finally:
             try:
                 lock.release()
             except LockError:
                 pass  # it expired while we waited on a hung prepare: nothing to release
+
+    def _beating(self, work: Callable[[], T], also: Callable[[], None] = lambda: None) -> T:
+        """`work` in a thread while this one renews the lease (and does `also`) every poll, so a
+        slow step before the launch does not let the reaper hand the job to another worker.
+        Raises what `work` raised; stops with Done, leaving it behind, if the lease is lost."""
+        result: list[T] = []
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(work())
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True, name=f"beating-{self.job_id}")
+        thread.start()
+        thread.join(self.poll_s)
+        while thread.is_alive():  # work done within a poll (data already there) costs no renewal
+            self._keep_lease()
+            also()
+            thread.join(self.poll_s)
         if failure:
-            exc = failure[0]
-            if not isinstance(exc, BackendError):
-                raise exc
-            self._finish(JobState.failed, f"data preparation failed: {exc}")
-            raise Done
+            raise failure[0]
+        return result[0]
 
 
 def _die_with_worker() -> None:

@@ -15,6 +15,7 @@ import redis
 from speedq import producer, worker
 from speedq.connection import connect
 from speedq.fair_share import FairDequeue
+from speedq.reaper import reap
 from speedq.schemas import Attempt, JobRecord, JobSpec, JobState, Outcome
 from speedq.store import Store
 from tests.conftest import RedisServer
@@ -201,3 +202,23 @@ def test_a_write_from_the_record_last_written_is_one_round_trip_while_an_attempt
     noted = store.update(record.id, lambda r: setattr(r, "error", "a note"), seen=running)
     assert len(sent) == 1
     assert store.get(record.id) == noted and noted.error == "a note" and noted.attempts == running.attempts
+
+
+def test_a_slow_ref_resolution_keeps_the_lease_and_the_reaper_leaves_the_job(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pinning the ref (git ls-remote, or a Modal function) may take as long as a lease: the
+    lease is renewed meanwhile, so no reaper re-queues the job for another worker."""
+    monkeypatch.setenv("SPEEDQ_HEARTBEAT_TTL", "0.3")
+    reaped: list[list[str]] = []
+
+    class SlowGit(Scripted):
+        def resolve_ref(self, ref: str, repo: str = "") -> str:
+            time.sleep(1.0)  # three leases
+            reaped.append(reap(store.conn))
+            return super().resolve_ref(ref, repo)
+
+    backend = SlowGit()
+    record = supervise(store, backend, monkeypatch)
+    assert reaped == [[]]
+    assert backend.count("launch") == 1 and record.state == JobState.succeeded
