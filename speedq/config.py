@@ -87,6 +87,9 @@ MAX_JOB_GPU_SECONDS = 10**12
 # A dry run resolves the ref the way a worker will; without an answer in this long (no network),
 # it says so instead of waiting on git.
 PREVIEW_RESOLVE_TIMEOUT_S = 10.0
+# A worker pins the ref while renewing the job's lease, so a hung git or Modal call would hold the
+# job for ever: past this (well above the backends' own bounds) the job fails, saying so.
+RESOLVE_TIMEOUT_S = 300.0
 
 # How many recent queue waits per team `stats` takes its median and p95 from.
 WAIT_SAMPLES_KEPT = 1000

@@ -9,6 +9,7 @@ returns it.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import threading
@@ -48,8 +49,9 @@ class Launching(SupervisorBase):
         commit = record.nanochat_commit
         if commit is None:  # no attempt has begun yet, so none can be running
             try:
-                # git ls-remote or a Modal function: its bound is the lease's own length
-                commit = self._beating(lambda: backend.resolve_ref(record.spec.repo_ref, record.spec.repo))
+                commit = self._beating(lambda: backend.resolve_ref(record.spec.repo_ref, record.spec.repo),
+                                       limit_s=config.RESOLVE_TIMEOUT_S,
+                                       what=f"pinning nanochat ref {record.spec.repo_ref!r}")
             except BackendError as exc:
                 self._finish(JobState.failed, str(exc))
                 raise Done from None
@@ -172,10 +174,12 @@ class Launching(SupervisorBase):
             except LockError:
                 pass  # it expired while we waited on a hung prepare: nothing to release
 
-    def _beating(self, work: Callable[[], T], also: Callable[[], None] = lambda: None) -> T:
-        """`work` in a thread while this one renews the lease (and does `also`) every poll, so a
-        slow step before the launch does not let the reaper hand the job to another worker.
-        Raises what `work` raised; stops with Done, leaving it behind, if the lease is lost."""
+    def _beating(self, work: Callable[[], T], also: Callable[[], None] = lambda: None,
+                 limit_s: float = math.inf, what: str = "") -> T:
+        """`work` in a thread while this one renews the lease (and does `also`) a few times a
+        lease, so a slow step before the launch does not let the reaper hand the job to another
+        worker. Raises what `work` raised, or BackendError past `limit_s`; stops with Done if the
+        lease is lost. Either way a hung `work` is left behind, to end with the work horse."""
         result: list[T] = []
         failure: list[BaseException] = []
 
@@ -187,11 +191,15 @@ class Launching(SupervisorBase):
 
         thread = threading.Thread(target=run, daemon=True, name=f"beating-{self.job_id}")
         thread.start()
-        thread.join(self.poll_s)
-        while thread.is_alive():  # work done within a poll (data already there) costs no renewal
+        beat = self.ttl_s / 3
+        deadline = time.monotonic() + limit_s
+        thread.join(beat)
+        while thread.is_alive():  # work done within a beat (data already there) costs no renewal
+            if time.monotonic() > deadline:
+                raise BackendError(f"{what} took over {limit_s:g}s")
             self._keep_lease()
             also()
-            thread.join(self.poll_s)
+            thread.join(beat)
         if failure:
             raise failure[0]
         return result[0]

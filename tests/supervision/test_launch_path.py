@@ -7,17 +7,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis
 
-from speedq import producer, worker
+from speedq import config, producer, worker
 from speedq.connection import connect
 from speedq.fair_share import FairDequeue
 from speedq.reaper import reap
 from speedq.schemas import Attempt, JobRecord, JobSpec, JobState, Outcome
-from speedq.store import Store
+from speedq.store import Keys, Store
 from tests.conftest import RedisServer
 from tests.reply_loss import ReplyLoss
 from tests.supervision.scripted import Scripted, supervise
@@ -93,11 +95,11 @@ def test_a_job_cancelled_while_its_launch_was_readied_never_launches(
 
 _BUILT_IN_THE_HORSE = """
 import sys
-from speedq import producer, worker
+from speedq import config, producer, worker
 from speedq.connection import connect
 from speedq.schemas import JobSpec
 from speedq.schemas.rules import Schema
-from speedq.store import Store
+from speedq.store import Keys, Store
 from tests.supervision.scripted import Scripted
 
 def built():
@@ -204,21 +206,59 @@ def test_a_write_from_the_record_last_written_is_one_round_trip_while_an_attempt
     assert store.get(record.id) == noted and noted.error == "a note" and noted.attempts == running.attempts
 
 
+
+@dataclass
+class SlowRef(Scripted):
+    """Pins the ref in `seconds` (git ls-remote, or a Modal function), after `meanwhile`."""
+
+    seconds: float = 3.0
+    meanwhile: Callable[[], object] = lambda: None
+    pinned: bool = False
+
+    def resolve_ref(self, ref: str, repo: str = "") -> str:
+        self.meanwhile()
+        time.sleep(self.seconds)
+        self.pinned = True
+        return super().resolve_ref(ref, repo)
+
+
 def test_a_slow_ref_resolution_keeps_the_lease_and_the_reaper_leaves_the_job(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pinning the ref (git ls-remote, or a Modal function) may take as long as a lease: the
-    lease is renewed meanwhile, so no reaper re-queues the job for another worker."""
-    monkeypatch.setenv("SPEEDQ_HEARTBEAT_TTL", "0.3")
+    """Pinning may take as long as a lease: the lease is renewed meanwhile, so no reaper
+    re-queues the job for another worker."""
+    monkeypatch.setenv("SPEEDQ_HEARTBEAT_TTL", "1")
     reaped: list[list[str]] = []
 
-    class SlowGit(Scripted):
+    class Reaped(SlowRef):
         def resolve_ref(self, ref: str, repo: str = "") -> str:
-            time.sleep(1.0)  # three leases
+            commit = super().resolve_ref(ref, repo)  # three leases
             reaped.append(reap(store.conn))
-            return super().resolve_ref(ref, repo)
+            return commit
 
-    backend = SlowGit()
+    backend = Reaped()
     record = supervise(store, backend, monkeypatch)
     assert reaped == [[]]
     assert backend.count("launch") == 1 and record.state == JobState.succeeded
+
+
+def test_a_lease_taken_while_pinning_the_ref_stops_at_once_with_nothing_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPEEDQ_HEARTBEAT_TTL", "1")
+    record, _ = store.create_claiming_run(JobSpec(team="alpha", model="d4", backend="sim"))
+    # w1 stalled; w2 took the job
+    backend = SlowRef(meanwhile=lambda: store.conn.set(Keys.supervisor(record.id), "w2", px=60_000))
+    monkeypatch.setattr(worker, "backend_named", lambda name: backend)
+    worker.Supervisor(store, record.id, "w1").run()
+    assert not backend.pinned  # it stopped at its next renewal, not once the ref was pinned
+    after = store.get(record.id)
+    assert backend.count("launch") == 0 and after.attempts == [] and after.state == JobState.queued
+    assert store.conn.get(Keys.supervisor(record.id)) == b"w2"
+
+
+def test_a_ref_resolution_that_hangs_fails_the_job_in_one_line(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "RESOLVE_TIMEOUT_S", 0.5)
+    record = supervise(store, SlowRef(seconds=30), monkeypatch)
+    assert record.state == JobState.failed and record.attempts == []
+    assert record.error == f"pinning nanochat ref {record.spec.repo_ref!r} took over 0.5s"
