@@ -221,11 +221,11 @@ class Sizing:
     device_batch_size: int
     max_seq_len: int
     world_size: int
-    num_iterations: int | None  # None: not known in advance (target-flops)
+    num_iterations: int  # target-flops too is known in advance: base_train rounds it to steps
 
     @property
     def train_tokens(self) -> int:
-        return (self.num_iterations or 0) * self.total_batch_size
+        return self.num_iterations * self.total_batch_size
 
 
 def _number(args: TrainArgs, name: str) -> float:
@@ -348,7 +348,7 @@ def _halvings(start: int) -> list[int]:
     return sizes
 
 
-def _iterations(depth: int, mode: str, args: TrainArgs, total: int, ratio: float, vocab_size: int) -> int | None:
+def _iterations(depth: int, mode: str, args: TrainArgs, total: int, ratio: float, vocab_size: int) -> int:
     """base_train's horizon, in its order: num-iterations, target-flops, data:param ratio."""
     if mode == "smoke":
         return SMOKE_STEPS
