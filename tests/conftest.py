@@ -88,16 +88,19 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
+    host: str = "127.0.0.1"
+    launcher: list[str] = field(default_factory=list)  # e.g. `ip netns exec <ns>`: another host's
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            [*self.launcher, REDIS_SERVER, "--port", str(self.port), "--bind", self.host, "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+             "--protected-mode", "no"],  # no password, and a test's server may be on another (netns) host
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis.Redis.from_url(self.url)
