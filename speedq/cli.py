@@ -97,8 +97,8 @@ def submit(
         print_json(job)
     else:
         if done.created:
-            err().print(f"queued {spec.run_key}: {spec.repo_name}@{spec.repo_ref} {spec.model} {spec.mode} "
-                        f"on {spec.gpu} via {spec.backend}")
+            err().print(f"queued {spec.run_key}: {job.source} {spec.model} {spec.mode} on {spec.gpu} "
+                        f"via {spec.backend}")
         print(job.id)
 
 

@@ -28,6 +28,17 @@ def test_smoke_job_runs_to_succeeded_with_progress_and_log(speedq: Speedq) -> No
     assert "succeeded" in table and "10/10" in table and record["nanochat_commit"] in table
 
 
+
+def test_submit_says_what_it_queued_in_one_line(speedq: Speedq) -> None:
+    done = speedq.run("submit", "--backend", "sim", "--team", "alpha", "--smoke", check=True)
+    said = " ".join(done.stderr.split())  # rich wraps at the pipe's 80 columns
+    assert said == "queued alpha/d12-smoke: karpathy/nanochat@92d63d4 d12 smoke on H100:8 via sim"
+    fork = speedq.run("submit", "--backend", "sim", "--team", "alpha", "--repo", "https://github.com/alice/nanochat",
+                      "--repo-ref", "fast-muon", "--model", "d4", check=True)
+    said = " ".join(fork.stderr.split())
+    assert said == "queued alpha/alice-nanochat-d4: alice/nanochat@fast-muon d4 full on H100:8 via sim"
+
+
 def test_full_job_runs_every_stage_and_checkpoints(speedq: Speedq) -> None:
     speedq.start_worker()
     job = speedq.submit("--team", "beta", "--model", "d4")

@@ -119,10 +119,6 @@ class JobOptions(UserInput):
         run is already as cheap as its preflight would be)."""
         return self.preflight and self.mode == "full" and self.gpu.count > 1
 
-    def repo_name(self) -> str:
-        """`owner/repo` (github.com) or `host/owner/repo`."""
-        return repos.repo_name(self.repo)
-
     def check_repo_host(self, hosts: Sequence[str]) -> None:
         """Refuse a repository host the operator has not allowed (submit only, see schemas.repo)."""
         try:
