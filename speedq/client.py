@@ -59,6 +59,13 @@ def validated(model: type[Model], values: Mapping[str, Any]) -> Model:
         return model.model_validate(dict(values))
 
 
+def _checked(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+    """A submit's validation, the preview's too: the spec's own rules, then the operator's hosts."""
+    checked = spec if isinstance(spec, schemas.JobSpec) else validated(schemas.JobSpec, spec)
+    checked.check_repo_host(settings.get().repo_hosts)
+    return checked
+
+
 class Client:
     """One queue: a Redis connection (given, or from `SPEEDQ_REDIS_URL`, checked on first use)."""
 
@@ -88,9 +95,7 @@ class Client:
         active job is not queued twice: `created` is False and `job` is the active one."""
         from speedq import producer
 
-        checked = spec if isinstance(spec, schemas.JobSpec) else validated(schemas.JobSpec, spec)
-        checked.check_repo_host(settings.get().repo_hosts)
-        done = producer.submit(self.conn, checked)
+        done = producer.submit(self.conn, _checked(spec))
         return schemas.Submitted(created=done.created, job=done.record)
 
     def preview(self, spec: JobSpec | Mapping[str, Any]) -> Preview:
@@ -99,8 +104,7 @@ class Client:
         and `refusal`, the line the submit would be refused with now (None: it would go in)."""
         from speedq import preview
 
-        checked = spec if isinstance(spec, schemas.JobSpec) else validated(schemas.JobSpec, spec)
-        return preview.preview(self.conn, checked)
+        return preview.preview(self.conn, _checked(spec))
 
     def get(self, job_id: str) -> JobRecord:
         """The job's record; `JobNotFound` if there is none."""

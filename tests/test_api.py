@@ -138,6 +138,8 @@ def test_a_fork_through_the_api_is_checked_as_through_the_cli(api, redis_server,
                        ("https://gitlab.com/alice/nanochat", "SPEEDQ_REPO_HOSTS")):
         refused = client.post("/v1/jobs", json={"backend": "sim", "repo": repo}, headers=alpha)
         assert refused.status_code == 422 and rule in refused.json()["detail"], refused.text
+        previewed = client.post("/v1/jobs/preview", json={"backend": "sim", "repo": repo}, headers=alpha)
+        assert (previewed.status_code, previewed.json()) == (422, refused.json())
         cli = speedq.run("submit", "--team", "alpha", "--backend", "sim", "--repo", repo)
         assert cli.returncode == 2 and cli.stderr.strip() == f"error: {refused.json()['detail']}"
     assert snapshot(redis_server.client()) == before

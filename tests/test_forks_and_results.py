@@ -116,6 +116,9 @@ def test_a_bad_repo_is_refused_at_submit_in_one_line(speedq: Speedq, url: str, r
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "repo" in lines[0] and rule in lines[0], done.stderr
     assert speedq.run("ls", "--json", check=True).stdout.strip() == "[]"
+    # The dry run checks what the submit checks: it must not say "would be queued"
+    dry = speedq.run("submit", "--team", "alice", "--repo", url, "--dry-run")
+    assert (dry.returncode, dry.stdout, dry.stderr) == (2, "", done.stderr)
 
 
 def test_the_operator_allows_other_hosts(speedq: Speedq) -> None:
