@@ -31,6 +31,8 @@ BAD_SUBMITS = [
     (["--team", "ok", "--gpu", "H100:0"], "gpu"),
     (["--team", "ok", "--gpu", "H100:9"], "gpu"),
     (["--team", "ok", "--gpu", "H100:x"], "gpu"),
+    (["--team", "ok", "--gpu", "H100:"], "gpu"),
+    (["--team", "ok", "--gpu", "H100:" + "9" * 5000], "whole number from 1 to 8"),
     (["--team", "ok", "--run-name", "../escape"], "run-name"),
     (["--team", "ok", "--run-name", "Has Caps"], "run-name"),
     (["--team", "ok", "--priority", "urgent"], "priority"),

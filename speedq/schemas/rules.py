@@ -141,11 +141,13 @@ def _gpu(value: object) -> object:
         value = f"{value['type']}:{count}"
     if not isinstance(value, str):
         raise ValueError("must be TYPE[:COUNT]")
-    kind, _, count = value.partition(":")
+    kind, colon, count = value.partition(":")
     known = {t.upper(): t for t in config.GPU_TYPES}
     if kind.upper() not in known:
         raise ValueError(f"must be TYPE[:COUNT] with TYPE one of {', '.join(config.GPU_TYPES)}")
-    if (count and not (count.isascii() and count.isdigit())) or (count and not 1 <= int(count) <= config.MAX_GPU_COUNT):
+    # A colon says a count follows: `H100:` is a count left out by mistake, not a default of 1
+    if colon and not (count.isascii() and count.isdigit() and len(count) <= 3
+                      and 1 <= int(count) <= config.MAX_GPU_COUNT):
         raise ValueError(f"GPU count must be a whole number from 1 to {config.MAX_GPU_COUNT}")
     return {"type": known[kind.upper()], "count": int(count or 1)}
 
