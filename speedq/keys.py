@@ -101,10 +101,13 @@ class Keys:
     board_models = f"{PREFIX}:board:models"
 
     @staticmethod
-    def run_history(team: str, model: str, mode: str, gpu_type: str) -> str:
-        """The team's succeeded runs of one model, mode and GPU type, newest first (a list of
-        `RunSample` JSON, capped): what cost previews estimate from."""
-        return f"{PREFIX}:history:{team}:{model}:{mode}:{gpu_type}"
+    def run_history(team: str, backend: str, model: str, mode: str, gpu_type: str) -> str:
+        """The team's succeeded runs of one backend, model, mode and GPU type, newest first (a list
+        of `RunSample` JSON, capped): what cost previews estimate from. A sim run's seconds are a
+        CPU's, whatever GPU it names, so they never price a Modal run; Modal's key is the one
+        kept before backends had keys of their own, so its history carries on."""
+        key = f"{PREFIX}:history:{team}:{model}:{mode}:{gpu_type}"
+        return key if backend == "modal" else f"{key}:{backend}"
 
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"

@@ -169,8 +169,8 @@ class TeamStore:
         return {text(k): float(v) for k, v in self.conn.hgetall(Keys.team(team, "gpu-seconds")).items()}
 
     def run_history(self, spec: JobSpec) -> builtins.list[RunSample]:
-        """The team's succeeded runs of the spec's model, mode and GPU type, newest first."""
-        key = Keys.run_history(spec.team, spec.model, spec.mode, spec.gpu.type)
+        """The team's succeeded runs of the spec's backend, model, mode and GPU type, newest first."""
+        key = Keys.run_history(spec.team, spec.backend, spec.model, spec.mode, spec.gpu.type)
         return [RunSample.model_validate_json(raw) for raw in self.conn.lrange(key, 0, -1)]
 
     def queue_waits(self, team: str) -> builtins.list[float]:

@@ -134,6 +134,10 @@ def test_estimate_from_history_once_runs_succeed(speedq: Speedq, client: Client)
     assert preview_json(speedq, "--team", "beta", *SMOKE)["estimate"]["source"] == "table"
     full = preview_json(speedq, "--team", "alpha", "--backend", "sim", "--gpu", "CPU:1")
     assert full["estimate"]["source"] == "table"
+    # Nor another backend: the sim's seconds are simulated (offline: the local ref is left unresolved)
+    speedq.env["SPEEDQ_OFFLINE"] = "1"
+    local = preview_json(speedq, "--team", "alpha", "--backend", "local", "--smoke", "--gpu", "CPU:1")
+    assert local["estimate"]["source"] == "table"
 
 
 def test_a_submit_over_the_budget_is_refused_exit_3_or_402_and_stores_nothing(
