@@ -78,7 +78,7 @@ ESTIMATE_MFU = 0.5
 # What a run spends besides base training's steps: container start, compile, the data and
 # tokenizer stages; a full run also base_eval (CORE), chat_sft and chat_eval. Wall seconds.
 ESTIMATE_OVERHEAD_S = {"smoke": 10 * 60, "full": 45 * 60}
-ESTIMATE_HISTORY_KEPT = 20  # succeeded runs per (team, model, mode, GPU type)
+ESTIMATE_HISTORY_KEPT = 20  # succeeded runs per (team, backend, model, mode, GPU type)
 # The most GPU-seconds one job may be estimated at, whatever its team's budget: some 30,000
 # GPU-years. Reservations are Redis integers (64-bit), and a team's sums many jobs'; an estimate
 # from a team's history scales the past runs' rate by this run's tokens, so no train-arg limit

@@ -29,7 +29,7 @@ HOLDER, HOLDER_RAW, QUEUED, SECONDS, SEQ, TEAM, RESERVED, HISTORY, DIGEST = rang
 # The part each of the claim's KEYS is read into. KEYS[1] (the run's claim) and KEYS[6] (the
 # job key prefix) are the run's own: the next submit is of another run, held by no one.
 _PART_OF_KEY = {1: QUEUED, 2: SECONDS, 3: SEQ, 4: TEAM, 6: RESERVED, 7: HISTORY}
-_KEPT = 256  # guesses per connection: one per (team, model, mode, GPU type) recently submitted
+_KEPT = 256  # guesses per connection: one per (team, backend, model, mode, GPU type) recently submitted
 
 _lock = threading.Lock()
 _guesses: WeakKeyDictionary[redis.Redis, dict[tuple[KeyT, ...], list[Any]]] = WeakKeyDictionary()

@@ -27,7 +27,7 @@ class Estimate(Schema):
 
 
 class RunSample(Schema):
-    """A succeeded job's spend, kept per (team, model, mode, GPU type) for later estimates."""
+    """A succeeded job's spend, kept per (team, backend, model, mode, GPU type) for later estimates."""
 
     job: str
     gpu_seconds: float  # every attempt of the job
