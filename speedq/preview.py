@@ -49,7 +49,7 @@ def resolve(spec: JobSpec) -> tuple[str | None, str | None]:
     if settings.get().offline and _needs_network(spec):
         return None, f"{ref!r} not resolved: SPEEDQ_OFFLINE=1 and resolving it needs the network (a worker pins it)"
     from speedq.backends import BackendError, get_backend
-    from speedq.backends.modal_calls import in_thread
+    from speedq.threads import in_thread
 
     try:
         backend = get_backend(spec.backend)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -25,6 +24,7 @@ from speedq.backends import Backend, BackendError, CallStatus, LaunchUnknown
 from speedq.keys import Keys
 from speedq.producer import over_budget_now
 from speedq.schemas import Attempt, JobRecord, JobState, Outcome
+from speedq.threads import Overran, in_thread
 from speedq.worker_base import Done, SupervisorBase, log
 
 T = TypeVar("T")
@@ -180,29 +180,15 @@ class Launching(SupervisorBase):
         lease, so a slow step before the launch does not let the reaper hand the job to another
         worker. Raises what `work` raised, or BackendError past `limit_s`; stops with Done if the
         lease is lost. Either way a hung `work` is left behind, to end with the work horse."""
-        result: list[T] = []
-        failure: list[BaseException] = []
 
-        def run() -> None:
-            try:
-                result.append(work())
-            except BaseException as exc:  # noqa: BLE001 - raised below, in the caller's thread
-                failure.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True, name=f"beating-{self.job_id}")
-        thread.start()
-        beat = self.ttl_s / 3
-        deadline = time.monotonic() + limit_s
-        thread.join(beat)
-        while thread.is_alive():  # work done within a beat (data already there) costs no renewal
-            if time.monotonic() > deadline:
-                raise BackendError(f"{what} took over {limit_s:g}s")
+        def beat() -> None:
             self._keep_lease()
             also()
-            thread.join(beat)
-        if failure:
-            raise failure[0]
-        return result[0]
+
+        try:
+            return in_thread(work, limit_s, every=self.ttl_s / 3, meanwhile=beat)
+        except Overran:
+            raise BackendError(f"{what} took over {limit_s:g}s") from None
 
 
 def _die_with_worker() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from speedq.backends.base import BackendError
 from speedq.backends.modal_outcomes import one_line
+from speedq.threads import in_thread
 
 T = TypeVar("T")
 GIT_TIMEOUT_S = 30.0
@@ -26,30 +26,6 @@ def run_sync(make: Callable[[], Awaitable[T]], timeout: float) -> T:
     except RuntimeError:
         return asyncio.run(bounded())
     return in_thread(lambda: asyncio.run(bounded()), timeout + 5)
-
-
-def in_thread(call: Callable[[], T], timeout: float) -> T:
-    """call() on a daemon thread, waited on for at most `timeout` (a stuck call is left behind):
-    its value, its own error raised here, or TimeoutError."""
-    values: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            values.append(call())
-        except BaseException as exc:  # noqa: BLE001 - handed back to the caller, below
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if errors:
-        raise errors[0]
-    if not values:
-        raise TimeoutError()
-    return values[0]
-
-
 
 
 def has_credentials() -> bool:
