@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from enum import Enum
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from speedq.schemas import JobSpec  # which imports this module
 
 PREFIX = "speedq"
 QUEUE_PREFIX = "speedq"
@@ -101,13 +104,13 @@ class Keys:
     board_models = f"{PREFIX}:board:models"
 
     @staticmethod
-    def run_history(team: str, backend: str, model: str, mode: str, gpu_type: str) -> str:
-        """The team's succeeded runs of one backend, model, mode and GPU type, newest first (a list
-        of `RunSample` JSON, capped): what cost previews estimate from. A sim run's seconds are a
-        CPU's, whatever GPU it names, so they never price a Modal run; Modal's key is the one
-        kept before backends had keys of their own, so its history carries on."""
-        key = f"{PREFIX}:history:{team}:{model}:{mode}:{gpu_type}"
-        return key if backend == "modal" else f"{key}:{backend}"
+    def run_history(spec: JobSpec) -> str:
+        """The team's succeeded runs of the spec's backend, model, mode and GPU type, newest
+        first (a list of `RunSample` JSON, capped): what cost previews estimate from. A sim run's
+        seconds are a CPU's, whatever GPU it names, so they never price a Modal run; Modal's key
+        is the one kept before backends had keys of their own, so its history carries on."""
+        key = f"{PREFIX}:history:{spec.team}:{spec.model}:{spec.mode}:{spec.gpu.type}"
+        return key if spec.backend == "modal" else f"{key}:{spec.backend}"
 
     # Job id -> when its supervision lease expires (ms): every job a live worker holds.
     held = f"{PREFIX}:held"

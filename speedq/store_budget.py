@@ -23,7 +23,6 @@ def note_success(pipe: redis.client.Pipeline, before: JobRecord, after: JobRecor
     """A job that just succeeded leaves its spend for later estimates of its kind of run."""
     if after.state != JobState.succeeded or before.state == JobState.succeeded:
         return
-    spec = after.spec
-    history = Keys.run_history(spec.team, spec.backend, spec.model, spec.mode, spec.gpu.type)
+    history = Keys.run_history(after.spec)
     pipe.lpush(history, estimate.sample_of(after).model_dump_json())
     pipe.ltrim(history, 0, config.ESTIMATE_HISTORY_KEPT - 1)

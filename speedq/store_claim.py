@@ -138,8 +138,7 @@ class ClaimStore:
         team = spec.team
         claim = Keys.run_claim(team, spec.run_name or "")
         keys = (claim, Keys.index(team, JobState.queued), Keys.team(team, "gpu-seconds"), Keys.seq, Keys.team(team),
-                Keys.job(""), Keys.team(team, "reserved"), Keys.run_history(team, spec.backend, spec.model, spec.mode,
-                                                                            spec.gpu.type))
+                Keys.job(""), Keys.team(team, "reserved"), Keys.run_history(spec))
 
         def read() -> list[Any]:
             return list(_READ_CLAIM.run(self.conn, keys, read_only=True))

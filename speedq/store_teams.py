@@ -170,8 +170,7 @@ class TeamStore:
 
     def run_history(self, spec: JobSpec) -> builtins.list[RunSample]:
         """The team's succeeded runs of the spec's backend, model, mode and GPU type, newest first."""
-        key = Keys.run_history(spec.team, spec.backend, spec.model, spec.mode, spec.gpu.type)
-        return [RunSample.model_validate_json(raw) for raw in self.conn.lrange(key, 0, -1)]
+        return [RunSample.model_validate_json(raw) for raw in self.conn.lrange(Keys.run_history(spec), 0, -1)]
 
     def queue_waits(self, team: str) -> builtins.list[float]:
         return [float(v) for v in self.conn.lrange(Keys.team(team, "waits"), 0, -1)]

@@ -320,7 +320,7 @@ def test_an_estimate_from_history_past_any_job_is_refused_in_one_line(seeded: tu
     GPU-seconds, past the 64-bit reservation the submit's script would write last."""
     conn, token = seeded
     past = RunSample(job="sq-0", gpu_seconds=21600.0, tokens=1)
-    conn.lpush(Keys.run_history("alpha", "modal", "d12", "full", "H100"), past.model_dump_json())
+    conn.lpush(Keys.run_history(JobSpec(team="alpha", model="d12")), past.model_dump_json())
     before = snapshot(conn)
     code, _, err = run_cli(["submit", "--team", "alpha", "--model", "d12", "--train-arg", "num-iterations=1000000000"])
     assert code == 2 and len(err.strip().splitlines()) == 1 and "more than speedq takes as one job" in err, err

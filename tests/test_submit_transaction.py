@@ -168,7 +168,7 @@ def test_a_run_that_succeeds_between_a_submits_read_and_its_write_is_in_the_esti
     conn = redis_server.client()
     conn.flushall()
     spec = JobSpec(team="alpha", backend="sim", run_name="one", mode="smoke", gpu="CPU:1")
-    history = Keys.run_history("alpha", spec.backend, spec.model, spec.mode, spec.gpu.type)
+    history = Keys.run_history(spec)
     needed: list[float] = []
 
     def meanwhile(team: TeamSettings, usage: TeamUsage, needed_s: float) -> None:
