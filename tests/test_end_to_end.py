@@ -28,7 +28,6 @@ def test_smoke_job_runs_to_succeeded_with_progress_and_log(speedq: Speedq) -> No
     assert "succeeded" in table and "10/10" in table and record["nanochat_commit"] in table
 
 
-
 def test_submit_says_what_it_queued_in_one_line(speedq: Speedq) -> None:
     done = speedq.run("submit", "--backend", "sim", "--team", "alpha", "--smoke", check=True)
     said = " ".join(done.stderr.split())  # rich wraps at the pipe's 80 columns

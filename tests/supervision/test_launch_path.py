@@ -95,11 +95,11 @@ def test_a_job_cancelled_while_its_launch_was_readied_never_launches(
 
 _BUILT_IN_THE_HORSE = """
 import sys
-from speedq import config, producer, worker
+from speedq import producer, worker
 from speedq.connection import connect
 from speedq.schemas import JobSpec
 from speedq.schemas.rules import Schema
-from speedq.store import Keys, Store
+from speedq.store import Store
 from tests.supervision.scripted import Scripted
 
 def built():
@@ -204,7 +204,6 @@ def test_a_write_from_the_record_last_written_is_one_round_trip_while_an_attempt
     noted = store.update(record.id, lambda r: setattr(r, "error", "a note"), seen=running)
     assert len(sent) == 1
     assert store.get(record.id) == noted and noted.error == "a note" and noted.attempts == running.attempts
-
 
 
 @dataclass
